@@ -1,0 +1,162 @@
+//! The local subscriber registry: topics sharded over read-write locks, each
+//! topic's subscribers in a copy-on-write list so that a dispatch holds no
+//! lock while it delivers.
+
+use std::collections::hash_map::{DefaultHasher, Entry as MapEntry};
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+
+use fawkes_protocol::{Broadcast, EncodeError, Frame, Vsn};
+use parking_lot::RwLock;
+
+use crate::{Delivery, Dispatched, Inner, Subscriber};
+
+const SHARDS: usize = 32;
+
+/// Identifies one subscription, for `broadcast_from`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SubscriberId(u64);
+
+#[derive(Clone)]
+struct Entry {
+    id: SubscriberId,
+    sub: Arc<dyn Subscriber>,
+}
+
+type Topics = HashMap<Arc<str>, Arc<Vec<Entry>>>;
+
+pub(crate) struct Registry {
+    shards: Box<[RwLock<Topics>]>,
+    next_id: AtomicU64,
+}
+
+fn shard_of(topic: &str) -> usize {
+    let mut h = DefaultHasher::new();
+    topic.hash(&mut h);
+    (h.finish() as usize) % SHARDS
+}
+
+impl Registry {
+    pub(crate) fn new() -> Registry {
+        Registry { shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(), next_id: AtomicU64::new(1) }
+    }
+
+    pub(crate) fn subscribe(&self, inner: &Arc<Inner>, topic: &str, sub: Arc<dyn Subscriber>) -> Subscription {
+        let id = SubscriberId(self.next_id.fetch_add(1, Ordering::Relaxed));
+        let topic: Arc<str> = Arc::from(topic);
+        let mut shard = self.shards[shard_of(&topic)].write();
+        let list = shard.entry(topic.clone()).or_default();
+        Arc::make_mut(list).push(Entry { id, sub });
+        Subscription { owner: Arc::downgrade(inner), topic, id }
+    }
+
+    fn unsubscribe(&self, topic: &str, id: SubscriberId) {
+        let mut shard = self.shards[shard_of(topic)].write();
+        if let MapEntry::Occupied(mut e) = shard.entry(Arc::from(topic)) {
+            let list = Arc::make_mut(e.get_mut());
+            if let Some(i) = list.iter().position(|x| x.id == id) {
+                list.swap_remove(i);
+            }
+            if list.is_empty() {
+                e.remove();
+            } else if list.capacity() > 64 && list.len() < list.capacity() / 4 {
+                list.shrink_to_fit();
+            }
+        }
+    }
+
+    pub(crate) fn count(&self, topic: &str) -> usize {
+        self.shards[shard_of(topic)].read().get(topic).map_or(0, |l| l.len())
+    }
+
+    pub(crate) fn dispatch(&self, msg: &Broadcast, from: Option<SubscriberId>) -> Dispatched {
+        let Some(list) = self.shards[shard_of(&msg.topic)].read().get(msg.topic.as_str()).cloned() else {
+            return Dispatched::default();
+        };
+        let mut frames = FrameCache::new(msg);
+        let mut out = Dispatched::default();
+        let mut gone = Vec::new();
+        for entry in list.iter() {
+            if Some(entry.id) == from {
+                continue;
+            }
+            match entry.sub.deliver(msg, &mut frames) {
+                Delivery::Delivered => out.delivered += 1,
+                Delivery::Overflow => out.overflowed += 1,
+                Delivery::Gone => gone.push(entry.id),
+            }
+        }
+        for id in gone {
+            self.unsubscribe(&msg.topic, id);
+        }
+        out
+    }
+}
+
+/// A live subscription; dropping it unsubscribes.
+#[must_use = "dropping a Subscription unsubscribes at once"]
+pub struct Subscription {
+    owner: Weak<Inner>,
+    topic: Arc<str>,
+    id: SubscriberId,
+}
+
+impl Subscription {
+    /// The id to pass to `broadcast_from` to skip this subscription.
+    pub fn id(&self) -> SubscriberId {
+        self.id
+    }
+
+    /// The subscribed topic.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+}
+
+impl fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Subscription").field("topic", &self.topic).field("id", &self.id).finish()
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        if let Some(inner) = self.owner.upgrade() {
+            inner.registry.unsubscribe(&self.topic, self.id);
+        }
+    }
+}
+
+/// A broadcast's frames, encoded at most once per serializer during one
+/// dispatch and shared by every subscriber that asks.
+pub struct FrameCache<'a> {
+    msg: &'a Broadcast,
+    frames: [Option<Result<Frame, EncodeError>>; 2],
+}
+
+impl<'a> FrameCache<'a> {
+    /// A cache for `msg`.
+    pub fn new(msg: &'a Broadcast) -> FrameCache<'a> {
+        FrameCache { msg, frames: [None, None] }
+    }
+
+    /// The broadcast encoded with `vsn`; `None` when it cannot be (for
+    /// example a V2 payload that is not an object).
+    pub fn frame(&mut self, vsn: Vsn) -> Option<&Frame> {
+        let slot = &mut self.frames[match vsn {
+            Vsn::V1 => 0,
+            Vsn::V2 => 1,
+        }];
+        let msg = self.msg;
+        slot.get_or_insert_with(|| vsn.encode_broadcast(msg)).as_ref().ok()
+    }
+}
+
+impl fmt::Debug for FrameCache<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FrameCache").field("topic", &self.msg.topic).finish()
+    }
+}

@@ -1,0 +1,104 @@
+//! The seam for remote delivery: an [`Adapter`] publishes node-tagged
+//! envelopes to the other nodes, and hands the envelopes it receives to
+//! [`crate::PubSub::deliver_remote`].
+
+use base64::Engine as _;
+use fawkes_protocol::{Broadcast, Payload};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::PubSubError;
+
+/// Which nodes a remote message is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// Every node but this one (a broadcast; the sender delivered locally).
+    Except(String),
+    /// Only this node (a direct broadcast).
+    Only(String),
+}
+
+/// A broadcast on its way between nodes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RemoteMessage {
+    /// Which nodes it is for.
+    pub target: Target,
+    /// The broadcast.
+    pub broadcast: Broadcast,
+}
+
+/// Carries broadcasts to the other nodes of a cluster.
+pub trait Adapter: Send + Sync + 'static {
+    /// Publishes `msg` to the other nodes. Must not block for long: queue
+    /// and return.
+    ///
+    /// # Errors
+    ///
+    /// When the message cannot be handed to the transport.
+    fn publish(&self, msg: RemoteMessage) -> Result<(), PubSubError>;
+}
+
+/// Why a remote envelope could not be decoded.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid remote message: {0}")]
+pub struct WireError(String);
+
+#[derive(Serialize, Deserialize)]
+struct Envelope<'a> {
+    v: u8,
+    mode: &'a str,
+    node: &'a str,
+    topic: &'a str,
+    event: &'a str,
+    #[serde(borrow, skip_serializing_if = "Option::is_none", default)]
+    json: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    b64: Option<String>,
+}
+
+const WIRE_VERSION: u8 = 1;
+
+impl RemoteMessage {
+    /// Encodes the envelope as one JSON document:
+    /// `{"v":1,"mode":"except"|"only","node","topic","event","json"|"b64"}`.
+    pub fn encode(&self) -> Vec<u8> {
+        let (mode, node) = match &self.target {
+            Target::Except(n) => ("except", n.as_str()),
+            Target::Only(n) => ("only", n.as_str()),
+        };
+        let b = &self.broadcast;
+        let raw;
+        let (json, b64) = match &b.payload {
+            Payload::Json(j) => {
+                raw = String::from_utf8_lossy(j.as_bytes()).into_owned();
+                (serde_json::from_str::<&RawValue>(&raw).ok(), None)
+            }
+            Payload::Binary(bytes) => (None, Some(base64::engine::general_purpose::STANDARD.encode(bytes))),
+        };
+        let env = Envelope { v: WIRE_VERSION, mode, node, topic: &b.topic, event: &b.event, json, b64 };
+        serde_json::to_vec(&env).unwrap_or_default()
+    }
+
+    /// Decodes an envelope made by [`RemoteMessage::encode`].
+    ///
+    /// # Errors
+    ///
+    /// Anything that is not such an envelope, of this wire version.
+    pub fn decode(data: &[u8]) -> Result<RemoteMessage, WireError> {
+        let env: Envelope<'_> = serde_json::from_slice(data).map_err(|e| WireError(e.to_string()))?;
+        if env.v != WIRE_VERSION {
+            return Err(WireError(format!("unsupported wire version {}", env.v)));
+        }
+        let target = match env.mode {
+            "except" => Target::Except(env.node.to_owned()),
+            "only" => Target::Only(env.node.to_owned()),
+            m => return Err(WireError(format!("unknown mode {m:?}"))),
+        };
+        let payload = match (env.json, env.b64) {
+            (Some(j), None) => Payload::json_text(j.get().to_owned()).map_err(|e| WireError(e.to_string()))?,
+            (None, Some(b)) => Payload::binary(base64::engine::general_purpose::STANDARD.decode(b).map_err(|e| WireError(e.to_string()))?),
+            _ => return Err(WireError("exactly one of json and b64 is required".into())),
+        };
+        Ok(RemoteMessage { target, broadcast: Broadcast::new(env.topic, env.event, payload) })
+    }
+}

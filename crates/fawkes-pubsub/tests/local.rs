@@ -1,0 +1,158 @@
+//! The local registry: fan-out, exclusion, encode-once frames, remote envelopes.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use fawkes_pubsub::{Adapter, Broadcast, Delivery, FrameCache, Payload, PubSub, PubSubError, RemoteMessage, Subscriber, Target, Vsn};
+use serde_json::json;
+
+fn bc(topic: &str, event: &str) -> Broadcast {
+    Broadcast::new(topic, event, Payload::from(json!({"n": 1})))
+}
+
+fn recorder(ps: &PubSub, topic: &str) -> (fawkes_pubsub::Subscription, Arc<Mutex<Vec<String>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = seen.clone();
+    (ps.subscribe_fn(topic, move |b| s.lock().unwrap().push(b.event.clone())), seen)
+}
+
+#[test]
+fn broadcast_reaches_every_subscriber_of_the_topic_only() {
+    let ps = PubSub::local("n1");
+    let (_a, a) = recorder(&ps, "t:1");
+    let (_b, b) = recorder(&ps, "t:1");
+    let (_c, c) = recorder(&ps, "t:2");
+    let d = ps.broadcast(bc("t:1", "e")).unwrap();
+    assert_eq!(d.delivered, 2);
+    assert_eq!(*a.lock().unwrap(), ["e"]);
+    assert_eq!(*b.lock().unwrap(), ["e"]);
+    assert!(c.lock().unwrap().is_empty());
+}
+
+#[test]
+fn broadcast_from_skips_the_sender_and_drop_unsubscribes() {
+    let ps = PubSub::local("n1");
+    let (sa, a) = recorder(&ps, "t");
+    let (sb, b) = recorder(&ps, "t");
+    ps.broadcast_from(sa.id(), bc("t", "x")).unwrap();
+    assert!(a.lock().unwrap().is_empty());
+    assert_eq!(*b.lock().unwrap(), ["x"]);
+    drop(sb);
+    assert_eq!(ps.subscriber_count("t"), 1);
+    ps.broadcast(bc("t", "y")).unwrap();
+    assert_eq!(*b.lock().unwrap(), ["x"]);
+    assert_eq!(*a.lock().unwrap(), ["y"]);
+    drop(sa);
+    assert_eq!(ps.subscriber_count("t"), 0);
+}
+
+struct FrameGrabber(Vsn, Mutex<Vec<bytes::Bytes>>);
+impl Subscriber for FrameGrabber {
+    fn deliver(&self, _: &Broadcast, frames: &mut FrameCache<'_>) -> Delivery {
+        self.1.lock().unwrap().push(frames.frame(self.0).unwrap().data.clone());
+        Delivery::Delivered
+    }
+}
+
+#[test]
+fn a_broadcast_is_encoded_once_per_serializer_and_shared() {
+    let ps = PubSub::local("n1");
+    let subs: Vec<_> = (0..6).map(|i| Arc::new(FrameGrabber(if i % 2 == 0 { Vsn::V2 } else { Vsn::V1 }, Mutex::new(vec![])))).collect();
+    let _guards: Vec<_> = subs.iter().map(|s| ps.subscribe("t", s.clone())).collect();
+    ps.broadcast(bc("t", "e")).unwrap();
+    let frames: Vec<bytes::Bytes> = subs.iter().map(|s| s.1.lock().unwrap()[0].clone()).collect();
+    for (i, f) in frames.iter().enumerate() {
+        // same allocation, not just equal bytes
+        assert_eq!(f.as_ptr(), frames[i % 2].as_ptr());
+    }
+    assert_eq!(&frames[0][..], br#"[null,null,"t","e",{"n":1}]"#);
+    assert_eq!(&frames[1][..], br#"{"event":"e","payload":{"n":1},"ref":null,"topic":"t"}"#);
+}
+
+struct Dead(AtomicUsize);
+impl Subscriber for Dead {
+    fn deliver(&self, _: &Broadcast, _: &mut FrameCache<'_>) -> Delivery {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Delivery::Gone
+    }
+}
+
+#[test]
+fn gone_subscribers_are_removed() {
+    let ps = PubSub::local("n1");
+    let dead = Arc::new(Dead(AtomicUsize::new(0)));
+    let _s = ps.subscribe("t", dead.clone());
+    ps.broadcast(bc("t", "e")).unwrap();
+    ps.broadcast(bc("t", "e")).unwrap();
+    assert_eq!(dead.0.load(Ordering::SeqCst), 1);
+    assert_eq!(ps.subscriber_count("t"), 0);
+}
+
+#[derive(Default)]
+struct Loopback(Mutex<Vec<RemoteMessage>>);
+impl Adapter for Loopback {
+    fn publish(&self, msg: RemoteMessage) -> Result<(), PubSubError> {
+        self.0.lock().unwrap().push(msg);
+        Ok(())
+    }
+}
+
+#[test]
+fn remote_delivery_goes_through_the_adapter_and_respects_targets() {
+    let wire = Arc::new(Loopback::default());
+    let n1 = PubSub::with_adapter("n1", wire.clone());
+    let n2 = PubSub::local("n2");
+    let (_s1, seen1) = recorder(&n1, "t");
+    let (_s2, seen2) = recorder(&n2, "t");
+    n1.broadcast(bc("t", "all")).unwrap();
+    n1.direct_broadcast("n2", bc("t", "direct")).unwrap();
+    n1.local_broadcast(bc("t", "local"));
+    let sent: Vec<RemoteMessage> = wire.0.lock().unwrap().drain(..).collect();
+    assert_eq!(sent.len(), 2);
+    assert_eq!(sent[0].target, Target::Except("n1".into()));
+    for m in sent {
+        let decoded = RemoteMessage::decode(&m.encode()).unwrap();
+        assert_eq!(decoded, m);
+        n2.deliver_remote(decoded.clone());
+        n1.deliver_remote(decoded);
+    }
+    assert_eq!(*seen1.lock().unwrap(), ["all", "local"]);
+    assert_eq!(*seen2.lock().unwrap(), ["all", "direct"]);
+}
+
+#[test]
+fn remote_envelopes_carry_binary_and_refuse_garbage() {
+    let m = RemoteMessage { target: Target::Only("x".into()), broadcast: Broadcast::new("t", "e", Payload::binary(vec![0u8, 255])) };
+    assert_eq!(RemoteMessage::decode(&m.encode()).unwrap(), m);
+    for bad in [&b"nope"[..], br#"{"v":2,"mode":"only","node":"x","topic":"t","event":"e","json":{}}"#, br#"{"v":1,"mode":"all","node":"x","topic":"t","event":"e","json":{}}"#, br#"{"v":1,"mode":"only","node":"x","topic":"t","event":"e"}"#] {
+        assert!(RemoteMessage::decode(bad).is_err());
+    }
+}
+
+#[test]
+fn concurrent_subscribe_and_broadcast_lose_nothing() {
+    let ps = PubSub::local("n1");
+    let count = Arc::new(AtomicUsize::new(0));
+    let mut subs = Vec::new();
+    for _ in 0..100 {
+        let c = count.clone();
+        subs.push(ps.subscribe_fn("hot", move |_| {
+            c.fetch_add(1, Ordering::Relaxed);
+        }));
+    }
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            let ps = ps.clone();
+            s.spawn(move || {
+                for _ in 0..250 {
+                    ps.broadcast(bc("hot", "e")).unwrap();
+                    let _churn = ps.subscribe_fn("hot", |_| {});
+                }
+            });
+        }
+    });
+    // 1000 broadcasts to the 100 stable subscribers
+    assert_eq!(count.load(Ordering::Relaxed), 100_000);
+    assert_eq!(ps.subscriber_count("hot"), 100);
+}
