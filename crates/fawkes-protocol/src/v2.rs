@@ -47,7 +47,13 @@ impl<'de> Visitor<'de> for V2Visitor {
         let payload = next!(&'de RawValue);
         // Phoenix takes the first five elements and ignores the rest.
         while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(Ok(V2In { join_ref, ref_, topic, event, payload }))
+        Ok(Ok(V2In {
+            join_ref,
+            ref_,
+            topic,
+            event,
+            payload,
+        }))
     }
 }
 
@@ -78,7 +84,13 @@ fn json_of(payload: &Payload) -> &[u8] {
 }
 
 /// `[join_ref, ref, topic, event, payload]`.
-pub(crate) fn encode(join_ref: Option<&Ref>, ref_: Option<&Ref>, topic: &str, ev: &str, payload: &Payload) -> Result<Frame, EncodeError> {
+pub(crate) fn encode(
+    join_ref: Option<&Ref>,
+    ref_: Option<&Ref>,
+    topic: &str,
+    ev: &str,
+    payload: &Payload,
+) -> Result<Frame, EncodeError> {
     let p = json_of(payload);
     let mut buf = Vec::with_capacity(32 + topic.len() + ev.len() + p.len());
     buf.push(b'[');

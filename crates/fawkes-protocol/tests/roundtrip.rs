@@ -17,13 +17,18 @@ fn json_value() -> impl Strategy<Value = Value> {
     leaf.prop_recursive(3, 24, 4, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
-            prop::collection::btree_map("\\PC{0,6}", inner, 0..4).prop_map(|m| Value::Object(m.into_iter().collect())),
+            prop::collection::btree_map("\\PC{0,6}", inner, 0..4)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
         ]
     })
 }
 
 fn reference() -> impl Strategy<Value = Option<Ref>> {
-    prop_oneof![Just(None), "[0-9]{1,6}".prop_map(|s| Some(Ref::from(s))), any::<u32>().prop_map(|n| Some(Ref::from(u64::from(n))))]
+    prop_oneof![
+        Just(None),
+        "[0-9]{1,6}".prop_map(|s| Some(Ref::from(s))),
+        any::<u32>().prop_map(|n| Some(Ref::from(u64::from(n))))
+    ]
 }
 
 proptest! {

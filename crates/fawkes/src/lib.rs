@@ -1,1 +1,82 @@
-//! placeholder
+//! Fawkes: Phoenix Channels for Rust.
+//!
+//! A Fawkes server speaks the Phoenix Channels protocol so exactly that the
+//! official `phoenix` JavaScript client (and other Phoenix clients) cannot
+//! tell it from Phoenix. The model is Phoenix's:
+//!
+//! * an [`Endpoint`] mounts sockets and broadcasts from anywhere;
+//! * a [`Socket`] authenticates each connection once, in `connect`, and may
+//!   give it an id so that all of a user's connections can be closed at once;
+//! * [`Channel`]s handle topics (`room:*`), one task per joined topic, with
+//!   `join`, `handle_in`, `handle_out`, `handle_info` and `terminate`; a crash
+//!   in one channel harms nothing else;
+//! * broadcasts go through [`PubSub`], encoded once per serializer and shared
+//!   by every subscriber.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use fawkes::{Channel, ChannelContext, ChannelError, ConnectError, ConnectInfo, Endpoint, HandleIn, Join, Params, Payload, Socket, SocketHandler};
+//! use serde_json::json;
+//!
+//! struct UserSocket;
+//!
+//! impl Socket for UserSocket {
+//!     type Assigns = Option<String>;
+//!     async fn connect(&self, params: &Params, _: &ConnectInfo) -> Result<Self::Assigns, ConnectError> {
+//!         Ok(params.get_str("user_id").map(str::to_owned))
+//!     }
+//! }
+//!
+//! struct Room;
+//!
+//! impl Channel<UserSocket> for Room {
+//!     type Info = ();
+//!     async fn join(_topic: &str, _payload: Payload, _ctx: &mut ChannelContext<UserSocket, ()>) -> Result<Join<Self>, ChannelError> {
+//!         Ok(Join::ok(Room))
+//!     }
+//!     async fn handle_in(&mut self, event: &str, payload: Payload, ctx: &mut ChannelContext<UserSocket, ()>) -> Result<HandleIn, ChannelError> {
+//!         ctx.broadcast(event, payload)?;
+//!         Ok(HandleIn::ok(json!({})))
+//!     }
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> std::io::Result<()> {
+//!     let endpoint = Endpoint::local();
+//!     let app = endpoint.socket("/socket", SocketHandler::new(UserSocket).channel::<Room>("room:*"));
+//!     let listener = tokio::net::TcpListener::bind("127.0.0.1:4000").await?;
+//!     axum::serve(listener, app).await
+//! }
+//! ```
+//!
+//! Testing channels without a network: see the `fawkes-test` crate.
+
+mod channel;
+mod config;
+mod conn;
+mod endpoint;
+mod handler;
+mod origin;
+mod queue;
+mod router;
+mod server;
+mod session;
+mod socket;
+pub mod telemetry;
+mod transport;
+
+pub use channel::{
+    BroadcastError, Channel, ChannelContext, ChannelError, ChannelRef, Flow, HandleIn, Join,
+    Outgoing, PushError, ReplyRef, SendError, StopReason,
+};
+pub use config::{CheckOrigin, SocketConfig};
+pub use endpoint::Endpoint;
+pub use handler::{SocketHandler, SocketService};
+pub use socket::{ConnectError, ConnectInfo, Params, Socket};
+pub use transport::local::LocalConnection;
+
+pub use fawkes_protocol as protocol;
+pub use fawkes_protocol::{Broadcast, Frame, Message, Payload, Ref, Vsn};
+pub use fawkes_pubsub as pubsub;
+pub use fawkes_pubsub::{PubSub, SubscriberId, Subscription};

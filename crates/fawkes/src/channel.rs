@@ -1,0 +1,531 @@
+//! Channels: one per joined topic on a socket, each running in its own task.
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::sync::Arc;
+
+use fawkes_protocol::{Broadcast, Message, Payload, Ref, Reply, Vsn};
+use fawkes_pubsub::SubscriberId;
+
+use crate::conn::ConnState;
+use crate::queue::{Mailbox, Pushed};
+use crate::{Endpoint, Socket};
+
+/// The error type of channel callbacks. Returning `Err` from a callback is a
+/// crash: the client receives `phx_error` on that topic (or `join crashed`
+/// from `join`), and nothing else on the socket is harmed.
+pub type ChannelError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A channel: the server side of one topic joined by one client.
+///
+/// `join` builds the channel's state; the other callbacks receive it as
+/// `&mut self`. Each joined channel runs in its own task, so a slow or
+/// crashing channel does not hold up the socket's other channels. A panic in
+/// any callback is caught and handled as a crash.
+///
+/// Events listed in [`Channel::INTERCEPT`] go through
+/// [`Channel::handle_out`] for every subscriber; every other broadcast is
+/// encoded once and written to all subscribers without visiting the channel.
+///
+/// # Example
+///
+/// ```
+/// use fawkes::{Channel, ChannelContext, ChannelError, Flow, HandleIn, Join, Params, Payload, Socket};
+/// use serde_json::json;
+///
+/// # struct UserSocket;
+/// # impl Socket for UserSocket {
+/// #     type Assigns = ();
+/// #     async fn connect(&self, _: &Params, _: &fawkes::ConnectInfo) -> Result<(), fawkes::ConnectError> { Ok(()) }
+/// # }
+/// struct Room;
+///
+/// enum Info {
+///     AfterJoin,
+/// }
+///
+/// impl Channel<UserSocket> for Room {
+///     type Info = Info;
+///
+///     async fn join(topic: &str, _payload: Payload, ctx: &mut ChannelContext<UserSocket, Info>) -> Result<Join<Self>, ChannelError> {
+///         if topic == "room:private" {
+///             return Ok(Join::refuse(json!({"reason": "unauthorized"})));
+///         }
+///         ctx.channel_ref().send(Info::AfterJoin)?;
+///         Ok(Join::ok(Room))
+///     }
+///
+///     async fn handle_in(&mut self, event: &str, payload: Payload, ctx: &mut ChannelContext<UserSocket, Info>) -> Result<HandleIn, ChannelError> {
+///         match event {
+///             "new_msg" => {
+///                 ctx.broadcast("new_msg", payload)?;
+///                 Ok(HandleIn::ok(json!({})))
+///             }
+///             _ => Ok(HandleIn::error(json!({"reason": "unknown event"}))),
+///         }
+///     }
+///
+///     async fn handle_info(&mut self, info: Info, ctx: &mut ChannelContext<UserSocket, Info>) -> Result<Flow, ChannelError> {
+///         match info {
+///             Info::AfterJoin => ctx.push("welcome", json!({}))?,
+///         }
+///         Ok(Flow::Continue)
+///     }
+/// }
+/// ```
+pub trait Channel<S: Socket>: Sized + Send + 'static {
+    /// Messages sent to the channel from elsewhere ([`ChannelRef::send`]),
+    /// handled by [`Channel::handle_info`]. Use `()` when there are none.
+    type Info: Send + 'static;
+
+    /// The broadcast events that go through [`Channel::handle_out`].
+    const INTERCEPT: &'static [&'static str] = &[];
+
+    /// Joins `topic`: accept (with an optional reply) or refuse with a
+    /// payload. Pushes made here are sent after the join reply.
+    fn join(
+        topic: &str,
+        payload: Payload,
+        ctx: &mut ChannelContext<S, Self::Info>,
+    ) -> impl Future<Output = Result<Join<Self>, ChannelError>> + Send;
+
+    /// Handles an event from the client. The default has no handler for any
+    /// event: the channel crashes, as a Phoenix channel without a matching
+    /// `handle_in` clause does.
+    fn handle_in(
+        &mut self,
+        event: &str,
+        payload: Payload,
+        ctx: &mut ChannelContext<S, Self::Info>,
+    ) -> impl Future<Output = Result<HandleIn, ChannelError>> + Send {
+        let _ = (payload, ctx);
+        let err: ChannelError = format!("no handle_in for event {event:?}").into();
+        async move { Err(err) }
+    }
+
+    /// Handles an intercepted broadcast for this subscriber. The default
+    /// pushes it unchanged.
+    fn handle_out(
+        &mut self,
+        event: &str,
+        payload: Payload,
+        ctx: &mut ChannelContext<S, Self::Info>,
+    ) -> impl Future<Output = Result<Outgoing, ChannelError>> + Send {
+        let _ = (event, ctx);
+        async move { Ok(Outgoing::Push(payload)) }
+    }
+
+    /// Handles a message sent with [`ChannelRef::send`]. The default ignores it.
+    fn handle_info(
+        &mut self,
+        info: Self::Info,
+        ctx: &mut ChannelContext<S, Self::Info>,
+    ) -> impl Future<Output = Result<Flow, ChannelError>> + Send {
+        let _ = (info, ctx);
+        async move { Ok(Flow::Continue) }
+    }
+
+    /// Called when the channel ends: on leave, stop, crash and when the
+    /// connection goes away (not when a duplicate join replaces it). Pushes
+    /// made here are still delivered if the connection is up.
+    fn terminate(
+        &mut self,
+        reason: &StopReason,
+        ctx: &mut ChannelContext<S, Self::Info>,
+    ) -> impl Future<Output = ()> + Send {
+        let _ = (reason, ctx);
+        async {}
+    }
+}
+
+/// The outcome of [`Channel::join`].
+#[derive(Debug)]
+pub enum Join<C> {
+    /// Joined: the channel's state and the reply (`{}` by default).
+    Ok {
+        /// The channel's state.
+        channel: C,
+        /// The join reply's response.
+        reply: Payload,
+    },
+    /// Refused: the error reply's response, for example `{"reason": "unauthorized"}`.
+    Refused(Payload),
+}
+
+impl<C> Join<C> {
+    /// Joined, with an empty reply.
+    pub fn ok(channel: C) -> Join<C> {
+        Join::Ok {
+            channel,
+            reply: Payload::empty(),
+        }
+    }
+
+    /// Joined, with a reply.
+    pub fn ok_with(channel: C, reply: impl Into<Payload>) -> Join<C> {
+        Join::Ok {
+            channel,
+            reply: reply.into(),
+        }
+    }
+
+    /// Refused, with this response.
+    pub fn refuse(reply: impl Into<Payload>) -> Join<C> {
+        Join::Refused(reply.into())
+    }
+}
+
+/// The outcome of [`Channel::handle_in`].
+#[derive(Debug)]
+pub enum HandleIn {
+    /// Reply with a status (`ok`, `error` or any word) and a response.
+    Reply {
+        /// The status.
+        status: Cow<'static, str>,
+        /// The response.
+        payload: Payload,
+    },
+    /// No reply (the client's push times out unless answered later through a
+    /// [`ReplyRef`]).
+    NoReply,
+    /// Stop the channel, after an optional reply.
+    Stop {
+        /// Why: a normal reason sends `phx_close`, an error `phx_error`.
+        reason: StopReason,
+        /// The reply sent before stopping.
+        reply: Option<(Cow<'static, str>, Payload)>,
+    },
+}
+
+impl HandleIn {
+    /// Reply `ok` with `payload`.
+    pub fn ok(payload: impl Into<Payload>) -> HandleIn {
+        HandleIn::Reply {
+            status: Cow::Borrowed("ok"),
+            payload: payload.into(),
+        }
+    }
+
+    /// Reply `error` with `payload`. This is data, not a crash.
+    pub fn error(payload: impl Into<Payload>) -> HandleIn {
+        HandleIn::Reply {
+            status: Cow::Borrowed("error"),
+            payload: payload.into(),
+        }
+    }
+
+    /// Reply with any status.
+    pub fn reply(status: impl Into<Cow<'static, str>>, payload: impl Into<Payload>) -> HandleIn {
+        HandleIn::Reply {
+            status: status.into(),
+            payload: payload.into(),
+        }
+    }
+
+    /// Reply `ok` with `payload`, then stop normally (`phx_close`).
+    pub fn stop_ok(payload: impl Into<Payload>) -> HandleIn {
+        HandleIn::Stop {
+            reason: StopReason::Normal,
+            reply: Some((Cow::Borrowed("ok"), payload.into())),
+        }
+    }
+}
+
+/// The outcome of [`Channel::handle_out`].
+#[derive(Debug)]
+pub enum Outgoing {
+    /// Push the event to this client with this payload.
+    Push(Payload),
+    /// Do not send it to this client.
+    Drop,
+}
+
+/// The outcome of [`Channel::handle_info`].
+#[derive(Debug)]
+pub enum Flow {
+    /// Keep running.
+    Continue,
+    /// Stop the channel.
+    Stop(StopReason),
+}
+
+/// Why a channel ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StopReason {
+    /// Stopped normally by a callback: `phx_close`.
+    Normal,
+    /// Stopped by a callback with a shutdown reason: `phx_close`.
+    Shutdown(String),
+    /// The client left the topic: `phx_close`.
+    Left,
+    /// The connection closed.
+    Closed,
+    /// A callback crashed (an `Err` or a panic): `phx_error`.
+    Crashed(String),
+    /// Stopped by a callback with an error reason: `phx_error`.
+    Error(String),
+}
+
+impl StopReason {
+    pub(crate) fn is_normal(&self) -> bool {
+        matches!(
+            self,
+            StopReason::Normal | StopReason::Shutdown(_) | StopReason::Left | StopReason::Closed
+        )
+    }
+}
+
+/// Why a push could not be made.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PushError {
+    /// The message cannot be encoded for this client (for example a V2 push
+    /// whose payload is not an object).
+    #[error(transparent)]
+    Encode(#[from] fawkes_protocol::EncodeError),
+}
+
+/// Why a broadcast could not be made.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BroadcastError {
+    /// Broadcast payloads must be JSON objects or binary (Phoenix raises in
+    /// the broadcaster otherwise).
+    #[error("broadcast payloads must be JSON objects or binary")]
+    PayloadNotAnObject,
+    /// The PubSub could not deliver to other nodes.
+    #[error(transparent)]
+    PubSub(#[from] fawkes_pubsub::PubSubError),
+}
+
+/// What goes into a channel task's mailbox.
+pub(crate) enum ChannelMsg<I> {
+    In(Message),
+    Leave(Message),
+    Out(Broadcast),
+    Info(I),
+    Closed,
+}
+
+/// The channel's view of its socket and topic, handed to every callback.
+pub struct ChannelContext<S: Socket, I: Send + 'static> {
+    pub(crate) conn: Arc<ConnState<S>>,
+    pub(crate) topic: Arc<str>,
+    pub(crate) join_ref: Option<Ref>,
+    pub(crate) inbox: Arc<Mailbox<ChannelMsg<I>>>,
+    pub(crate) sub_id: Option<SubscriberId>,
+    pub(crate) current_ref: Option<Ref>,
+    pub(crate) pending: Option<Vec<fawkes_protocol::Frame>>,
+}
+
+impl<S: Socket, I: Send + 'static> std::fmt::Debug for ChannelContext<S, I> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChannelContext")
+            .field("topic", &self.topic)
+            .field("join_ref", &self.join_ref)
+            .finish()
+    }
+}
+
+impl<S: Socket, I: Send + 'static> ChannelContext<S, I> {
+    /// The topic.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// The join ref of this join.
+    pub fn join_ref(&self) -> Option<&Ref> {
+        self.join_ref.as_ref()
+    }
+
+    /// The socket's assigns, set by [`Socket::connect`].
+    pub fn assigns(&self) -> &S::Assigns {
+        &self.conn.assigns
+    }
+
+    /// The socket handler (the value given to the endpoint): a natural home
+    /// for application state such as a database pool.
+    pub fn socket(&self) -> &S {
+        &self.conn.shared.socket
+    }
+
+    /// The socket's id, if it has one.
+    pub fn socket_id(&self) -> Option<&str> {
+        self.conn.id.as_deref()
+    }
+
+    /// The endpoint, to broadcast on other topics.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.conn.shared.endpoint
+    }
+
+    /// The serializer this client speaks.
+    pub fn vsn(&self) -> Vsn {
+        self.conn.vsn
+    }
+
+    /// Pushes `event` to this client only.
+    ///
+    /// # Errors
+    ///
+    /// When the payload cannot be encoded for this client (a V2 push must be
+    /// a JSON object or binary). Returning that error with `?` crashes the
+    /// channel, as Phoenix's `push` raises.
+    pub fn push(&mut self, event: &str, payload: impl Into<Payload>) -> Result<(), PushError> {
+        let msg = Message::push(
+            self.join_ref.clone(),
+            self.topic.as_ref(),
+            event,
+            payload.into(),
+        );
+        let frame = self.conn.vsn.encode_push(&msg)?;
+        match &mut self.pending {
+            Some(pending) => pending.push(frame),
+            None => {
+                self.conn.push_frame(frame);
+            }
+        }
+        Ok(())
+    }
+
+    /// Broadcasts `event` to every subscriber of this topic, this client
+    /// included, on every node.
+    ///
+    /// # Errors
+    ///
+    /// See [`BroadcastError`].
+    pub fn broadcast(
+        &self,
+        event: &str,
+        payload: impl Into<Payload>,
+    ) -> Result<(), BroadcastError> {
+        self.endpoint()
+            .broadcast(self.topic.as_ref(), event, payload)
+    }
+
+    /// Broadcasts `event` to every subscriber of this topic but this client.
+    ///
+    /// # Errors
+    ///
+    /// See [`BroadcastError`].
+    pub fn broadcast_from(
+        &self,
+        event: &str,
+        payload: impl Into<Payload>,
+    ) -> Result<(), BroadcastError> {
+        let b = crate::endpoint::checked(self.topic.as_ref(), event, payload.into())?;
+        match self.sub_id {
+            Some(id) => self.endpoint().pubsub().broadcast_from(id, b)?,
+            None => self.endpoint().pubsub().broadcast(b)?,
+        };
+        Ok(())
+    }
+
+    /// A handle to send this channel [`Channel::Info`] messages from anywhere.
+    pub fn channel_ref(&self) -> ChannelRef<I> {
+        ChannelRef {
+            inbox: self.inbox.clone(),
+        }
+    }
+
+    /// A handle to reply later to the message being handled (Phoenix's
+    /// `socket_ref`); `None` outside `handle_in` or when the message had no ref.
+    pub fn reply_ref(&self) -> Option<ReplyRef> {
+        let ref_ = self.current_ref.clone()?;
+        Some(ReplyRef {
+            conn: self.conn.clone().erase(),
+            topic: self.topic.to_string(),
+            join_ref: self.join_ref.clone(),
+            ref_,
+        })
+    }
+}
+
+/// A handle to send messages to a channel's [`Channel::handle_info`].
+pub struct ChannelRef<I> {
+    inbox: Arc<Mailbox<ChannelMsg<I>>>,
+}
+
+impl<I> Clone for ChannelRef<I> {
+    fn clone(&self) -> Self {
+        ChannelRef {
+            inbox: self.inbox.clone(),
+        }
+    }
+}
+
+impl<I> std::fmt::Debug for ChannelRef<I> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ChannelRef")
+    }
+}
+
+/// Why a message could not be sent to a channel.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The channel has ended.
+    #[error("the channel has ended")]
+    Closed,
+    /// The channel's mailbox is full.
+    #[error("the channel's mailbox is full")]
+    Full,
+}
+
+impl<I: Send + 'static> ChannelRef<I> {
+    /// Sends `info` to the channel.
+    ///
+    /// # Errors
+    ///
+    /// When the channel has ended or its mailbox is full.
+    pub fn send(&self, info: I) -> Result<(), SendError> {
+        self.inbox
+            .try_push(ChannelMsg::Info(info))
+            .map_err(|(_, why)| match why {
+                Pushed::Closed => SendError::Closed,
+                _ => SendError::Full,
+            })
+    }
+}
+
+/// A handle to reply to one client message later, from anywhere.
+pub struct ReplyRef {
+    conn: Arc<dyn crate::conn::FrameSink>,
+    topic: String,
+    join_ref: Option<Ref>,
+    ref_: Ref,
+}
+
+impl std::fmt::Debug for ReplyRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplyRef")
+            .field("topic", &self.topic)
+            .field("ref", &self.ref_)
+            .finish()
+    }
+}
+
+impl ReplyRef {
+    /// Sends the reply.
+    ///
+    /// # Errors
+    ///
+    /// When the reply cannot be encoded for this client.
+    pub fn reply(
+        &self,
+        status: impl Into<Cow<'static, str>>,
+        payload: impl Into<Payload>,
+    ) -> Result<(), PushError> {
+        let reply = Reply {
+            join_ref: self.join_ref.clone(),
+            ref_: Some(self.ref_.clone()),
+            topic: self.topic.clone(),
+            status: status.into(),
+            payload: payload.into(),
+        };
+        let frame = self.conn.vsn().encode_reply(&reply)?;
+        self.conn.push_frame(frame);
+        Ok(())
+    }
+}

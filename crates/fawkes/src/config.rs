@@ -1,0 +1,99 @@
+//! Socket configuration: every limit has a default and a knob.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::Uri;
+
+/// How the `Origin` header of a WebSocket upgrade is checked (Phoenix's
+/// `check_origin`). A request without an `Origin` header is always allowed.
+#[derive(Clone, Default)]
+#[non_exhaustive]
+pub enum CheckOrigin {
+    /// The origin's host must equal one of these hosts (Phoenix's `true`,
+    /// which compares with the endpoint's host). The default allows
+    /// `localhost`.
+    #[default]
+    Localhost,
+    /// The origin's host must be one of these (scheme and port ignored).
+    Hosts(Vec<String>),
+    /// Phoenix's list form: each entry is `scheme://host:port` with any part
+    /// left out as a wildcard (`//example.com`, `https://example.com`,
+    /// `//*.example.com`, `//example.com:8080`).
+    List(Vec<String>),
+    /// The origin must have the request's own scheme, host and port.
+    Conn,
+    /// A function decides.
+    Custom(Arc<dyn Fn(&Uri) -> bool + Send + Sync>),
+    /// Every origin is allowed.
+    Off,
+}
+
+impl fmt::Debug for CheckOrigin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CheckOrigin::Localhost => f.write_str("Localhost"),
+            CheckOrigin::Hosts(h) => f.debug_tuple("Hosts").field(h).finish(),
+            CheckOrigin::List(l) => f.debug_tuple("List").field(l).finish(),
+            CheckOrigin::Conn => f.write_str("Conn"),
+            CheckOrigin::Custom(_) => f.write_str("Custom"),
+            CheckOrigin::Off => f.write_str("Off"),
+        }
+    }
+}
+
+/// Configuration of a socket handler and its transports.
+///
+/// | knob | default | what happens at the limit |
+/// | --- | --- | --- |
+/// | `timeout` | 60 s | a connection with no frame in either direction for that long is closed (1000) |
+/// | `max_frame_size` | 8 000 000 bytes | a larger message closes the connection (1009) |
+/// | `max_channels` | 100 | the next join is refused `{"reason": "too many channels joined"}` |
+/// | `outbox_frames`, `outbox_bytes` | 1024 frames, 16 MiB | a client that does not read is closed (1013) and counted |
+/// | `mailbox_limit` | 1024 messages | the connection stops reading until the channel catches up |
+/// | `write_timeout` | 30 s | a write the client does not take in that long closes the connection |
+/// | `disconnect_close_code` | 1001 | the code for a `disconnect` broadcast (clients reconnect) |
+/// | `compress` | off | permessage-deflate, when the client offers it |
+/// | `check_origin` | `localhost` | the upgrade is refused with 403 |
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct SocketConfig {
+    /// Idle timeout.
+    pub timeout: Duration,
+    /// Largest message a client may send, in bytes.
+    pub max_frame_size: usize,
+    /// Most channels joined at once on one connection.
+    pub max_channels: usize,
+    /// Most frames queued for one client.
+    pub outbox_frames: usize,
+    /// Most bytes queued for one client.
+    pub outbox_bytes: usize,
+    /// Most messages queued for one channel task.
+    pub mailbox_limit: usize,
+    /// Longest time one write to a client may take.
+    pub write_timeout: Duration,
+    /// Close code for `disconnect` broadcasts.
+    pub disconnect_close_code: u16,
+    /// Accept permessage-deflate.
+    pub compress: bool,
+    /// Origin policy.
+    pub check_origin: CheckOrigin,
+}
+
+impl Default for SocketConfig {
+    fn default() -> Self {
+        SocketConfig {
+            timeout: Duration::from_secs(60),
+            max_frame_size: 8_000_000,
+            max_channels: 100,
+            outbox_frames: 1024,
+            outbox_bytes: 16 << 20,
+            mailbox_limit: 1024,
+            write_timeout: Duration::from_secs(30),
+            disconnect_close_code: 1001,
+            compress: false,
+            check_origin: CheckOrigin::default(),
+        }
+    }
+}

@@ -1,0 +1,58 @@
+//! State shared by a connection's session and its channel tasks.
+
+use std::sync::Arc;
+
+use fawkes_protocol::{Frame, Vsn};
+
+use crate::config::SocketConfig;
+use crate::queue::{Outbox, Pushed};
+use crate::router::Route;
+use crate::{Endpoint, Socket};
+
+/// Everything a mounted socket handler shares with its connections.
+pub(crate) struct SocketShared<S: Socket> {
+    pub(crate) socket: S,
+    pub(crate) routes: Vec<Route<S>>,
+    pub(crate) config: SocketConfig,
+    pub(crate) endpoint: Endpoint,
+}
+
+/// One connection's shared state.
+pub(crate) struct ConnState<S: Socket> {
+    pub(crate) shared: Arc<SocketShared<S>>,
+    pub(crate) assigns: S::Assigns,
+    pub(crate) outbox: Arc<Outbox>,
+    pub(crate) vsn: Vsn,
+    pub(crate) id: Option<String>,
+}
+
+/// Somewhere frames for one client can be queued: the erased half of a
+/// connection, for handles that outlive the channel's types.
+pub(crate) trait FrameSink: Send + Sync + 'static {
+    fn vsn(&self) -> Vsn;
+    fn push_frame(&self, frame: Frame);
+}
+
+impl<S: Socket> ConnState<S> {
+    /// Queues a frame; a full outbox marks the connection as a slow consumer
+    /// (the transport closes it) and the frame is dropped.
+    pub(crate) fn push_frame(&self, frame: Frame) {
+        if self.outbox.push_frame(frame) == Pushed::Full {
+            self.shared.endpoint.metrics().note_overflow();
+        }
+    }
+
+    pub(crate) fn erase(self: Arc<Self>) -> Arc<dyn FrameSink> {
+        self
+    }
+}
+
+impl<S: Socket> FrameSink for ConnState<S> {
+    fn vsn(&self) -> Vsn {
+        self.vsn
+    }
+
+    fn push_frame(&self, frame: Frame) {
+        ConnState::push_frame(self, frame);
+    }
+}

@@ -1,0 +1,173 @@
+//! The endpoint: the process-wide handle to PubSub, metrics and shutdown, and
+//! the place sockets are mounted.
+
+use std::sync::Arc;
+
+use fawkes_protocol::{Broadcast, Payload};
+use fawkes_pubsub::{PubSub, SubscriberId, Subscription};
+use tokio::sync::watch;
+
+use crate::channel::BroadcastError;
+use crate::telemetry::Metrics;
+use crate::{Socket, SocketHandler};
+
+/// The endpoint: broadcast from anywhere (HTTP handlers, background tasks),
+/// mount sockets, shut down gracefully. Cheap to clone.
+///
+/// # Example
+///
+/// ```
+/// use fawkes::Endpoint;
+/// use serde_json::json;
+///
+/// let endpoint = Endpoint::local();
+/// // from an HTTP handler, a background job, anywhere:
+/// endpoint.broadcast("room:lobby", "new_msg", json!({"body": "hello"})).unwrap();
+/// ```
+#[derive(Clone, Debug)]
+pub struct Endpoint {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    pubsub: PubSub,
+    metrics: Metrics,
+    shutdown: watch::Sender<bool>,
+}
+
+/// Checks a broadcast's payload as Phoenix does: a JSON object or binary.
+pub(crate) fn checked(
+    topic: &str,
+    event: &str,
+    payload: Payload,
+) -> Result<Broadcast, BroadcastError> {
+    if !(payload.is_object() || payload.is_binary()) {
+        return Err(BroadcastError::PayloadNotAnObject);
+    }
+    Ok(Broadcast::new(topic, event, payload))
+}
+
+impl Endpoint {
+    /// An endpoint over `pubsub`.
+    pub fn new(pubsub: PubSub) -> Endpoint {
+        Endpoint {
+            inner: Arc::new(Inner {
+                pubsub,
+                metrics: Metrics::default(),
+                shutdown: watch::Sender::new(false),
+            }),
+        }
+    }
+
+    /// An endpoint with a local PubSub (a single node).
+    pub fn local() -> Endpoint {
+        Endpoint::new(PubSub::local("fawkes@localhost"))
+    }
+
+    /// The PubSub.
+    pub fn pubsub(&self) -> &PubSub {
+        &self.inner.pubsub
+    }
+
+    /// The endpoint's counters.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// Broadcasts `event` to every subscriber of `topic` on every node.
+    ///
+    /// # Errors
+    ///
+    /// When the payload is neither a JSON object nor binary, or the remote
+    /// adapter fails.
+    pub fn broadcast(
+        &self,
+        topic: &str,
+        event: &str,
+        payload: impl Into<Payload>,
+    ) -> Result<(), BroadcastError> {
+        self.inner
+            .pubsub
+            .broadcast(checked(topic, event, payload.into())?)?;
+        Ok(())
+    }
+
+    /// Broadcasts to every subscriber but `from` (a subscription's id).
+    ///
+    /// # Errors
+    ///
+    /// As [`Endpoint::broadcast`].
+    pub fn broadcast_from(
+        &self,
+        from: SubscriberId,
+        topic: &str,
+        event: &str,
+        payload: impl Into<Payload>,
+    ) -> Result<(), BroadcastError> {
+        self.inner
+            .pubsub
+            .broadcast_from(from, checked(topic, event, payload.into())?)?;
+        Ok(())
+    }
+
+    /// Broadcasts to the subscribers of this node only.
+    ///
+    /// # Errors
+    ///
+    /// When the payload is neither a JSON object nor binary.
+    pub fn local_broadcast(
+        &self,
+        topic: &str,
+        event: &str,
+        payload: impl Into<Payload>,
+    ) -> Result<(), BroadcastError> {
+        self.inner
+            .pubsub
+            .local_broadcast(checked(topic, event, payload.into())?);
+        Ok(())
+    }
+
+    /// Closes every connection whose socket id is `socket_id`, on every node
+    /// (a `disconnect` broadcast on the id).
+    ///
+    /// # Errors
+    ///
+    /// When the remote adapter fails.
+    pub fn disconnect(&self, socket_id: &str) -> Result<(), BroadcastError> {
+        self.inner
+            .pubsub
+            .broadcast(crate::session::disconnect_broadcast(socket_id))?;
+        Ok(())
+    }
+
+    /// Subscribes a function to `topic` (Phoenix's `Endpoint.subscribe`).
+    pub fn subscribe<F>(&self, topic: &str, f: F) -> Subscription
+    where
+        F: Fn(&Broadcast) + Send + Sync + 'static,
+    {
+        self.inner.pubsub.subscribe_fn(topic, f)
+    }
+
+    /// Mounts a socket at `path` and returns its routes, to merge into the
+    /// application's router: `<path>/websocket`.
+    pub fn socket<S: Socket>(&self, path: &str, handler: SocketHandler<S>) -> axum::Router {
+        handler.build(self).router(path)
+    }
+
+    /// Closes every connection of this endpoint (WebSocket close 1012,
+    /// "service restart"); their channels run `terminate`. Pair it with the
+    /// HTTP server's own graceful shutdown.
+    pub fn shutdown(&self) {
+        self.inner.shutdown.send_replace(true);
+    }
+
+    /// True once [`Endpoint::shutdown`] was called.
+    pub fn is_shut_down(&self) -> bool {
+        *self.inner.shutdown.borrow()
+    }
+
+    pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.inner.shutdown.subscribe()
+    }
+}

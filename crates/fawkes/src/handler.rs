@@ -1,0 +1,188 @@
+//! Building a socket handler and connecting clients to it.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Instant;
+
+use fawkes_protocol::Vsn;
+use futures_util::FutureExt;
+
+use crate::config::SocketConfig;
+use crate::conn::{ConnState, SocketShared};
+use crate::queue::{Outbox, OutboxLimits};
+use crate::router::{Factory, Pattern, Route};
+use crate::{telemetry, Channel, ConnectError, ConnectInfo, Endpoint, Params, Socket};
+
+/// A socket handler and its channel routes, before it is mounted.
+///
+/// # Example
+///
+/// ```
+/// # use fawkes::*;
+/// # struct UserSocket;
+/// # impl Socket for UserSocket {
+/// #     type Assigns = ();
+/// #     async fn connect(&self, _: &Params, _: &ConnectInfo) -> Result<(), ConnectError> { Ok(()) }
+/// # }
+/// # struct Room;
+/// # impl Channel<UserSocket> for Room {
+/// #     type Info = ();
+/// #     async fn join(_: &str, _: Payload, _: &mut ChannelContext<UserSocket, ()>) -> Result<Join<Self>, ChannelError> { Ok(Join::ok(Room)) }
+/// # }
+/// let endpoint = Endpoint::local();
+/// let handler = SocketHandler::new(UserSocket)
+///     .channel::<Room>("room:*")
+///     .configure(|c| c.max_channels = 20);
+/// let app: axum::Router = endpoint.socket("/socket", handler);
+/// ```
+pub struct SocketHandler<S: Socket> {
+    socket: S,
+    routes: Vec<Route<S>>,
+    config: SocketConfig,
+}
+
+impl<S: Socket> std::fmt::Debug for SocketHandler<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let patterns: Vec<_> = self.routes.iter().map(|r| &r.pattern).collect();
+        f.debug_struct("SocketHandler")
+            .field("routes", &patterns)
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl<S: Socket> SocketHandler<S> {
+    /// A handler for `socket` with no channels yet.
+    pub fn new(socket: S) -> SocketHandler<S> {
+        SocketHandler {
+            socket,
+            routes: Vec::new(),
+            config: SocketConfig::default(),
+        }
+    }
+
+    /// Routes topics matching `pattern` (an exact topic, or a prefix ending
+    /// in `*`) to channel `C`. Routes are tried in the order they are added.
+    ///
+    /// # Panics
+    ///
+    /// When `pattern` has a `*` anywhere but at its end (a programming error,
+    /// found when the application starts).
+    pub fn channel<C: Channel<S>>(mut self, pattern: &str) -> Self {
+        let pattern = match Pattern::parse(pattern) {
+            Ok(p) => p,
+            Err(e) => panic!("{e}"),
+        };
+        self.routes.push(Route {
+            pattern,
+            factory: Arc::new(Factory::<C>::new()),
+        });
+        self
+    }
+
+    /// Replaces the configuration.
+    pub fn config(mut self, config: SocketConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Changes the configuration in place.
+    pub fn configure(mut self, f: impl FnOnce(&mut SocketConfig)) -> Self {
+        f(&mut self.config);
+        self
+    }
+
+    /// Binds the handler to an endpoint.
+    pub fn build(self, endpoint: &Endpoint) -> SocketService<S> {
+        SocketService {
+            shared: Arc::new(SocketShared {
+                socket: self.socket,
+                routes: self.routes,
+                config: self.config,
+                endpoint: endpoint.clone(),
+            }),
+        }
+    }
+}
+
+/// A socket handler bound to an endpoint: serve it over HTTP with
+/// [`SocketService::router`], or connect to it in memory with
+/// [`SocketService::connect_local`]. Cheap to clone.
+pub struct SocketService<S: Socket> {
+    pub(crate) shared: Arc<SocketShared<S>>,
+}
+
+impl<S: Socket> Clone for SocketService<S> {
+    fn clone(&self) -> Self {
+        SocketService {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<S: Socket> std::fmt::Debug for SocketService<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SocketService")
+            .field("config", &self.shared.config)
+            .finish()
+    }
+}
+
+impl<S: Socket> SocketService<S> {
+    /// The routes of this socket mounted at `path`: `<path>/websocket`.
+    pub fn router(&self, path: &str) -> axum::Router {
+        crate::transport::websocket::router(self.shared.clone(), path)
+    }
+
+    /// The endpoint.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.shared.endpoint
+    }
+
+    /// The socket handler.
+    pub fn socket(&self) -> &S {
+        &self.shared.socket
+    }
+}
+
+/// Runs `connect` and `id` for a new connection. A panic in `connect` is a
+/// refusal.
+pub(crate) async fn connect<S: Socket>(
+    shared: &Arc<SocketShared<S>>,
+    params: &Params,
+    info: &ConnectInfo,
+    vsn: Vsn,
+    transport: &'static str,
+) -> Result<Arc<ConnState<S>>, ConnectError> {
+    let started = Instant::now();
+    let result = match AssertUnwindSafe(shared.socket.connect(params, info))
+        .catch_unwind()
+        .await
+    {
+        Ok(r) => r,
+        Err(_) => Err(ConnectError::Failed("connect panicked".into())),
+    };
+    telemetry::socket_connected(transport, vsn.as_str(), result.is_ok(), started);
+    let assigns = match result {
+        Ok(a) => a,
+        Err(e) => {
+            if let ConnectError::Failed(why) = &e {
+                tracing::error!(error = %why, "connect failed");
+            }
+            shared.endpoint.metrics().refused();
+            return Err(e);
+        }
+    };
+    let id = shared.socket.id(&assigns);
+    let limits = OutboxLimits {
+        frames: shared.config.outbox_frames,
+        bytes: shared.config.outbox_bytes,
+    };
+    Ok(Arc::new(ConnState {
+        shared: shared.clone(),
+        assigns,
+        outbox: Arc::new(Outbox::new(limits)),
+        vsn,
+        id,
+    }))
+}

@@ -1,0 +1,114 @@
+//! Topic patterns and the type-erased channel factories behind them.
+
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use fawkes_protocol::Message;
+use tokio::task::JoinHandle;
+
+use crate::channel::ChannelMsg;
+use crate::queue::{Mailbox, Pushed};
+use crate::server::{self, StartArgs};
+use crate::{Channel, Socket};
+
+/// A topic pattern: an exact topic, or a prefix followed by `*` (`room:*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Pattern {
+    Exact(String),
+    Prefix(String),
+}
+
+impl Pattern {
+    /// Parses a pattern; `*` is allowed only at the end, as in Phoenix.
+    pub(crate) fn parse(p: &str) -> Result<Pattern, String> {
+        match p.find('*') {
+            None => Ok(Pattern::Exact(p.to_owned())),
+            Some(i) if i + 1 == p.len() => Ok(Pattern::Prefix(p[..i].to_owned())),
+            Some(_) => Err(format!(
+                "invalid topic pattern {p:?}: `*` may only end a pattern"
+            )),
+        }
+    }
+
+    pub(crate) fn matches(&self, topic: &str) -> bool {
+        match self {
+            Pattern::Exact(t) => t == topic,
+            Pattern::Prefix(p) => topic.starts_with(p.as_str()),
+        }
+    }
+}
+
+/// One route: a pattern and the channel type it starts.
+pub(crate) struct Route<S: Socket> {
+    pub(crate) pattern: Pattern,
+    pub(crate) factory: Arc<dyn ErasedChannel<S>>,
+}
+
+/// Starts a channel task of some concrete type.
+pub(crate) trait ErasedChannel<S: Socket>: Send + Sync + 'static {
+    fn start(&self, args: StartArgs<S>) -> ChannelHandle;
+}
+
+pub(crate) struct Factory<C>(PhantomData<fn() -> C>);
+
+impl<C> Factory<C> {
+    pub(crate) fn new() -> Self {
+        Factory(PhantomData)
+    }
+}
+
+impl<S: Socket, C: Channel<S>> ErasedChannel<S> for Factory<C> {
+    fn start(&self, args: StartArgs<S>) -> ChannelHandle {
+        server::start::<S, C>(args)
+    }
+}
+
+/// The session's handle on a running channel task.
+pub(crate) struct ChannelHandle {
+    pub(crate) inbox: Arc<dyn ChannelInbox>,
+    pub(crate) task: JoinHandle<()>,
+}
+
+/// A channel's mailbox, seen without its `Info` type.
+pub(crate) trait ChannelInbox: Send + Sync + 'static {
+    /// A client message; given back when the mailbox is full or closed.
+    fn client(&self, msg: Message) -> Result<(), (Message, Pushed)>;
+    /// A leave request (always queued while the channel lives).
+    fn leave(&self, msg: Message) -> Pushed;
+    /// The connection is gone: run `terminate` and end.
+    fn transport_closed(&self);
+    /// The channel is being replaced: refuse everything from now on.
+    fn kill(&self);
+    /// Resolves when a full mailbox has room again.
+    fn space(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+}
+
+impl<I: Send + 'static> ChannelInbox for Mailbox<ChannelMsg<I>> {
+    fn client(&self, msg: Message) -> Result<(), (Message, Pushed)> {
+        match self.try_push(ChannelMsg::In(msg)) {
+            Ok(()) => Ok(()),
+            Err((ChannelMsg::In(m), why)) => Err((m, why)),
+            // try_push gives back exactly what it was given
+            Err(_) => Ok(()),
+        }
+    }
+
+    fn leave(&self, msg: Message) -> Pushed {
+        self.force_push(ChannelMsg::Leave(msg))
+    }
+
+    fn transport_closed(&self) {
+        self.force_push(ChannelMsg::Closed);
+        self.close();
+    }
+
+    fn kill(&self) {
+        self.close();
+    }
+
+    fn space(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(Mailbox::space(self))
+    }
+}

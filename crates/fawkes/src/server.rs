@@ -1,0 +1,321 @@
+//! The channel task: runs `join`, then one callback at a time from its
+//! mailbox, and turns errors and panics into crashes.
+
+use std::any::Any;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Instant;
+
+use fawkes_protocol::{event, Broadcast, Frame, Message, Payload, Reply};
+use fawkes_pubsub::{Delivery, FrameCache, Subscriber};
+use futures_util::FutureExt;
+use serde_json::json;
+use tracing::Instrument;
+
+use crate::channel::{ChannelMsg, Flow, HandleIn, Outgoing, StopReason};
+use crate::conn::ConnState;
+use crate::queue::{End, Mailbox, Out, Pushed};
+use crate::router::ChannelHandle;
+use crate::{telemetry, Channel, ChannelContext, ChannelError, Join, Socket};
+
+/// What the session hands a new channel task.
+pub(crate) struct StartArgs<S: Socket> {
+    pub(crate) conn: Arc<ConnState<S>>,
+    pub(crate) join: Message,
+    pub(crate) instance: u64,
+    /// A frame to send right after the join reply (the stale `phx_close` of
+    /// a duplicate join, which Phoenix sends after the new reply).
+    pub(crate) after_reply: Option<Frame>,
+}
+
+pub(crate) fn start<S: Socket, C: Channel<S>>(args: StartArgs<S>) -> ChannelHandle {
+    let inbox: Arc<Mailbox<ChannelMsg<C::Info>>> =
+        Arc::new(Mailbox::new(args.conn.shared.config.mailbox_limit));
+    let span = tracing::info_span!("channel", topic = %args.join.topic);
+    let task = tokio::spawn(run::<S, C>(args, inbox.clone()).instrument(span));
+    ChannelHandle { inbox, task }
+}
+
+fn panic_text(p: Box<dyn Any + Send>) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic".to_owned())
+}
+
+/// Runs a callback future, turning a panic into an error.
+async fn guarded<T>(f: impl Future<Output = Result<T, ChannelError>>) -> Result<T, String> {
+    match AssertUnwindSafe(f).catch_unwind().await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(p) => Err(panic_text(p)),
+    }
+}
+
+/// Fastlane: non-intercepted broadcasts go straight to the client's outbox,
+/// encoded once per serializer; intercepted ones go to the channel task.
+struct ChannelSubscriber<S: Socket, I: Send + 'static> {
+    conn: Arc<ConnState<S>>,
+    inbox: Arc<Mailbox<ChannelMsg<I>>>,
+    intercept: &'static [&'static str],
+}
+
+impl<S: Socket, I: Send + 'static> Subscriber for ChannelSubscriber<S, I> {
+    fn deliver(&self, msg: &Broadcast, frames: &mut FrameCache<'_>) -> Delivery {
+        if self.inbox.is_closed() {
+            return Delivery::Gone;
+        }
+        if self.intercept.iter().any(|e| *e == msg.event) {
+            return match self.inbox.try_push(ChannelMsg::Out(msg.clone())) {
+                Ok(()) => Delivery::Delivered,
+                Err((_, Pushed::Closed)) => Delivery::Gone,
+                Err(_) => {
+                    // The channel cannot keep up with its own handle_out:
+                    // treated as a slow consumer, like a full outbox.
+                    self.conn.outbox.mark_overflow();
+                    Delivery::Overflow
+                }
+            };
+        }
+        let Some(frame) = frames.frame(self.conn.vsn) else {
+            return Delivery::Delivered;
+        };
+        match self.conn.outbox.push_frame(frame.clone()) {
+            Pushed::Queued => Delivery::Delivered,
+            Pushed::Full => Delivery::Overflow,
+            Pushed::Closed => Delivery::Gone,
+        }
+    }
+}
+
+struct Task<S: Socket, C: Channel<S>> {
+    ctx: ChannelContext<S, C::Info>,
+    instance: u64,
+}
+
+impl<S: Socket, C: Channel<S>> Task<S, C> {
+    fn reply(
+        &self,
+        msg: &Message,
+        status: std::borrow::Cow<'static, str>,
+        payload: Payload,
+        join_ref: Option<fawkes_protocol::Ref>,
+    ) {
+        let reply = Reply {
+            join_ref,
+            ref_: msg.ref_.clone(),
+            topic: msg.topic.clone(),
+            status,
+            payload,
+        };
+        match self.ctx.conn.vsn.encode_reply(&reply) {
+            Ok(frame) => self.ctx.conn.push_frame(frame),
+            Err(e) => tracing::warn!(topic = %msg.topic, error = %e, "reply could not be encoded"),
+        }
+    }
+
+    fn exit(&self, end: End) {
+        self.ctx.conn.outbox.push_control(Out::ChannelExit {
+            topic: self.ctx.topic.to_string(),
+            instance: self.instance,
+            end,
+        });
+    }
+
+    /// After a refused or crashed join: answer what queued up meanwhile as
+    /// Phoenix would answer it for a topic that is not joined.
+    fn refuse_queued(&self) {
+        self.ctx.inbox.close();
+        while let Some(m) = self.ctx.inbox.try_recv() {
+            match m {
+                ChannelMsg::In(m) => self.reply(
+                    &m,
+                    "error".into(),
+                    json!({"reason": "unmatched topic"}).into(),
+                    None,
+                ),
+                ChannelMsg::Leave(m) => {
+                    self.reply(&m, "ok".into(), Payload::empty(), m.join_ref.clone())
+                }
+                _ => {}
+            }
+        }
+        self.exit(End::Refused);
+    }
+}
+
+async fn run<S: Socket, C: Channel<S>>(
+    args: StartArgs<S>,
+    inbox: Arc<Mailbox<ChannelMsg<C::Info>>>,
+) {
+    let StartArgs {
+        conn,
+        join,
+        instance,
+        after_reply,
+    } = args;
+    let topic: Arc<str> = Arc::from(join.topic.as_str());
+    let ctx = ChannelContext {
+        conn: conn.clone(),
+        topic: topic.clone(),
+        join_ref: join.join_ref.clone(),
+        inbox: inbox.clone(),
+        sub_id: None,
+        current_ref: None,
+        pending: Some(Vec::new()),
+    };
+    let mut task: Task<S, C> = Task { ctx, instance };
+    let started = Instant::now();
+    let joined = guarded(C::join(&topic, join.payload.clone(), &mut task.ctx)).await;
+    let (mut channel, reply) = match joined {
+        Ok(Join::Ok { channel, reply }) => (channel, reply),
+        Ok(Join::Refused(reply)) => {
+            task.reply(&join, "error".into(), reply, join.join_ref.clone());
+            telemetry::channel_joined(&topic, "error", started);
+            task.refuse_queued();
+            return;
+        }
+        Err(why) => {
+            tracing::error!(topic = %topic, error = %why, "join crashed");
+            task.reply(
+                &join,
+                "error".into(),
+                json!({"reason": "join crashed"}).into(),
+                join.join_ref.clone(),
+            );
+            telemetry::channel_joined(&topic, "crashed", started);
+            task.refuse_queued();
+            return;
+        }
+    };
+    // Subscribe before the reply, as Phoenix does, so that the client misses
+    // nothing broadcast after it learns it joined.
+    let subscriber = ChannelSubscriber {
+        conn: conn.clone(),
+        inbox: inbox.clone(),
+        intercept: C::INTERCEPT,
+    };
+    let subscription = conn
+        .shared
+        .endpoint
+        .pubsub()
+        .subscribe(&topic, Arc::new(subscriber));
+    task.ctx.sub_id = Some(subscription.id());
+    task.reply(&join, "ok".into(), reply, join.join_ref.clone());
+    if let Some(frame) = after_reply {
+        conn.push_frame(frame);
+    }
+    for frame in task.ctx.pending.take().unwrap_or_default() {
+        conn.push_frame(frame);
+    }
+    telemetry::channel_joined(&topic, "ok", started);
+    conn.shared.endpoint.metrics().channel_joined();
+
+    let reason = serve(&mut task, &mut channel).await;
+    drop(subscription);
+    inbox.close();
+    conn.shared.endpoint.metrics().channel_left();
+    let end = if reason.is_normal() {
+        End::Close
+    } else {
+        End::Error
+    };
+    match reason {
+        StopReason::Closed => {
+            let _ = guarded(async { Ok(channel.terminate(&reason, &mut task.ctx).await) }).await;
+        }
+        _ if end == End::Close => {
+            // phx_close first; pushes from terminate follow it.
+            task.exit(End::Close);
+            let _ = guarded(async { Ok(channel.terminate(&reason, &mut task.ctx).await) }).await;
+        }
+        _ => {
+            // pushes from terminate come before the phx_error.
+            let _ = guarded(async { Ok(channel.terminate(&reason, &mut task.ctx).await) }).await;
+            task.exit(End::Error);
+        }
+    }
+}
+
+/// Handles the mailbox until the channel stops; returns why.
+async fn serve<S: Socket, C: Channel<S>>(task: &mut Task<S, C>, channel: &mut C) -> StopReason {
+    loop {
+        let Some(msg) = task.ctx.inbox.recv().await else {
+            return StopReason::Closed;
+        };
+        match msg {
+            ChannelMsg::In(m) => {
+                let started = Instant::now();
+                task.ctx.current_ref = m.ref_.clone();
+                let result =
+                    guarded(channel.handle_in(&m.event, m.payload.clone(), &mut task.ctx)).await;
+                task.ctx.current_ref = None;
+                telemetry::channel_handled_in(&task.ctx.topic, &m.event, started);
+                let join_ref = task.ctx.join_ref.clone();
+                match result {
+                    Ok(HandleIn::Reply { status, payload }) => {
+                        task.reply(&m, status, payload, join_ref)
+                    }
+                    Ok(HandleIn::NoReply) => {}
+                    Ok(HandleIn::Stop { reason, reply }) => {
+                        if let Some((status, payload)) = reply {
+                            task.reply(&m, status, payload, join_ref);
+                        }
+                        return reason;
+                    }
+                    Err(why) => {
+                        tracing::error!(topic = %task.ctx.topic, event = %m.event, error = %why, "channel crashed in handle_in");
+                        return StopReason::Crashed(why);
+                    }
+                }
+            }
+            ChannelMsg::Leave(m) => {
+                let join_ref = task.ctx.join_ref.clone();
+                task.reply(&m, "ok".into(), Payload::empty(), join_ref);
+                return StopReason::Left;
+            }
+            ChannelMsg::Out(b) => {
+                match guarded(channel.handle_out(&b.event, b.payload, &mut task.ctx)).await {
+                    Ok(Outgoing::Push(payload)) => {
+                        if let Err(e) = task.ctx.push(&b.event, payload) {
+                            tracing::error!(topic = %task.ctx.topic, error = %e, "channel crashed in handle_out");
+                            return StopReason::Crashed(e.to_string());
+                        }
+                    }
+                    Ok(Outgoing::Drop) => {}
+                    Err(why) => {
+                        tracing::error!(topic = %task.ctx.topic, event = %b.event, error = %why, "channel crashed in handle_out");
+                        return StopReason::Crashed(why);
+                    }
+                }
+            }
+            ChannelMsg::Info(info) => match guarded(channel.handle_info(info, &mut task.ctx)).await
+            {
+                Ok(Flow::Continue) => {}
+                Ok(Flow::Stop(reason)) => return reason,
+                Err(why) => {
+                    tracing::error!(topic = %task.ctx.topic, error = %why, "channel crashed in handle_info");
+                    return StopReason::Crashed(why);
+                }
+            },
+            ChannelMsg::Closed => return StopReason::Closed,
+        }
+    }
+}
+
+/// The `phx_close`/`phx_error` frame that ends a join.
+pub(crate) fn end_frame(
+    vsn: fawkes_protocol::Vsn,
+    topic: &str,
+    join_ref: Option<fawkes_protocol::Ref>,
+    end: End,
+) -> Option<Frame> {
+    let ev = match end {
+        End::Close => event::CLOSE,
+        End::Error => event::ERROR,
+        End::Refused => return None,
+    };
+    vsn.encode_push(&Message::channel_end(join_ref, topic, ev, Payload::empty()))
+        .ok()
+}

@@ -1,0 +1,254 @@
+//! The socket session: one per connection, whatever the transport. It routes
+//! each decoded message by Phoenix's rules, starts and tracks channel tasks,
+//! and turns their exits into `phx_close`/`phx_error` frames.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use fawkes_protocol::{event, Broadcast, Frame, Message, Payload, Reply};
+use fawkes_pubsub::{Delivery, FrameCache, Subscriber, Subscription};
+use serde_json::json;
+
+use crate::conn::ConnState;
+use crate::queue::{End, Out, Outbox, Pushed};
+use crate::router::ChannelInbox;
+use crate::server::{end_frame, StartArgs};
+use crate::Socket;
+
+struct Entry {
+    join_ref: Option<fawkes_protocol::Ref>,
+    instance: u64,
+    inbox: Arc<dyn ChannelInbox>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// A client message waiting for room in a channel's mailbox. The transport
+/// stops reading from the client until [`Session::retry`] accepts it.
+pub(crate) struct Blocked {
+    inbox: Arc<dyn ChannelInbox>,
+    msg: Message,
+}
+
+impl Blocked {
+    pub(crate) async fn space(&self) {
+        self.inbox.space().await;
+    }
+}
+
+/// What the transport must do with an item of the outbox.
+pub(crate) enum Action {
+    Write(Frame),
+    Nothing,
+    Disconnect,
+}
+
+/// Closes the connection on a `disconnect` broadcast to the socket's id.
+struct IdSubscriber(Arc<Outbox>);
+
+impl Subscriber for IdSubscriber {
+    fn deliver(&self, msg: &Broadcast, _: &mut FrameCache<'_>) -> Delivery {
+        if msg.event != event::DISCONNECT {
+            return Delivery::Delivered;
+        }
+        match self.0.push_control(Out::Disconnect) {
+            Pushed::Closed => Delivery::Gone,
+            _ => Delivery::Delivered,
+        }
+    }
+}
+
+pub(crate) struct Session<S: Socket> {
+    conn: Arc<ConnState<S>>,
+    channels: HashMap<String, Entry>,
+    next_instance: u64,
+    _id: Option<Subscription>,
+}
+
+impl<S: Socket> Session<S> {
+    pub(crate) fn new(conn: Arc<ConnState<S>>) -> Session<S> {
+        let id = conn.id.as_ref().map(|id| {
+            conn.shared
+                .endpoint
+                .pubsub()
+                .subscribe(id, Arc::new(IdSubscriber(conn.outbox.clone())))
+        });
+        conn.shared.endpoint.metrics().connection_opened();
+        Session {
+            conn,
+            channels: HashMap::new(),
+            next_instance: 0,
+            _id: id,
+        }
+    }
+
+    fn reply(
+        &self,
+        msg: &Message,
+        join_ref: Option<fawkes_protocol::Ref>,
+        status: &'static str,
+        payload: Payload,
+    ) {
+        let reply = Reply::new(msg, join_ref, status, payload);
+        match self.conn.vsn.encode_reply(&reply) {
+            Ok(frame) => self.conn.push_frame(frame),
+            Err(e) => tracing::warn!(topic = %msg.topic, error = %e, "reply could not be encoded"),
+        }
+    }
+
+    fn unmatched(&self, msg: &Message) {
+        self.reply(
+            msg,
+            None,
+            "error",
+            Payload::from(json!({"reason": "unmatched topic"})),
+        );
+    }
+
+    /// Routes one client message (Phoenix's rules, in order).
+    pub(crate) fn handle(&mut self, msg: Message) -> Option<Blocked> {
+        if msg.topic == event::HEARTBEAT_TOPIC && msg.event == event::HEARTBEAT {
+            self.reply(&msg, None, "ok", Payload::empty());
+            return None;
+        }
+        if msg.event == event::JOIN {
+            self.join(msg);
+            return None;
+        }
+        let Some(entry) = self.channels.get(&msg.topic) else {
+            if msg.event == event::LEAVE {
+                self.reply(&msg, msg.join_ref.clone(), "ok", Payload::empty());
+            } else {
+                self.unmatched(&msg);
+            }
+            return None;
+        };
+        // A message for an earlier join of this topic (the client raced a
+        // close) is ignored, as Phoenix 1.8 does.
+        let stale =
+            msg.join_ref.is_some() && entry.join_ref.is_some() && msg.join_ref != entry.join_ref;
+        if stale {
+            return None;
+        }
+        if msg.event == event::LEAVE {
+            if entry.inbox.leave(msg.clone()) == Pushed::Closed {
+                self.reply(&msg, msg.join_ref.clone(), "ok", Payload::empty());
+            }
+            return None;
+        }
+        let inbox = entry.inbox.clone();
+        self.deliver(inbox, msg)
+    }
+
+    fn deliver(&mut self, inbox: Arc<dyn ChannelInbox>, msg: Message) -> Option<Blocked> {
+        match inbox.client(msg) {
+            Ok(()) => None,
+            Err((msg, Pushed::Full)) => Some(Blocked { inbox, msg }),
+            // The channel ended a moment ago: the topic is no longer joined.
+            Err((msg, _)) => {
+                self.unmatched(&msg);
+                None
+            }
+        }
+    }
+
+    /// Tries again a message that found its channel's mailbox full.
+    pub(crate) fn retry(&mut self, blocked: Blocked) -> Option<Blocked> {
+        self.deliver(blocked.inbox, blocked.msg)
+    }
+
+    fn join(&mut self, msg: Message) {
+        let route = self
+            .conn
+            .shared
+            .routes
+            .iter()
+            .find(|r| r.pattern.matches(&msg.topic));
+        let Some(route) = route else {
+            tracing::warn!(topic = %msg.topic, "ignoring unmatched topic");
+            self.unmatched(&msg);
+            return;
+        };
+        let factory = route.factory.clone();
+        let mut after_reply = None;
+        if let Some(old) = self.channels.remove(&msg.topic) {
+            // Duplicate join: the old channel is killed without terminate,
+            // and its phx_close follows the new join's reply.
+            tracing::debug!(topic = %msg.topic, "duplicate channel join, closing the existing channel");
+            old.inbox.kill();
+            old.task.abort();
+            after_reply = end_frame(self.conn.vsn, &msg.topic, old.join_ref, End::Close);
+        } else if self.channels.len() >= self.conn.shared.config.max_channels {
+            self.reply(
+                &msg,
+                msg.join_ref.clone(),
+                "error",
+                Payload::from(json!({"reason": "too many channels joined"})),
+            );
+            return;
+        }
+        self.next_instance += 1;
+        let instance = self.next_instance;
+        let topic = msg.topic.clone();
+        let join_ref = msg.join_ref.clone();
+        let handle = factory.start(StartArgs {
+            conn: self.conn.clone(),
+            join: msg,
+            instance,
+            after_reply,
+        });
+        self.channels.insert(
+            topic,
+            Entry {
+                join_ref,
+                instance,
+                inbox: handle.inbox,
+                task: handle.task,
+            },
+        );
+    }
+
+    /// Handles one item taken from the outbox.
+    pub(crate) fn on_out(&mut self, out: Out) -> Action {
+        match out {
+            Out::Frame(f) => Action::Write(f),
+            Out::Disconnect => Action::Disconnect,
+            Out::ChannelExit {
+                topic,
+                instance,
+                end,
+            } => {
+                let owned = self
+                    .channels
+                    .get(&topic)
+                    .is_some_and(|e| e.instance == instance);
+                if !owned {
+                    return Action::Nothing;
+                }
+                let Some(entry) = self.channels.remove(&topic) else {
+                    return Action::Nothing;
+                };
+                match end_frame(self.conn.vsn, &topic, entry.join_ref, end) {
+                    Some(f) => Action::Write(f),
+                    None => Action::Nothing,
+                }
+            }
+        }
+    }
+}
+
+impl<S: Socket> Drop for Session<S> {
+    /// The connection is gone: every channel runs `terminate` and ends, and
+    /// nothing more is queued for the client.
+    fn drop(&mut self) {
+        self.conn.outbox.close();
+        for (_, entry) in self.channels.drain() {
+            entry.inbox.transport_closed();
+        }
+        self.conn.shared.endpoint.metrics().connection_closed();
+    }
+}
+
+/// A broadcast payload for the `disconnect` event.
+pub(crate) fn disconnect_broadcast(id: &str) -> Broadcast {
+    Broadcast::new(id, event::DISCONNECT, Payload::empty())
+}
