@@ -1,0 +1,206 @@
+//! A small application shared by the behaviour tests: a socket that reads
+//! `user_id` and refuses `token=invalid`, and a room channel with one event
+//! per behaviour.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use fawkes::*;
+use serde_json::{json, Value};
+
+/// Records what `terminate` saw, per topic.
+#[derive(Default, Clone)]
+pub struct Log(pub Arc<Mutex<Vec<String>>>);
+
+impl Log {
+    pub fn push(&self, s: String) {
+        self.0.lock().unwrap().push(s);
+    }
+    pub fn contains(&self, s: &str) -> bool {
+        self.0.lock().unwrap().iter().any(|x| x == s)
+    }
+}
+
+pub struct AppSocket {
+    pub log: Log,
+}
+
+impl Socket for AppSocket {
+    type Assigns = Option<String>;
+
+    async fn connect(
+        &self,
+        params: &Params,
+        _: &ConnectInfo,
+    ) -> Result<Self::Assigns, ConnectError> {
+        match params.get_str("token") {
+            Some("invalid") => Err(ConnectError::Refused),
+            Some("panic") => panic!("connect panicked"),
+            Some("429") => Err(ConnectError::Status(http::StatusCode::TOO_MANY_REQUESTS)),
+            _ => Ok(params.get_str("user_id").map(str::to_owned)),
+        }
+    }
+
+    fn id(&self, user: &Self::Assigns) -> Option<String> {
+        user.as_ref().map(|u| format!("user_socket:{u}"))
+    }
+}
+
+pub enum Info {
+    AfterJoin,
+    Push(Value),
+    Stop,
+}
+
+pub struct Room {
+    pub count: u64,
+}
+
+impl Channel<AppSocket> for Room {
+    type Info = Info;
+    const INTERCEPT: &'static [&'static str] = &["filtered"];
+
+    async fn join(
+        topic: &str,
+        payload: Payload,
+        ctx: &mut ChannelContext<AppSocket, Info>,
+    ) -> Result<Join<Self>, ChannelError> {
+        match topic {
+            "room:private" => Ok(Join::refuse(json!({"reason": "unauthorized"}))),
+            "room:crash_on_join" => Err("crash".into()),
+            "room:panic_on_join" => panic!("join panicked"),
+            "room:slow_join" => {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                Ok(Join::ok(Room { count: 0 }))
+            }
+            _ => {
+                ctx.push("joined", json!({"user_id": ctx.assigns()}))?;
+                ctx.channel_ref().send(Info::AfterJoin)?;
+                Ok(Join::ok_with(
+                    Room { count: 0 },
+                    json!({"topic": topic, "params": payload.to_value()?}),
+                ))
+            }
+        }
+    }
+
+    async fn handle_in(
+        &mut self,
+        event: &str,
+        payload: Payload,
+        ctx: &mut ChannelContext<AppSocket, Info>,
+    ) -> Result<HandleIn, ChannelError> {
+        self.count += 1;
+        Ok(match event {
+            "echo" => HandleIn::ok(payload),
+            "error" => HandleIn::error(payload),
+            "custom_status" => HandleIn::reply("accepted", payload),
+            "broadcast" => {
+                ctx.broadcast("broadcast", payload)?;
+                HandleIn::ok(json!({}))
+            }
+            "broadcast_from" => {
+                ctx.broadcast_from("broadcast", payload)?;
+                HandleIn::ok(json!({}))
+            }
+            "filtered" => {
+                ctx.broadcast("filtered", payload)?;
+                HandleIn::ok(json!({}))
+            }
+            "push_back" => {
+                ctx.push("pushed", payload)?;
+                HandleIn::ok(json!({}))
+            }
+            "push_list" => {
+                // a V2 push must be an object: this crashes the channel
+                ctx.push("bad", json!([1, 2]))?;
+                HandleIn::ok(json!({}))
+            }
+            "count" => HandleIn::ok(json!({"count": self.count})),
+            "noreply" => HandleIn::NoReply,
+            "later" => {
+                let r = ctx.reply_ref().expect("a ref");
+                tokio::spawn(async move {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    r.reply("ok", json!({"later": true})).unwrap();
+                });
+                HandleIn::NoReply
+            }
+            "info" => {
+                ctx.channel_ref().send(Info::Push(payload.to_value()?))?;
+                HandleIn::ok(json!({}))
+            }
+            "info_stop" => {
+                ctx.channel_ref().send(Info::Stop)?;
+                HandleIn::ok(json!({}))
+            }
+            "stop" => HandleIn::stop_ok(json!({})),
+            "stop_error" => HandleIn::Stop {
+                reason: StopReason::Error("bad".into()),
+                reply: None,
+            },
+            "raise" => return Err("raise".into()),
+            "panic" => panic!("handle_in panicked"),
+            "sleep" => {
+                tokio::time::sleep(std::time::Duration::from_millis(
+                    payload.decode::<u64>().unwrap_or(100),
+                ))
+                .await;
+                HandleIn::ok(json!({}))
+            }
+            other => return Err(format!("no handler for {other}").into()),
+        })
+    }
+
+    async fn handle_out(
+        &mut self,
+        _event: &str,
+        payload: Payload,
+        ctx: &mut ChannelContext<AppSocket, Info>,
+    ) -> Result<Outgoing, ChannelError> {
+        let v = payload.to_value()?;
+        Ok(match (ctx.assigns(), v.get("to").and_then(Value::as_str)) {
+            (Some(me), Some(to)) if me == to => Outgoing::Push(payload),
+            _ => Outgoing::Drop,
+        })
+    }
+
+    async fn handle_info(
+        &mut self,
+        info: Info,
+        ctx: &mut ChannelContext<AppSocket, Info>,
+    ) -> Result<Flow, ChannelError> {
+        match info {
+            Info::AfterJoin => ctx.push("after_join", json!({}))?,
+            Info::Push(v) => ctx.push("info", v)?,
+            Info::Stop => return Ok(Flow::Stop(StopReason::Normal)),
+        }
+        Ok(Flow::Continue)
+    }
+
+    async fn terminate(&mut self, reason: &StopReason, ctx: &mut ChannelContext<AppSocket, Info>) {
+        let _ = ctx.push("terminating", json!({"reason": format!("{reason:?}")}));
+        ctx.socket().log.push(format!("{}:{reason:?}", ctx.topic()));
+    }
+}
+
+pub fn handler(log: Log) -> SocketHandler<AppSocket> {
+    SocketHandler::new(AppSocket { log }).channel::<Room>("room:*")
+}
+
+/// Serves the app on a loopback port.
+pub async fn serve(handler: SocketHandler<AppSocket>) -> (SocketAddr, Endpoint) {
+    let endpoint = Endpoint::local();
+    let app = endpoint.socket("/socket", handler);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+    });
+    (addr, endpoint)
+}
