@@ -73,8 +73,9 @@ pub(crate) struct ChannelHandle {
 
 /// A channel's mailbox, seen without its `Info` type.
 pub(crate) trait ChannelInbox: Send + Sync + 'static {
-    /// A client message; given back when the mailbox is full or closed.
-    fn client(&self, msg: Message) -> Result<(), (Message, Pushed)>;
+    /// Queues a client message; gives it back (`Some`) when the mailbox is
+    /// full or closed.
+    fn client(&self, msg: Message) -> Option<(Message, Pushed)>;
     /// A leave request (always queued while the channel lives).
     fn leave(&self, msg: Message) -> Pushed;
     /// The connection is gone: run `terminate` and end.
@@ -86,12 +87,12 @@ pub(crate) trait ChannelInbox: Send + Sync + 'static {
 }
 
 impl<I: Send + 'static> ChannelInbox for Mailbox<ChannelMsg<I>> {
-    fn client(&self, msg: Message) -> Result<(), (Message, Pushed)> {
+    fn client(&self, msg: Message) -> Option<(Message, Pushed)> {
         match self.try_push(ChannelMsg::In(msg)) {
-            Ok(()) => Ok(()),
-            Err((ChannelMsg::In(m), why)) => Err((m, why)),
+            Ok(()) => None,
+            Err((ChannelMsg::In(m), why)) => Some((m, why)),
             // try_push gives back exactly what it was given
-            Err(_) => Ok(()),
+            Err(_) => None,
         }
     }
 

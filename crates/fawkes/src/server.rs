@@ -223,18 +223,29 @@ async fn run<S: Socket, C: Channel<S>>(
     };
     match reason {
         StopReason::Closed => {
-            let _ = guarded(async { Ok(channel.terminate(&reason, &mut task.ctx).await) }).await;
+            terminate(&mut channel, &reason, &mut task.ctx).await;
         }
         _ if end == End::Close => {
             // phx_close first; pushes from terminate follow it.
             task.exit(End::Close);
-            let _ = guarded(async { Ok(channel.terminate(&reason, &mut task.ctx).await) }).await;
+            terminate(&mut channel, &reason, &mut task.ctx).await;
         }
         _ => {
             // pushes from terminate come before the phx_error.
-            let _ = guarded(async { Ok(channel.terminate(&reason, &mut task.ctx).await) }).await;
+            terminate(&mut channel, &reason, &mut task.ctx).await;
             task.exit(End::Error);
         }
+    }
+}
+
+/// Runs `terminate`; a panic there is logged and otherwise ignored.
+async fn terminate<S: Socket, C: Channel<S>>(channel: &mut C, reason: &StopReason, ctx: &mut ChannelContext<S, C::Info>) {
+    let run = async {
+        channel.terminate(reason, ctx).await;
+        Ok(())
+    };
+    if let Err(why) = guarded(run).await {
+        tracing::error!(error = %why, "terminate panicked");
     }
 }
 

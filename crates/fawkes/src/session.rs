@@ -141,10 +141,10 @@ impl<S: Socket> Session<S> {
 
     fn deliver(&mut self, inbox: Arc<dyn ChannelInbox>, msg: Message) -> Option<Blocked> {
         match inbox.client(msg) {
-            Ok(()) => None,
-            Err((msg, Pushed::Full)) => Some(Blocked { inbox, msg }),
+            None => None,
+            Some((msg, Pushed::Full)) => Some(Blocked { inbox, msg }),
             // The channel ended a moment ago: the topic is no longer joined.
-            Err((msg, _)) => {
+            Some((msg, _)) => {
                 self.unmatched(&msg);
                 None
             }

@@ -61,6 +61,15 @@ fn err(code: u16, reason: &'static str) -> WsError {
     WsError { code, reason }
 }
 
+/// A frame's header: its length, flags, opcode and payload length.
+struct FrameHeader {
+    header: usize,
+    fin: bool,
+    rsv1: bool,
+    opcode: u8,
+    len: usize,
+}
+
 struct Partial {
     opcode: Opcode,
     compressed: bool,
@@ -99,7 +108,7 @@ impl WsReader {
     /// The next event, if a whole frame has arrived.
     pub(crate) fn next_event(&mut self) -> Result<Option<WsEvent>, WsError> {
         loop {
-            let Some((header, fin, rsv1, opcode, len)) = self.parse_header()? else {
+            let Some(FrameHeader { header, fin, rsv1, opcode, len }) = self.parse_header()? else {
                 self.release();
                 return Ok(None);
             };
@@ -133,7 +142,7 @@ impl WsReader {
 
     /// Header length, FIN, RSV1, opcode and payload length of the frame at the
     /// front of the buffer, once its header is complete.
-    fn parse_header(&self) -> Result<Option<(usize, bool, bool, u8, usize)>, WsError> {
+    fn parse_header(&self) -> Result<Option<FrameHeader>, WsError> {
         let b = &self.buf;
         if b.len() < 2 {
             return Ok(None);
@@ -177,7 +186,7 @@ impl WsReader {
             return Ok(None);
         }
         // `len` fits: it is at most `max_message`, a usize.
-        Ok(Some((header, fin, rsv1, opcode, len as usize)))
+        Ok(Some(FrameHeader { header, fin, rsv1, opcode, len: len as usize }))
     }
 
     fn on_frame(
