@@ -2,7 +2,10 @@
 //!
 //!     cargo run -p fawkes --example hello
 
-use fawkes::{Channel, ChannelContext, ChannelError, ConnectError, ConnectInfo, Endpoint, HandleIn, Join, Params, Payload, Socket, SocketHandler};
+use fawkes::{
+    Channel, ChannelContext, ChannelError, ConnectError, ConnectInfo, Endpoint, HandleIn, Join,
+    Params, Payload, Socket, SocketHandler,
+};
 use serde_json::json;
 
 struct UserSocket;
@@ -11,7 +14,10 @@ impl Socket for UserSocket {
     type Assigns = String; // the user id, read by every channel
 
     async fn connect(&self, params: &Params, _info: &ConnectInfo) -> Result<String, ConnectError> {
-        params.get_str("user_id").map(str::to_owned).ok_or(ConnectError::Refused)
+        params
+            .get_str("user_id")
+            .map(str::to_owned)
+            .ok_or(ConnectError::Refused)
     }
 
     // all of a user's connections can be closed with endpoint.disconnect("user_socket:<id>")
@@ -25,7 +31,11 @@ struct Room;
 impl Channel<UserSocket> for Room {
     type Info = ();
 
-    async fn join(topic: &str, _payload: Payload, ctx: &mut ChannelContext<UserSocket, ()>) -> Result<Join<Self>, ChannelError> {
+    async fn join(
+        topic: &str,
+        _payload: Payload,
+        ctx: &mut ChannelContext<UserSocket, ()>,
+    ) -> Result<Join<Self>, ChannelError> {
         if topic == "room:private" {
             return Ok(Join::refuse(json!({"reason": "unauthorized"})));
         }
@@ -33,7 +43,12 @@ impl Channel<UserSocket> for Room {
         Ok(Join::ok(Room))
     }
 
-    async fn handle_in(&mut self, event: &str, payload: Payload, ctx: &mut ChannelContext<UserSocket, ()>) -> Result<HandleIn, ChannelError> {
+    async fn handle_in(
+        &mut self,
+        event: &str,
+        payload: Payload,
+        ctx: &mut ChannelContext<UserSocket, ()>,
+    ) -> Result<HandleIn, ChannelError> {
         match event {
             "new_msg" => {
                 ctx.broadcast("new_msg", payload)?; // every subscriber, on every node
@@ -49,7 +64,10 @@ async fn main() -> std::io::Result<()> {
     let endpoint = Endpoint::local();
     let app = axum::Router::new()
         // your own routes here; endpoint.broadcast(...) works from any handler
-        .merge(endpoint.socket("/socket", SocketHandler::new(UserSocket).channel::<Room>("room:*")));
+        .merge(endpoint.socket(
+            "/socket",
+            SocketHandler::new(UserSocket).channel::<Room>("room:*"),
+        ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:4000").await?;
     axum::serve(listener, app).await
 }

@@ -239,7 +239,11 @@ async fn run<S: Socket, C: Channel<S>>(
 }
 
 /// Runs `terminate`; a panic there is logged and otherwise ignored.
-async fn terminate<S: Socket, C: Channel<S>>(channel: &mut C, reason: &StopReason, ctx: &mut ChannelContext<S, C::Info>) {
+async fn terminate<S: Socket, C: Channel<S>>(
+    channel: &mut C,
+    reason: &StopReason,
+    ctx: &mut ChannelContext<S, C::Info>,
+) {
     let run = async {
         channel.terminate(reason, ctx).await;
         Ok(())

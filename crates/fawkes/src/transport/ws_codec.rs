@@ -108,7 +108,14 @@ impl WsReader {
     /// The next event, if a whole frame has arrived.
     pub(crate) fn next_event(&mut self) -> Result<Option<WsEvent>, WsError> {
         loop {
-            let Some(FrameHeader { header, fin, rsv1, opcode, len }) = self.parse_header()? else {
+            let Some(FrameHeader {
+                header,
+                fin,
+                rsv1,
+                opcode,
+                len,
+            }) = self.parse_header()?
+            else {
                 self.release();
                 return Ok(None);
             };
@@ -186,7 +193,13 @@ impl WsReader {
             return Ok(None);
         }
         // `len` fits: it is at most `max_message`, a usize.
-        Ok(Some(FrameHeader { header, fin, rsv1, opcode, len: len as usize }))
+        Ok(Some(FrameHeader {
+            header,
+            fin,
+            rsv1,
+            opcode,
+            len: len as usize,
+        }))
     }
 
     fn on_frame(
