@@ -317,6 +317,33 @@ pub struct ChannelContext<S: Socket, I: Send + 'static> {
     pub(crate) sub_id: Option<SubscriberId>,
     pub(crate) current_ref: Option<Ref>,
     pub(crate) pending: Option<Vec<fawkes_protocol::Frame>>,
+    /// This channel's id, unique in the process (its "pid").
+    pub(crate) pid: u64,
+    pub(crate) exit_hooks: ExitHooks,
+}
+
+/// Work to run when a channel ends, however it ends (stop, crash, close,
+/// or abort by a duplicate join): presences untrack their channel here.
+#[derive(Default)]
+pub(crate) struct ExitHooks {
+    hooks: Vec<(u64, Box<dyn FnOnce() + Send>)>,
+}
+
+impl ExitHooks {
+    /// Adds `hook` under `id` unless a hook with that id is already there.
+    pub(crate) fn add_once(&mut self, id: u64, hook: impl FnOnce() + Send + 'static) {
+        if !self.hooks.iter().any(|(i, _)| *i == id) {
+            self.hooks.push((id, Box::new(hook)));
+        }
+    }
+}
+
+impl Drop for ExitHooks {
+    fn drop(&mut self) {
+        for (_, hook) in self.hooks.drain(..) {
+            hook();
+        }
+    }
 }
 
 impl<S: Socket, I: Send + 'static> std::fmt::Debug for ChannelContext<S, I> {
@@ -358,6 +385,11 @@ impl<S: Socket, I: Send + 'static> ChannelContext<S, I> {
     /// The endpoint, to broadcast on other topics.
     pub fn endpoint(&self) -> &Endpoint {
         &self.conn.shared.endpoint
+    }
+
+    /// This channel's id, unique in the process.
+    pub fn pid(&self) -> u64 {
+        self.pid
     }
 
     /// The serializer this client speaks.

@@ -58,6 +58,7 @@ mod conn;
 mod endpoint;
 mod handler;
 mod origin;
+mod presence;
 mod queue;
 mod router;
 mod server;
@@ -73,6 +74,7 @@ pub use channel::{
 pub use config::{CheckOrigin, SocketConfig};
 pub use endpoint::Endpoint;
 pub use handler::{SocketHandler, SocketService};
+pub use presence::{Presence, PresenceBuilder, PresenceError, PresencePid};
 pub use socket::{ConnectError, ConnectInfo, Params, Socket};
 pub use transport::local::LocalConnection;
 

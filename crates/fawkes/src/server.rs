@@ -4,6 +4,7 @@
 use std::any::Any;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -18,6 +19,8 @@ use crate::conn::ConnState;
 use crate::queue::{End, Mailbox, Out, Pushed};
 use crate::router::ChannelHandle;
 use crate::{telemetry, Channel, ChannelContext, ChannelError, Join, Socket};
+
+static NEXT_PID: AtomicU64 = AtomicU64::new(1);
 
 /// What the session hands a new channel task.
 pub(crate) struct StartArgs<S: Socket> {
@@ -164,6 +167,8 @@ async fn run<S: Socket, C: Channel<S>>(
         sub_id: None,
         current_ref: None,
         pending: Some(Vec::new()),
+        pid: NEXT_PID.fetch_add(1, Ordering::Relaxed),
+        exit_hooks: Default::default(),
     };
     let mut task: Task<S, C> = Task { ctx, instance };
     let started = Instant::now();

@@ -1,7 +1,8 @@
 //! The conformance server: implements `shared/conformance/CONTRACT.md` on
 //! Fawkes, so that the official Phoenix client can drive it from outside.
 //!
-//! Environment: `PORT` (4000), `SOCKET_TIMEOUT_MS` (60000).
+//! Environment: `PORT` (4000), `SOCKET_TIMEOUT_MS` (60000),
+//! `PRESENCE_DIFF_WINDOW_MS` (0: one presence diff per change).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -12,13 +13,15 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use fawkes::{
-    Channel, ChannelContext, ChannelError, ConnectError, ConnectInfo, Endpoint, HandleIn, Join,
-    Outgoing, Params, Payload, Socket, SocketHandler,
+    Channel, ChannelContext, ChannelError, ConnectError, ConnectInfo, Endpoint, Flow, HandleIn,
+    Join, Outgoing, Params, Payload, Presence, Socket, SocketHandler,
 };
 use serde_json::{json, Value};
 
 /// The socket: `token=invalid` is refused; `user_id` names the socket.
-struct UserSocket;
+struct UserSocket {
+    presence: Presence,
+}
 
 impl Socket for UserSocket {
     /// The user id, when the client gave one.
@@ -116,6 +119,47 @@ impl Channel<UserSocket> for Room {
     }
 }
 
+/// The `presence:*` channel of the contract.
+struct PresenceRoom {
+    user: String,
+    status: String,
+}
+
+impl Channel<UserSocket> for PresenceRoom {
+    type Info = ();
+
+    async fn join(_topic: &str, payload: Payload, ctx: &mut ChannelContext<UserSocket, ()>) -> Result<Join<Self>, ChannelError> {
+        let Some(user) = ctx.assigns().clone() else {
+            return Ok(Join::refuse(json!({"reason": "user_id required"})));
+        };
+        let status = payload.to_value().ok().and_then(|p| p.get("status").and_then(Value::as_str).map(str::to_owned)).unwrap_or_else(|| "online".into());
+        // presence_state and the tracking happen after the join reply
+        ctx.channel_ref().send(())?;
+        Ok(Join::ok(PresenceRoom { user, status }))
+    }
+
+    async fn handle_info(&mut self, _: (), ctx: &mut ChannelContext<UserSocket, ()>) -> Result<Flow, ChannelError> {
+        let presence = ctx.socket().presence.clone();
+        let state = presence.list(ctx.topic()).await;
+        ctx.push("presence_state", Value::Object(state))?;
+        presence.track(ctx, &self.user, json!({"status": self.status}))?;
+        Ok(Flow::Continue)
+    }
+
+    async fn handle_in(&mut self, event: &str, payload: Payload, ctx: &mut ChannelContext<UserSocket, ()>) -> Result<HandleIn, ChannelError> {
+        let presence = ctx.socket().presence.clone();
+        match event {
+            "update_status" => {
+                let status = payload.to_value()?.get("status").cloned().unwrap_or(Value::Null);
+                presence.update(ctx, &self.user, |_| json!({"status": status}))?;
+                Ok(HandleIn::ok(json!({})))
+            }
+            "list" => Ok(HandleIn::ok(Value::Object(presence.list(ctx.topic()).await))),
+            other => Err(format!("no handler for {other:?}").into()),
+        }
+    }
+}
+
 fn bad_request(msg: impl Into<String>) -> axum::response::Response {
     (StatusCode::BAD_REQUEST, Json(json!({"error": msg.into()}))).into_response()
 }
@@ -181,9 +225,13 @@ async fn main() -> std::io::Result<()> {
     let port = env_u64("PORT", 4000);
     let timeout = Duration::from_millis(env_u64("SOCKET_TIMEOUT_MS", 60_000));
 
+    let window = Duration::from_millis(env_u64("PRESENCE_DIFF_WINDOW_MS", 0));
+
     let endpoint = Endpoint::local();
-    let socket = SocketHandler::new(UserSocket)
+    let presence = Presence::builder(&endpoint).diff_window(window).build();
+    let socket = SocketHandler::new(UserSocket { presence })
         .channel::<Room>("room:*")
+        .channel::<PresenceRoom>("presence:*")
         .configure(|c| c.timeout = timeout);
     let app = Router::new()
         .route("/health", get(|| async { "ok" }))

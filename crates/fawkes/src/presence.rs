@@ -1,0 +1,398 @@
+//! Presence: who is on a topic, as the official client's `Presence` expects
+//! it (`presence_state` and `presence_diff`), on Phoenix.Tracker's CRDT.
+//!
+//! Each tracked presence belongs to a channel; when the channel ends (leave,
+//! stop, crash, or its connection closing) its presences are removed and a
+//! leave is broadcast. Several channels may track the same key (one user in
+//! two tabs): the key then has several metas, each with its own `phx_ref`.
+//!
+//! Diffs are broadcast on the topic as `presence_diff`. With a diff window
+//! of zero (the default, as Phoenix) every change is one diff; with a window,
+//! the changes of one topic are coalesced into one net diff per window, so a
+//! large topic costs far fewer frames while every client ends in the same
+//! state.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use fawkes_protocol::event;
+use fawkes_tracker::{Element, ReplicaId, State};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use tokio::sync::mpsc;
+
+use crate::{ChannelContext, Endpoint, Socket};
+
+/// Who holds a presence: a channel of some node.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct PresencePid {
+    /// The node.
+    pub node: String,
+    /// The channel's id on that node.
+    pub id: u64,
+}
+
+type Meta = Map<String, Value>;
+type Entries = Map<String, Value>;
+type FetchFn = dyn Fn(String, Entries) -> Pin<Box<dyn Future<Output = Entries> + Send>> + Send + Sync;
+
+/// Errors of presence operations.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PresenceError {
+    /// This channel already tracks this key on this topic.
+    #[error("already tracked")]
+    AlreadyTracked,
+    /// This channel does not track this key on this topic.
+    #[error("no presence")]
+    NoPresence,
+    /// Metas must be JSON objects.
+    #[error("presence metas must be JSON objects")]
+    MetaNotAnObject,
+}
+
+/// A presence tracker for an endpoint. Cheap to clone.
+///
+/// # Example
+///
+/// ```
+/// use fawkes::{Endpoint, Presence};
+/// use std::time::Duration;
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let endpoint = Endpoint::local();
+/// let presence = Presence::builder(&endpoint)
+///     // enrich every list and diff in one call, e.g. names from a database
+///     .fetch(|_topic, mut entries| async move {
+///         for (key, entry) in entries.iter_mut() {
+///             entry["name"] = format!("user {key}").into();
+///         }
+///         entries
+///     })
+///     .diff_window(Duration::from_millis(20))
+///     .build();
+/// assert!(presence.list("room:lobby").await.is_empty());
+/// # });
+/// ```
+#[derive(Clone)]
+pub struct Presence {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Presence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Presence").field("replica", &self.inner.replica).finish()
+    }
+}
+
+struct Inner {
+    id: u64,
+    endpoint: Endpoint,
+    replica: ReplicaId,
+    state: Mutex<State<PresencePid, Meta>>,
+    fetch: Option<Arc<FetchFn>>,
+    diffs: mpsc::UnboundedSender<Change>,
+    refs: AtomicU64,
+    node_hash: u16,
+}
+
+/// One change, queued for the diff task.
+struct Change {
+    topic: String,
+    joins: Vec<(String, PresencePid, Meta)>,
+    leaves: Vec<(String, PresencePid, Meta)>,
+}
+
+/// Builds a [`Presence`].
+pub struct PresenceBuilder {
+    endpoint: Endpoint,
+    fetch: Option<Arc<FetchFn>>,
+    window: Duration,
+}
+
+impl std::fmt::Debug for PresenceBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PresenceBuilder").field("window", &self.window).finish()
+    }
+}
+
+static PRESENCE_IDS: AtomicU64 = AtomicU64::new(1);
+
+impl PresenceBuilder {
+    /// Enriches the presences of every list and diff in one call: `fetch`
+    /// receives the topic and `{key: {"metas": [...]}}` and returns it with
+    /// extra fields (it must keep `metas`).
+    pub fn fetch<F, Fut>(mut self, fetch: F) -> Self
+    where
+        F: Fn(String, Map<String, Value>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Map<String, Value>> + Send + 'static,
+    {
+        self.fetch = Some(Arc::new(move |topic, entries| Box::pin(fetch(topic, entries))));
+        self
+    }
+
+    /// Coalesces each topic's changes over `window` (zero: one diff per
+    /// change, as Phoenix).
+    pub fn diff_window(mut self, window: Duration) -> Self {
+        self.window = window;
+        self
+    }
+
+    /// Starts the tracker. Must be called inside a tokio runtime.
+    pub fn build(self) -> Presence {
+        let node = self.endpoint.pubsub().node_name().to_owned();
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let replica = ReplicaId::new(node.clone(), u64::try_from(now.as_micros()).unwrap_or(u64::MAX));
+        let node_hash = node.bytes().fold(0u16, |h, b| h.wrapping_mul(31).wrapping_add(u16::from(b)));
+        let (tx, rx) = mpsc::unbounded_channel();
+        let inner = Arc::new(Inner {
+            id: PRESENCE_IDS.fetch_add(1, Ordering::Relaxed),
+            endpoint: self.endpoint,
+            state: Mutex::new(State::new(replica.clone())),
+            replica,
+            fetch: self.fetch,
+            diffs: tx,
+            refs: AtomicU64::new(0),
+            node_hash,
+        });
+        tokio::spawn(diff_task(Arc::downgrade(&inner), rx, self.window));
+        Presence { inner }
+    }
+}
+
+fn grouped(items: &[(String, PresencePid, Meta)]) -> Entries {
+    let mut out = Entries::new();
+    for (key, _, meta) in items {
+        let entry = out.entry(key.clone()).or_insert_with(|| serde_json::json!({"metas": []}));
+        if let Some(Value::Array(metas)) = entry.get_mut("metas") {
+            metas.push(Value::Object(meta.clone()));
+        }
+    }
+    out
+}
+
+fn as_meta(v: Value) -> Result<Meta, PresenceError> {
+    match v {
+        Value::Object(m) => Ok(m),
+        _ => Err(PresenceError::MetaNotAnObject),
+    }
+}
+
+fn triple(e: Element<PresencePid, Meta>) -> (String, PresencePid, Meta) {
+    (e.key, e.pid, e.meta)
+}
+
+impl Presence {
+    /// A tracker with Phoenix's defaults; see [`Presence::builder`].
+    pub fn new(endpoint: &Endpoint) -> Presence {
+        Presence::builder(endpoint).build()
+    }
+
+    /// A builder, to set a fetch hook or a diff window.
+    pub fn builder(endpoint: &Endpoint) -> PresenceBuilder {
+        PresenceBuilder { endpoint: endpoint.clone(), fetch: None, window: Duration::ZERO }
+    }
+
+    fn next_ref(&self) -> String {
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let n = self.inner.refs.fetch_add(1, Ordering::Relaxed);
+        let mut bytes = [0u8; 12];
+        bytes[..8].copy_from_slice(&(nanos as u64).to_be_bytes());
+        bytes[8..10].copy_from_slice(&self.inner.node_hash.to_be_bytes());
+        bytes[10..].copy_from_slice(&(n as u16).to_be_bytes());
+        base64::engine::general_purpose::URL_SAFE.encode(bytes)
+    }
+
+    fn pid_of<S: Socket, I: Send + 'static>(&self, ctx: &ChannelContext<S, I>) -> PresencePid {
+        PresencePid { node: self.inner.replica.name.clone(), id: ctx.pid() }
+    }
+
+    /// Tracks the channel's socket under `key` on the channel's topic, with
+    /// `meta` (a JSON object; `phx_ref` is added). Returns the `phx_ref`.
+    /// The presence is removed when the channel ends.
+    ///
+    /// # Errors
+    ///
+    /// [`PresenceError::AlreadyTracked`] when this channel already tracks
+    /// `key`; [`PresenceError::MetaNotAnObject`].
+    pub fn track<S: Socket, I: Send + 'static>(&self, ctx: &mut ChannelContext<S, I>, key: &str, meta: impl Into<Value>) -> Result<String, PresenceError> {
+        let pid = self.pid_of(ctx);
+        let this = self.clone();
+        let exit_pid = pid.clone();
+        ctx.exit_hooks.add_once(self.inner.id, move || this.untrack_pid(&exit_pid));
+        self.track_pid(pid, ctx.topic(), key, meta)
+    }
+
+    /// Tracks any owner (for presences not tied to a channel); untrack it
+    /// with [`Presence::untrack_pid`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Presence::track`].
+    pub fn track_pid(&self, pid: PresencePid, topic: &str, key: &str, meta: impl Into<Value>) -> Result<String, PresenceError> {
+        let mut meta = as_meta(meta.into())?;
+        let phx_ref = self.next_ref();
+        meta.insert("phx_ref".into(), Value::String(phx_ref.clone()));
+        let mut state = self.inner.state.lock();
+        state.join(pid.clone(), topic, key, meta.clone()).ok_or(PresenceError::AlreadyTracked)?;
+        let change = Change { topic: topic.to_owned(), joins: vec![(key.to_owned(), pid, meta)], leaves: Vec::new() };
+        // queued under the lock, so diffs keep the order of the changes
+        let _ = self.inner.diffs.send(change);
+        Ok(phx_ref)
+    }
+
+    /// Stops tracking `key` for this channel (`Ok` also when not tracked).
+    pub fn untrack<S: Socket, I: Send + 'static>(&self, ctx: &ChannelContext<S, I>, key: &str) {
+        let pid = self.pid_of(ctx);
+        let mut state = self.inner.state.lock();
+        if let Some(el) = state.leave(&pid, ctx.topic(), key) {
+            let _ = self.inner.diffs.send(Change { topic: el.topic.clone(), joins: Vec::new(), leaves: vec![triple(el)] });
+        }
+    }
+
+    /// Removes every presence of `pid`.
+    pub fn untrack_pid(&self, pid: &PresencePid) {
+        let mut state = self.inner.state.lock();
+        for el in state.leave_pid(pid) {
+            let _ = self.inner.diffs.send(Change { topic: el.topic.clone(), joins: Vec::new(), leaves: vec![triple(el)] });
+        }
+    }
+
+    /// Replaces this channel's meta under `key`; the new meta gets a new
+    /// `phx_ref` and `phx_ref_prev`. `update` receives the current meta.
+    ///
+    /// # Errors
+    ///
+    /// [`PresenceError::NoPresence`] when not tracked;
+    /// [`PresenceError::MetaNotAnObject`].
+    pub fn update<S: Socket, I: Send + 'static>(&self, ctx: &ChannelContext<S, I>, key: &str, update: impl FnOnce(&Map<String, Value>) -> Value) -> Result<String, PresenceError> {
+        let pid = self.pid_of(ctx);
+        let mut state = self.inner.state.lock();
+        let current = state.get_by_pid(&pid, ctx.topic(), key).ok_or(PresenceError::NoPresence)?;
+        let mut meta = as_meta(update(&current.meta))?;
+        let phx_ref = self.next_ref();
+        meta.insert("phx_ref".into(), Value::String(phx_ref.clone()));
+        if let Some(prev) = current.meta.get("phx_ref") {
+            meta.insert("phx_ref_prev".into(), prev.clone());
+        }
+        let (old, _) = state.leave_join(&pid, ctx.topic(), key, meta.clone()).ok_or(PresenceError::NoPresence)?;
+        let _ = self.inner.diffs.send(Change { topic: ctx.topic().to_owned(), joins: vec![(key.to_owned(), pid, meta)], leaves: vec![triple(old)] });
+        Ok(phx_ref)
+    }
+
+    /// The topic's presences, `{key: {"metas": [...]}}`, through the fetch
+    /// hook: the payload of `presence_state`.
+    pub async fn list(&self, topic: &str) -> Map<String, Value> {
+        let items: Vec<_> = self.inner.state.lock().get_by_topic(topic).into_iter().map(triple).collect();
+        let mut by_key: Vec<_> = items;
+        by_key.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        self.fetched(topic, grouped(&by_key)).await
+    }
+
+    /// One key's presence, `{"metas": [...]}` plus fetched fields, if any.
+    pub async fn get_by_key(&self, topic: &str, key: &str) -> Option<Value> {
+        let metas: Vec<(String, PresencePid, Meta)> = self.inner.state.lock().get_by_key(topic, key).into_iter().map(|(pid, meta)| (key.to_owned(), pid, meta)).collect();
+        if metas.is_empty() {
+            return None;
+        }
+        self.fetched(topic, grouped(&metas)).await.remove(key)
+    }
+
+    async fn fetched(&self, topic: &str, entries: Entries) -> Entries {
+        fetch_with(&self.inner.fetch, topic, entries).await
+    }
+}
+
+async fn fetch_with(fetch: &Option<Arc<FetchFn>>, topic: &str, entries: Entries) -> Entries {
+    match fetch {
+        Some(f) if !entries.is_empty() => f(topic.to_owned(), entries).await,
+        _ => entries,
+    }
+}
+
+/// The changes of one topic within a window, folded so that applying them
+/// (joins first, then leaves, as the client does) gives the same end state
+/// as applying every change one by one, for a client that saw none, some or
+/// all of them in a `presence_state`: a join drops a pending leave of the
+/// same `phx_ref` (it is back), a leave is always kept.
+#[derive(Default)]
+struct Pending {
+    joins: Vec<(String, PresencePid, Meta)>,
+    leaves: Vec<(String, PresencePid, Meta)>,
+}
+
+fn ref_of(m: &Meta) -> Option<&Value> {
+    m.get("phx_ref")
+}
+
+impl Pending {
+    fn add(&mut self, change: Change) {
+        self.leaves.extend(change.leaves);
+        for join in change.joins {
+            self.leaves.retain(|l| ref_of(&l.2) != ref_of(&join.2));
+            if !self.joins.iter().any(|j| ref_of(&j.2) == ref_of(&join.2)) {
+                self.joins.push(join);
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.joins.is_empty() && self.leaves.is_empty()
+    }
+}
+
+async fn broadcast_diff(inner: &Inner, topic: &str, mut p: Pending) {
+    p.joins.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+    p.leaves.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+    let joins = fetch_with(&inner.fetch, topic, grouped(&p.joins)).await;
+    let leaves = fetch_with(&inner.fetch, topic, grouped(&p.leaves)).await;
+    let payload = serde_json::json!({"joins": joins, "leaves": leaves});
+    if let Err(e) = inner.endpoint.local_broadcast(topic, event::PRESENCE_DIFF, payload) {
+        tracing::error!(topic, error = %e, "presence diff not broadcast");
+    }
+}
+
+/// Broadcasts diffs in the order of the changes, one topic window at a time.
+async fn diff_task(inner: std::sync::Weak<Inner>, mut rx: mpsc::UnboundedReceiver<Change>, window: Duration) {
+    let mut pending: HashMap<String, (tokio::time::Instant, Pending)> = HashMap::new();
+    loop {
+        let next_deadline = pending.values().map(|(d, _)| *d).min();
+        let change = match next_deadline {
+            None => rx.recv().await,
+            Some(deadline) => tokio::select! {
+                c = rx.recv() => c,
+                _ = tokio::time::sleep_until(deadline) => {
+                    let Some(inner) = inner.upgrade() else { return };
+                    let now = tokio::time::Instant::now();
+                    let due: Vec<String> = pending.iter().filter(|(_, (d, _))| *d <= now).map(|(t, _)| t.clone()).collect();
+                    for topic in due {
+                        if let Some((_, p)) = pending.remove(&topic) {
+                            if !p.is_empty() {
+                                broadcast_diff(&inner, &topic, p).await;
+                            }
+                        }
+                    }
+                    continue;
+                }
+            },
+        };
+        let Some(change) = change else { return };
+        let Some(inner) = inner.upgrade() else { return };
+        if window.is_zero() {
+            let topic = change.topic.clone();
+            let mut p = Pending::default();
+            p.joins = change.joins;
+            p.leaves = change.leaves;
+            broadcast_diff(&inner, &topic, p).await;
+        } else {
+            let entry = pending.entry(change.topic.clone()).or_insert_with(|| (tokio::time::Instant::now() + window, Pending::default()));
+            entry.1.add(change);
+        }
+    }
+}
