@@ -128,17 +128,29 @@ struct PresenceRoom {
 impl Channel<UserSocket> for PresenceRoom {
     type Info = ();
 
-    async fn join(_topic: &str, payload: Payload, ctx: &mut ChannelContext<UserSocket, ()>) -> Result<Join<Self>, ChannelError> {
+    async fn join(
+        _topic: &str,
+        payload: Payload,
+        ctx: &mut ChannelContext<UserSocket, ()>,
+    ) -> Result<Join<Self>, ChannelError> {
         let Some(user) = ctx.assigns().clone() else {
             return Ok(Join::refuse(json!({"reason": "user_id required"})));
         };
-        let status = payload.to_value().ok().and_then(|p| p.get("status").and_then(Value::as_str).map(str::to_owned)).unwrap_or_else(|| "online".into());
+        let status = payload
+            .to_value()
+            .ok()
+            .and_then(|p| p.get("status").and_then(Value::as_str).map(str::to_owned))
+            .unwrap_or_else(|| "online".into());
         // presence_state and the tracking happen after the join reply
         ctx.channel_ref().send(())?;
         Ok(Join::ok(PresenceRoom { user, status }))
     }
 
-    async fn handle_info(&mut self, _: (), ctx: &mut ChannelContext<UserSocket, ()>) -> Result<Flow, ChannelError> {
+    async fn handle_info(
+        &mut self,
+        _: (),
+        ctx: &mut ChannelContext<UserSocket, ()>,
+    ) -> Result<Flow, ChannelError> {
         let presence = ctx.socket().presence.clone();
         let state = presence.list(ctx.topic()).await;
         ctx.push("presence_state", Value::Object(state))?;
@@ -146,15 +158,26 @@ impl Channel<UserSocket> for PresenceRoom {
         Ok(Flow::Continue)
     }
 
-    async fn handle_in(&mut self, event: &str, payload: Payload, ctx: &mut ChannelContext<UserSocket, ()>) -> Result<HandleIn, ChannelError> {
+    async fn handle_in(
+        &mut self,
+        event: &str,
+        payload: Payload,
+        ctx: &mut ChannelContext<UserSocket, ()>,
+    ) -> Result<HandleIn, ChannelError> {
         let presence = ctx.socket().presence.clone();
         match event {
             "update_status" => {
-                let status = payload.to_value()?.get("status").cloned().unwrap_or(Value::Null);
+                let status = payload
+                    .to_value()?
+                    .get("status")
+                    .cloned()
+                    .unwrap_or(Value::Null);
                 presence.update(ctx, &self.user, |_| json!({"status": status}))?;
                 Ok(HandleIn::ok(json!({})))
             }
-            "list" => Ok(HandleIn::ok(Value::Object(presence.list(ctx.topic()).await))),
+            "list" => Ok(HandleIn::ok(Value::Object(
+                presence.list(ctx.topic()).await,
+            ))),
             other => Err(format!("no handler for {other:?}").into()),
         }
     }
