@@ -25,18 +25,12 @@ pub struct Frame {
 impl Frame {
     /// A text frame.
     pub fn text(data: impl Into<Bytes>) -> Self {
-        Frame {
-            opcode: Opcode::Text,
-            data: data.into(),
-        }
+        Frame { opcode: Opcode::Text, data: data.into() }
     }
 
     /// A binary frame.
     pub fn binary(data: impl Into<Bytes>) -> Self {
-        Frame {
-            opcode: Opcode::Binary,
-            data: data.into(),
-        }
+        Frame { opcode: Opcode::Binary, data: data.into() }
     }
 
     /// The text of a text frame that is valid UTF-8.

@@ -66,10 +66,7 @@ pub(crate) fn slice_raw(input: &Bytes, raw: &RawValue) -> Json {
 }
 
 /// A required string field of a decoded frame.
-pub(crate) fn string_field(
-    v: serde_json::Value,
-    field: &'static str,
-) -> Result<String, crate::DecodeError> {
+pub(crate) fn string_field(v: serde_json::Value, field: &'static str) -> Result<String, crate::DecodeError> {
     match v {
         serde_json::Value::String(s) => Ok(s),
         _ => Err(crate::DecodeError::NotAString(field)),
@@ -82,20 +79,10 @@ mod tests {
 
     #[test]
     fn escapes_like_serde_json() {
-        for s in [
-            "",
-            "plain",
-            "quote\" back\\ slash/",
-            "\n\r\t\u{8}\u{c}\u{0}\u{1f}",
-            "日本語 🎉",
-            "\u{2028}",
-        ] {
+        for s in ["", "plain", "quote\" back\\ slash/", "\n\r\t\u{8}\u{c}\u{0}\u{1f}", "日本語 🎉", "\u{2028}"] {
             let mut buf = Vec::new();
             write_str(&mut buf, s);
-            assert_eq!(
-                String::from_utf8(buf).unwrap(),
-                serde_json::to_string(s).unwrap()
-            );
+            assert_eq!(String::from_utf8(buf).unwrap(), serde_json::to_string(s).unwrap());
         }
     }
 }

@@ -97,13 +97,7 @@ impl Message {
         event: impl Into<String>,
         payload: Payload,
     ) -> Message {
-        Message {
-            join_ref,
-            ref_: None,
-            topic: topic.into(),
-            event: event.into(),
-            payload,
-        }
+        Message { join_ref, ref_: None, topic: topic.into(), event: event.into(), payload }
     }
 
     /// The `phx_close` or `phx_error` push that ends a join: Phoenix puts the
@@ -114,13 +108,7 @@ impl Message {
         event: &'static str,
         payload: Payload,
     ) -> Message {
-        Message {
-            ref_: join_ref.clone(),
-            join_ref,
-            topic: topic.into(),
-            event: event.into(),
-            payload,
-        }
+        Message { ref_: join_ref.clone(), join_ref, topic: topic.into(), event: event.into(), payload }
     }
 }
 
@@ -152,19 +140,8 @@ impl Reply {
     }
 
     /// A reply with any status to `msg`, sent with `join_ref`.
-    pub fn new(
-        msg: &Message,
-        join_ref: Option<Ref>,
-        status: impl Into<Cow<'static, str>>,
-        payload: Payload,
-    ) -> Reply {
-        Reply {
-            join_ref,
-            ref_: msg.ref_.clone(),
-            topic: msg.topic.clone(),
-            status: status.into(),
-            payload,
-        }
+    pub fn new(msg: &Message, join_ref: Option<Ref>, status: impl Into<Cow<'static, str>>, payload: Payload) -> Reply {
+        Reply { join_ref, ref_: msg.ref_.clone(), topic: msg.topic.clone(), status: status.into(), payload }
     }
 }
 
@@ -182,11 +159,7 @@ pub struct Broadcast {
 impl Broadcast {
     /// A broadcast of `event` with `payload` on `topic`.
     pub fn new(topic: impl Into<String>, event: impl Into<String>, payload: Payload) -> Broadcast {
-        Broadcast {
-            topic: topic.into(),
-            event: event.into(),
-            payload,
-        }
+        Broadcast { topic: topic.into(), event: event.into(), payload }
     }
 }
 
@@ -213,8 +186,7 @@ impl ServerFrame {
                 response: Box<serde_json::value::RawValue>,
             }
             if let Ok(body) = msg.payload.decode::<Body>() {
-                let payload =
-                    Payload::json_text(body.response.get().to_owned()).unwrap_or_default();
+                let payload = Payload::json_text(body.response.get().to_owned()).unwrap_or_default();
                 return ServerFrame::Reply(Reply {
                     join_ref: msg.join_ref,
                     ref_: msg.ref_,

@@ -44,12 +44,7 @@ fn json_of(payload: &Payload) -> Result<&[u8], EncodeError> {
 }
 
 /// `{"event":E,"payload":P,"ref":R,"topic":T}`: Phoenix's key order, and never a join_ref.
-pub(crate) fn encode(
-    topic: &str,
-    ev: &str,
-    payload: &Payload,
-    ref_: Option<&Ref>,
-) -> Result<Frame, EncodeError> {
+pub(crate) fn encode(topic: &str, ev: &str, payload: &Payload, ref_: Option<&Ref>) -> Result<Frame, EncodeError> {
     let p = json_of(payload)?;
     let mut buf = Vec::with_capacity(48 + topic.len() + ev.len() + p.len());
     buf.extend_from_slice(b"{\"event\":");

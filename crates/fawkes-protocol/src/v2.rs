@@ -47,13 +47,7 @@ impl<'de> Visitor<'de> for V2Visitor {
         let payload = next!(&'de RawValue);
         // Phoenix takes the first five elements and ignores the rest.
         while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(Ok(V2In {
-            join_ref,
-            ref_,
-            topic,
-            event,
-            payload,
-        }))
+        Ok(Ok(V2In { join_ref, ref_, topic, event, payload }))
     }
 }
 

@@ -1,6 +1,5 @@
 use crate::{
-    binary, v1, v2, Broadcast, DecodeError, EncodeError, Frame, Message, Opcode, Reply,
-    ServerFrame, VsnError,
+    binary, v1, v2, Broadcast, DecodeError, EncodeError, Frame, Message, Opcode, Reply, ServerFrame, VsnError,
 };
 
 /// A serializer version: V1 (JSON objects) or V2 (JSON arrays and binary frames).
@@ -84,13 +83,7 @@ impl Vsn {
                 if msg.payload.is_binary() {
                     binary::encode_push(msg)
                 } else if msg.payload.is_object() {
-                    v2::encode(
-                        msg.join_ref.as_ref(),
-                        msg.ref_.as_ref(),
-                        &msg.topic,
-                        &msg.event,
-                        &msg.payload,
-                    )
+                    v2::encode(msg.join_ref.as_ref(), msg.ref_.as_ref(), &msg.topic, &msg.event, &msg.payload)
                 } else {
                     Err(EncodeError::PayloadNotAnObject)
                 }
@@ -120,9 +113,7 @@ impl Vsn {
         match self {
             Vsn::V1 => v1::encode(&b.topic, &b.event, &b.payload, None),
             Vsn::V2 if b.payload.is_binary() => binary::encode_broadcast(b),
-            Vsn::V2 if b.payload.is_object() => {
-                v2::encode(None, None, &b.topic, &b.event, &b.payload)
-            }
+            Vsn::V2 if b.payload.is_object() => v2::encode(None, None, &b.topic, &b.event, &b.payload),
             Vsn::V2 => Err(EncodeError::PayloadNotAnObject),
         }
     }
@@ -136,13 +127,7 @@ impl Vsn {
         match self {
             Vsn::V1 => v1::encode_client(msg),
             Vsn::V2 if msg.payload.is_binary() => binary::encode_client_push(msg),
-            Vsn::V2 => v2::encode(
-                msg.join_ref.as_ref(),
-                msg.ref_.as_ref(),
-                &msg.topic,
-                &msg.event,
-                &msg.payload,
-            ),
+            Vsn::V2 => v2::encode(msg.join_ref.as_ref(), msg.ref_.as_ref(), &msg.topic, &msg.event, &msg.payload),
         }
     }
 
@@ -174,9 +159,7 @@ impl SemVer {
         let mut parts = core.split('.');
         let mut num = || -> Option<u64> {
             let p = parts.next()?;
-            let valid = !p.is_empty()
-                && p.bytes().all(|b| b.is_ascii_digit())
-                && (p == "0" || !p.starts_with('0'));
+            let valid = !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && (p == "0" || !p.starts_with('0'));
             if valid {
                 p.parse().ok()
             } else {
@@ -197,19 +180,12 @@ impl SemVer {
         if !rest.is_empty() && pre.is_none() && build.is_none() {
             return None;
         }
-        let ident_ok = |x: &str| {
-            x.split('.')
-                .all(|i| !i.is_empty() && i.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
-        };
+        let ident_ok =
+            |x: &str| x.split('.').all(|i| !i.is_empty() && i.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
         if pre.is_some_and(|p| !ident_ok(p)) || build.is_some_and(|b| !ident_ok(b)) {
             return None;
         }
-        Some(SemVer {
-            major,
-            minor,
-            patch,
-            pre: pre.is_some(),
-        })
+        Some(SemVer { major, minor, patch, pre: pre.is_some() })
     }
 }
 
@@ -243,13 +219,7 @@ mod tests {
         for (vsn, want) in cases {
             assert_eq!(Vsn::negotiate(Some(vsn)).ok(), want, "{vsn}");
         }
-        assert!(matches!(
-            Vsn::negotiate(Some("2")),
-            Err(VsnError::Invalid(_))
-        ));
-        assert!(matches!(
-            Vsn::negotiate(Some("3.0.0")),
-            Err(VsnError::Unsupported(_))
-        ));
+        assert!(matches!(Vsn::negotiate(Some("2")), Err(VsnError::Invalid(_))));
+        assert!(matches!(Vsn::negotiate(Some("3.0.0")), Err(VsnError::Unsupported(_))));
     }
 }

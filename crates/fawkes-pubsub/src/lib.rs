@@ -95,35 +95,20 @@ struct Inner {
 
 impl fmt::Debug for PubSub {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PubSub")
-            .field("node", &self.inner.node)
-            .field("remote", &self.inner.adapter.is_some())
-            .finish()
+        f.debug_struct("PubSub").field("node", &self.inner.node).field("remote", &self.inner.adapter.is_some()).finish()
     }
 }
 
 impl PubSub {
     /// A PubSub for one node, with no remote delivery.
     pub fn local(node_name: impl Into<String>) -> PubSub {
-        PubSub {
-            inner: Arc::new(Inner {
-                node: node_name.into(),
-                registry: Registry::new(),
-                adapter: None,
-            }),
-        }
+        PubSub { inner: Arc::new(Inner { node: node_name.into(), registry: Registry::new(), adapter: None }) }
     }
 
     /// A PubSub whose broadcasts also reach other nodes through `adapter`.
     /// Messages from other nodes are handed to [`PubSub::deliver_remote`].
     pub fn with_adapter(node_name: impl Into<String>, adapter: Arc<dyn Adapter>) -> PubSub {
-        PubSub {
-            inner: Arc::new(Inner {
-                node: node_name.into(),
-                registry: Registry::new(),
-                adapter: Some(adapter),
-            }),
-        }
+        PubSub { inner: Arc::new(Inner { node: node_name.into(), registry: Registry::new(), adapter: Some(adapter) }) }
     }
 
     /// This node's name, unique in the cluster.
@@ -134,9 +119,7 @@ impl PubSub {
     /// Subscribes `subscriber` to `topic` until the returned [`Subscription`]
     /// is dropped. Subscribing twice delivers twice.
     pub fn subscribe(&self, topic: &str, subscriber: Arc<dyn Subscriber>) -> Subscription {
-        self.inner
-            .registry
-            .subscribe(&self.inner, topic, subscriber)
+        self.inner.registry.subscribe(&self.inner, topic, subscriber)
     }
 
     /// Subscribes a function; convenient for tests and background tasks.
@@ -173,25 +156,14 @@ impl PubSub {
     /// # Errors
     ///
     /// As [`PubSub::broadcast`].
-    pub fn broadcast_from(
-        &self,
-        from: SubscriberId,
-        msg: Broadcast,
-    ) -> Result<Dispatched, PubSubError> {
+    pub fn broadcast_from(&self, from: SubscriberId, msg: Broadcast) -> Result<Dispatched, PubSubError> {
         self.broadcast_inner(msg, Some(from))
     }
 
-    fn broadcast_inner(
-        &self,
-        msg: Broadcast,
-        from: Option<SubscriberId>,
-    ) -> Result<Dispatched, PubSubError> {
+    fn broadcast_inner(&self, msg: Broadcast, from: Option<SubscriberId>) -> Result<Dispatched, PubSubError> {
         let sent = self.local_dispatch(&msg, from);
         if let Some(adapter) = &self.inner.adapter {
-            adapter.publish(RemoteMessage {
-                target: Target::Except(self.inner.node.clone()),
-                broadcast: msg,
-            })?;
+            adapter.publish(RemoteMessage { target: Target::Except(self.inner.node.clone()), broadcast: msg })?;
         }
         Ok(sent)
     }
@@ -218,10 +190,7 @@ impl PubSub {
             return Ok(());
         }
         match &self.inner.adapter {
-            Some(adapter) => adapter.publish(RemoteMessage {
-                target: Target::Only(node.to_owned()),
-                broadcast: msg,
-            }),
+            Some(adapter) => adapter.publish(RemoteMessage { target: Target::Only(node.to_owned()), broadcast: msg }),
             None => Ok(()),
         }
     }

@@ -41,28 +41,16 @@ fn shard_of(topic: &str) -> usize {
 
 impl Registry {
     pub(crate) fn new() -> Registry {
-        Registry {
-            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
-            next_id: AtomicU64::new(1),
-        }
+        Registry { shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(), next_id: AtomicU64::new(1) }
     }
 
-    pub(crate) fn subscribe(
-        &self,
-        inner: &Arc<Inner>,
-        topic: &str,
-        sub: Arc<dyn Subscriber>,
-    ) -> Subscription {
+    pub(crate) fn subscribe(&self, inner: &Arc<Inner>, topic: &str, sub: Arc<dyn Subscriber>) -> Subscription {
         let id = SubscriberId(self.next_id.fetch_add(1, Ordering::Relaxed));
         let topic: Arc<str> = Arc::from(topic);
         let mut shard = self.shards[shard_of(&topic)].write();
         let list = shard.entry(topic.clone()).or_default();
         Arc::make_mut(list).push(Entry { id, sub });
-        Subscription {
-            owner: Arc::downgrade(inner),
-            topic,
-            id,
-        }
+        Subscription { owner: Arc::downgrade(inner), topic, id }
     }
 
     fn unsubscribe(&self, topic: &str, id: SubscriberId) {
@@ -81,18 +69,11 @@ impl Registry {
     }
 
     pub(crate) fn count(&self, topic: &str) -> usize {
-        self.shards[shard_of(topic)]
-            .read()
-            .get(topic)
-            .map_or(0, |l| l.len())
+        self.shards[shard_of(topic)].read().get(topic).map_or(0, |l| l.len())
     }
 
     pub(crate) fn dispatch(&self, msg: &Broadcast, from: Option<SubscriberId>) -> Dispatched {
-        let Some(list) = self.shards[shard_of(&msg.topic)]
-            .read()
-            .get(msg.topic.as_str())
-            .cloned()
-        else {
+        let Some(list) = self.shards[shard_of(&msg.topic)].read().get(msg.topic.as_str()).cloned() else {
             return Dispatched::default();
         };
         let mut frames = FrameCache::new(msg);
@@ -137,10 +118,7 @@ impl Subscription {
 
 impl fmt::Debug for Subscription {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Subscription")
-            .field("topic", &self.topic)
-            .field("id", &self.id)
-            .finish()
+        f.debug_struct("Subscription").field("topic", &self.topic).field("id", &self.id).finish()
     }
 }
 
@@ -162,10 +140,7 @@ pub struct FrameCache<'a> {
 impl<'a> FrameCache<'a> {
     /// A cache for `msg`.
     pub fn new(msg: &'a Broadcast) -> FrameCache<'a> {
-        FrameCache {
-            msg,
-            frames: [None, None],
-        }
+        FrameCache { msg, frames: [None, None] }
     }
 
     /// The broadcast encoded with `vsn`; `None` when it cannot be (for
@@ -176,16 +151,12 @@ impl<'a> FrameCache<'a> {
             Vsn::V2 => 1,
         }];
         let msg = self.msg;
-        slot.get_or_insert_with(|| vsn.encode_broadcast(msg))
-            .as_ref()
-            .ok()
+        slot.get_or_insert_with(|| vsn.encode_broadcast(msg)).as_ref().ok()
     }
 }
 
 impl fmt::Debug for FrameCache<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FrameCache")
-            .field("topic", &self.msg.topic)
-            .finish()
+        f.debug_struct("FrameCache").field("topic", &self.msg.topic).finish()
     }
 }

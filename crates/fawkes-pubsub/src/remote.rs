@@ -73,20 +73,9 @@ impl RemoteMessage {
                 raw = String::from_utf8_lossy(j.as_bytes()).into_owned();
                 (serde_json::from_str::<&RawValue>(&raw).ok(), None)
             }
-            Payload::Binary(bytes) => (
-                None,
-                Some(base64::engine::general_purpose::STANDARD.encode(bytes)),
-            ),
+            Payload::Binary(bytes) => (None, Some(base64::engine::general_purpose::STANDARD.encode(bytes))),
         };
-        let env = Envelope {
-            v: WIRE_VERSION,
-            mode,
-            node,
-            topic: &b.topic,
-            event: &b.event,
-            json,
-            b64,
-        };
+        let env = Envelope { v: WIRE_VERSION, mode, node, topic: &b.topic, event: &b.event, json, b64 };
         serde_json::to_vec(&env).unwrap_or_default()
     }
 
@@ -96,8 +85,7 @@ impl RemoteMessage {
     ///
     /// Anything that is not such an envelope, of this wire version.
     pub fn decode(data: &[u8]) -> Result<RemoteMessage, WireError> {
-        let env: Envelope<'_> =
-            serde_json::from_slice(data).map_err(|e| WireError(e.to_string()))?;
+        let env: Envelope<'_> = serde_json::from_slice(data).map_err(|e| WireError(e.to_string()))?;
         if env.v != WIRE_VERSION {
             return Err(WireError(format!("unsupported wire version {}", env.v)));
         }
@@ -107,19 +95,12 @@ impl RemoteMessage {
             m => return Err(WireError(format!("unknown mode {m:?}"))),
         };
         let payload = match (env.json, env.b64) {
-            (Some(j), None) => {
-                Payload::json_text(j.get().to_owned()).map_err(|e| WireError(e.to_string()))?
-            }
+            (Some(j), None) => Payload::json_text(j.get().to_owned()).map_err(|e| WireError(e.to_string()))?,
             (None, Some(b)) => Payload::binary(
-                base64::engine::general_purpose::STANDARD
-                    .decode(b)
-                    .map_err(|e| WireError(e.to_string()))?,
+                base64::engine::general_purpose::STANDARD.decode(b).map_err(|e| WireError(e.to_string()))?,
             ),
             _ => return Err(WireError("exactly one of json and b64 is required".into())),
         };
-        Ok(RemoteMessage {
-            target,
-            broadcast: Broadcast::new(env.topic, env.event, payload),
-        })
+        Ok(RemoteMessage { target, broadcast: Broadcast::new(env.topic, env.event, payload) })
     }
 }

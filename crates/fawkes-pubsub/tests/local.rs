@@ -5,8 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use fawkes_pubsub::{
-    Adapter, Broadcast, Delivery, FrameCache, Payload, PubSub, PubSubError, RemoteMessage,
-    Subscriber, Target, Vsn,
+    Adapter, Broadcast, Delivery, FrameCache, Payload, PubSub, PubSubError, RemoteMessage, Subscriber, Target, Vsn,
 };
 use serde_json::json;
 
@@ -17,10 +16,7 @@ fn bc(topic: &str, event: &str) -> Broadcast {
 fn recorder(ps: &PubSub, topic: &str) -> (fawkes_pubsub::Subscription, Arc<Mutex<Vec<String>>>) {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let s = seen.clone();
-    (
-        ps.subscribe_fn(topic, move |b| s.lock().unwrap().push(b.event.clone())),
-        seen,
-    )
+    (ps.subscribe_fn(topic, move |b| s.lock().unwrap().push(b.event.clone())), seen)
 }
 
 #[test]
@@ -56,10 +52,7 @@ fn broadcast_from_skips_the_sender_and_drop_unsubscribes() {
 struct FrameGrabber(Vsn, Mutex<Vec<bytes::Bytes>>);
 impl Subscriber for FrameGrabber {
     fn deliver(&self, _: &Broadcast, frames: &mut FrameCache<'_>) -> Delivery {
-        self.1
-            .lock()
-            .unwrap()
-            .push(frames.frame(self.0).unwrap().data.clone());
+        self.1.lock().unwrap().push(frames.frame(self.0).unwrap().data.clone());
         Delivery::Delivered
     }
 }
@@ -68,28 +61,17 @@ impl Subscriber for FrameGrabber {
 fn a_broadcast_is_encoded_once_per_serializer_and_shared() {
     let ps = PubSub::local("n1");
     let subs: Vec<_> = (0..6)
-        .map(|i| {
-            Arc::new(FrameGrabber(
-                if i % 2 == 0 { Vsn::V2 } else { Vsn::V1 },
-                Mutex::new(vec![]),
-            ))
-        })
+        .map(|i| Arc::new(FrameGrabber(if i % 2 == 0 { Vsn::V2 } else { Vsn::V1 }, Mutex::new(vec![]))))
         .collect();
     let _guards: Vec<_> = subs.iter().map(|s| ps.subscribe("t", s.clone())).collect();
     ps.broadcast(bc("t", "e")).unwrap();
-    let frames: Vec<bytes::Bytes> = subs
-        .iter()
-        .map(|s| s.1.lock().unwrap()[0].clone())
-        .collect();
+    let frames: Vec<bytes::Bytes> = subs.iter().map(|s| s.1.lock().unwrap()[0].clone()).collect();
     for (i, f) in frames.iter().enumerate() {
         // same allocation, not just equal bytes
         assert_eq!(f.as_ptr(), frames[i % 2].as_ptr());
     }
     assert_eq!(&frames[0][..], br#"[null,null,"t","e",{"n":1}]"#);
-    assert_eq!(
-        &frames[1][..],
-        br#"{"event":"e","payload":{"n":1},"ref":null,"topic":"t"}"#
-    );
+    assert_eq!(&frames[1][..], br#"{"event":"e","payload":{"n":1},"ref":null,"topic":"t"}"#);
 }
 
 struct Dead(AtomicUsize);

@@ -66,8 +66,7 @@ use std::time::Duration;
 
 use fawkes::protocol::{Message, ServerFrame};
 use fawkes::{
-    Broadcast, ConnectError, ConnectInfo, Endpoint, Params, Payload, Ref, Socket, SocketService,
-    Subscription, Vsn,
+    Broadcast, ConnectError, ConnectInfo, Endpoint, Params, Payload, Ref, Socket, SocketService, Subscription, Vsn,
 };
 use parking_lot::Mutex;
 use serde_json::Value;
@@ -121,11 +120,7 @@ struct Queue<T> {
 
 impl<T> Queue<T> {
     fn new() -> Arc<Self> {
-        Arc::new(Queue {
-            items: Mutex::new(VecDeque::new()),
-            closed: Mutex::new(false),
-            notify: Notify::new(),
-        })
+        Arc::new(Queue { items: Mutex::new(VecDeque::new()), closed: Mutex::new(false), notify: Notify::new() })
     }
 
     fn push(&self, item: T) {
@@ -147,11 +142,7 @@ impl<T> Queue<T> {
             notified.as_mut().enable();
             {
                 let mut items = self.items.lock();
-                if let Some((i, r)) = items
-                    .iter()
-                    .enumerate()
-                    .find_map(|(i, it)| pick(it).map(|r| (i, r)))
-                {
+                if let Some((i, r)) = items.iter().enumerate().find_map(|(i, it)| pick(it).map(|r| (i, r))) {
                     items.remove(i);
                     return Some(r);
                 }
@@ -179,9 +170,7 @@ pub struct TestSocket {
 
 impl fmt::Debug for TestSocket {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TestSocket")
-            .field("vsn", &self.conn.vsn)
-            .finish()
+        f.debug_struct("TestSocket").field("vsn", &self.conn.vsn).finish()
     }
 }
 
@@ -191,10 +180,7 @@ impl fmt::Debug for TestSocket {
 /// # Errors
 ///
 /// When the socket's `connect` refuses.
-pub async fn connect<S: Socket>(
-    service: &SocketService<S>,
-    params: Value,
-) -> Result<TestSocket, ConnectError> {
+pub async fn connect<S: Socket>(service: &SocketService<S>, params: Value) -> Result<TestSocket, ConnectError> {
     connect_with(service, params, Vsn::V2, ConnectInfo::default()).await
 }
 
@@ -253,13 +239,7 @@ pub async fn connect_with<S: Socket>(
 
 impl TestSocket {
     fn next_ref(&self) -> Ref {
-        Ref::from(
-            self.conn
-                .refs
-                .fetch_add(1, Ordering::Relaxed)
-                .saturating_add(1)
-                .to_string(),
-        )
+        Ref::from(self.conn.refs.fetch_add(1, Ordering::Relaxed).saturating_add(1).to_string())
     }
 
     /// Sends a raw message as the client.
@@ -298,11 +278,7 @@ impl TestSocket {
     /// # Panics
     ///
     /// As [`TestSocket::subscribe_and_join`].
-    pub async fn join(
-        &self,
-        topic: &str,
-        payload: impl Into<Payload>,
-    ) -> Result<(Payload, TestChannel), Payload> {
+    pub async fn join(&self, topic: &str, payload: impl Into<Payload>) -> Result<(Payload, TestChannel), Payload> {
         self.join_inner(topic, payload.into(), false).await
     }
 
@@ -315,9 +291,7 @@ impl TestSocket {
         let broadcasts = Queue::new();
         let sub = subscribe.then(|| {
             let q = broadcasts.clone();
-            self.conn
-                .endpoint
-                .subscribe(topic, move |b: &Broadcast| q.push(b.clone()))
+            self.conn.endpoint.subscribe(topic, move |b: &Broadcast| q.push(b.clone()))
         });
         let join_ref = self.next_ref();
         self.send(&Message {
@@ -327,13 +301,8 @@ impl TestSocket {
             event: "phx_join".into(),
             payload,
         });
-        let chan = TestChannel {
-            socket: self.clone(),
-            topic: topic.to_owned(),
-            join_ref: join_ref.clone(),
-            broadcasts,
-            sub,
-        };
+        let chan =
+            TestChannel { socket: self.clone(), topic: topic.to_owned(), join_ref: join_ref.clone(), broadcasts, sub };
         match chan.wait_reply(&join_ref, ASSERT_TIMEOUT).await {
             Some((status, p)) if status == "ok" => Ok((p, chan)),
             Some((_, p)) => Err(p),
@@ -344,13 +313,7 @@ impl TestSocket {
     /// A handle on `topic` for a join made by hand with [`TestSocket::send`]:
     /// assertions on it see that topic's frames.
     pub fn channel(&self, topic: &str, join_ref: Ref) -> TestChannel {
-        TestChannel {
-            socket: self.clone(),
-            topic: topic.to_owned(),
-            join_ref,
-            broadcasts: Queue::new(),
-            sub: None,
-        }
+        TestChannel { socket: self.clone(), topic: topic.to_owned(), join_ref, broadcasts: Queue::new(), sub: None }
     }
 
     /// Sends a heartbeat and waits for its reply; true when it came.
@@ -405,10 +368,7 @@ pub struct TestChannel {
 
 impl fmt::Debug for TestChannel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TestChannel")
-            .field("topic", &self.topic)
-            .field("join_ref", &self.join_ref)
-            .finish()
+        f.debug_struct("TestChannel").field("topic", &self.topic).field("join_ref", &self.join_ref).finish()
     }
 }
 
@@ -448,23 +408,10 @@ impl TestChannel {
     /// # Errors
     ///
     /// As [`Endpoint::broadcast_from`].
-    pub fn broadcast_from(
-        &self,
-        event: &str,
-        payload: impl Into<Payload>,
-    ) -> Result<(), fawkes::BroadcastError> {
+    pub fn broadcast_from(&self, event: &str, payload: impl Into<Payload>) -> Result<(), fawkes::BroadcastError> {
         match &self.sub {
-            Some(sub) => {
-                self.socket
-                    .conn
-                    .endpoint
-                    .broadcast_from(sub.id(), &self.topic, event, payload)
-            }
-            None => self
-                .socket
-                .conn
-                .endpoint
-                .broadcast(&self.topic, event, payload),
+            Some(sub) => self.socket.conn.endpoint.broadcast_from(sub.id(), &self.topic, event, payload),
+            None => self.socket.conn.endpoint.broadcast(&self.topic, event, payload),
         }
     }
 
@@ -474,9 +421,7 @@ impl TestChannel {
             .conn
             .frames
             .take(timeout, |f| match f {
-                ServerFrame::Reply(rep)
-                    if rep.topic == self.topic && rep.ref_.as_ref() == Some(r) =>
-                {
+                ServerFrame::Reply(rep) if rep.topic == self.topic && rep.ref_.as_ref() == Some(r) => {
                     Some((rep.status.to_string(), rep.payload.clone()))
                 }
                 _ => None,
@@ -485,27 +430,18 @@ impl TestChannel {
     }
 
     /// Waits for a push of `event` (to this join) whose payload matches.
-    pub async fn wait_push(
-        &self,
-        event: &str,
-        expected: &dyn Expected,
-        timeout: Duration,
-    ) -> Option<Payload> {
+    pub async fn wait_push(&self, event: &str, expected: &dyn Expected, timeout: Duration) -> Option<Payload> {
         self.socket
             .conn
             .frames
             .take(timeout, |f| match f {
                 ServerFrame::Push(m)
-                    if m.topic == self.topic
-                        && m.event == event
-                        && expected.matches(&payload_value(&m.payload)) =>
+                    if m.topic == self.topic && m.event == event && expected.matches(&payload_value(&m.payload)) =>
                 {
                     Some(m.payload.clone())
                 }
                 ServerFrame::Broadcast(b)
-                    if b.topic == self.topic
-                        && b.event == event
-                        && expected.matches(&payload_value(&b.payload)) =>
+                    if b.topic == self.topic && b.event == event && expected.matches(&payload_value(&b.payload)) =>
                 {
                     Some(b.payload.clone())
                 }
@@ -516,16 +452,10 @@ impl TestChannel {
 
     /// Waits for a broadcast of `event` on the topic whose payload matches
     /// (the test must have subscribed: [`TestSocket::subscribe_and_join`]).
-    pub async fn wait_broadcast(
-        &self,
-        event: &str,
-        expected: &dyn Expected,
-        timeout: Duration,
-    ) -> Option<Payload> {
+    pub async fn wait_broadcast(&self, event: &str, expected: &dyn Expected, timeout: Duration) -> Option<Payload> {
         self.broadcasts
             .take(timeout, |b| {
-                (b.event == event && expected.matches(&payload_value(&b.payload)))
-                    .then(|| b.payload.clone())
+                (b.event == event && expected.matches(&payload_value(&b.payload))).then(|| b.payload.clone())
             })
             .await
     }
@@ -557,13 +487,7 @@ macro_rules! assert_reply {
         let expected = $expected;
         match $chan.wait_reply(&$ref, $timeout).await {
             Some((status, payload)) => {
-                assert_eq!(
-                    status,
-                    $status,
-                    "reply status to {:?} on {}",
-                    $ref,
-                    $chan.topic()
-                );
+                assert_eq!(status, $status, "reply status to {:?} on {}", $ref, $chan.topic());
                 let value = $crate::payload_value(&payload);
                 assert!(
                     $crate::Expected::matches(&expected, &value),
@@ -639,13 +563,7 @@ macro_rules! refute_reply {
     };
     ($chan:expr, $ref:expr, $timeout:expr) => {{
         if let Some((status, payload)) = $chan.wait_reply(&$ref, $timeout).await {
-            panic!(
-                "unexpected reply to {:?} on {}: {} {:?}",
-                $ref,
-                $chan.topic(),
-                status,
-                payload
-            );
+            panic!("unexpected reply to {:?} on {}: {} {:?}", $ref, $chan.topic(), status, payload);
         }
     }};
 }
@@ -675,12 +593,7 @@ macro_rules! refute_broadcast {
     ($chan:expr, $event:expr, $expected:expr, $timeout:expr) => {{
         let expected = $expected;
         if let Some(p) = $chan.wait_broadcast($event, &expected, $timeout).await {
-            panic!(
-                "unexpected broadcast {:?} on {}: {:?}",
-                $event,
-                $chan.topic(),
-                p
-            );
+            panic!("unexpected broadcast {:?} on {}: {:?}", $event, $chan.topic(), p);
         }
     }};
 }

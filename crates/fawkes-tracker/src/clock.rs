@@ -5,10 +5,7 @@ use crate::{Context, ReplicaId};
 /// True when `c1` has seen at least as much as `c2` for every replica of
 /// `c2`.
 pub fn dominates(c1: &Context, c2: &Context) -> bool {
-    c1.len() >= c2.len()
-        && c2
-            .iter()
-            .all(|(r, &clock)| c1.get(r).copied().unwrap_or(0) >= clock)
+    c1.len() >= c2.len() && c2.iter().all(|(r, &clock)| c1.get(r).copied().unwrap_or(0) >= clock)
 }
 
 /// True when, for every replica of `c1`, `c1` has seen at least as much as
@@ -17,8 +14,7 @@ pub fn dominates_or_equal(c1: &Context, c2: &Context) -> bool {
     if c1.is_empty() {
         return c2.is_empty();
     }
-    c1.iter()
-        .all(|(r, &clock)| clock >= c2.get(r).copied().unwrap_or(0))
+    c1.iter().all(|(r, &clock)| clock >= c2.get(r).copied().unwrap_or(0))
 }
 
 /// The pointwise maximum of two contexts (replicas of either).
@@ -58,10 +54,7 @@ impl Clocks {
         if clock.is_empty() {
             return;
         }
-        let combined = self
-            .0
-            .iter()
-            .fold(Context::new(), |acc, (_, c)| upperbound(&acc, c));
+        let combined = self.0.iter().fold(Context::new(), |acc, (_, c)| upperbound(&acc, c));
         if dominates(&clock, &combined) {
             self.0 = vec![(replica, clock)];
         } else if dominates(&combined, &clock) {
@@ -99,10 +92,7 @@ mod tests {
     use super::*;
 
     fn ctx(pairs: &[(&str, u64)]) -> Context {
-        pairs
-            .iter()
-            .map(|(n, c)| (ReplicaId::new(*n, 1), *c))
-            .collect()
+        pairs.iter().map(|(n, c)| (ReplicaId::new(*n, 1), *c)).collect()
     }
 
     // phoenix_pubsub test/phoenix/tracker/clock_test.exs
@@ -128,10 +118,7 @@ mod tests {
         let mut set = Clocks::new();
         set.append(ReplicaId::new("a", 1), ctx(&[("a", 1)]));
         set.append(ReplicaId::new("b", 1), ctx(&[("a", 1), ("b", 1)]));
-        assert_eq!(
-            set.replicas().collect::<Vec<_>>(),
-            vec![&ReplicaId::new("b", 1)]
-        );
+        assert_eq!(set.replicas().collect::<Vec<_>>(), vec![&ReplicaId::new("b", 1)]);
         set.append(ReplicaId::new("c", 1), ctx(&[("c", 1)]));
         assert_eq!(set.replicas().count(), 2);
         set.append(ReplicaId::new("a", 1), ctx(&[("a", 1)]));

@@ -32,6 +32,4 @@ mod clock;
 mod state;
 
 pub use clock::{dominates, dominates_or_equal, lowerbound, upperbound, Clocks};
-pub use state::{
-    Clouds, Context, Delta, Element, Entry, NotContiguous, ReplicaId, ReplicaStatus, State, Tag,
-};
+pub use state::{Clouds, Context, Delta, Element, Entry, NotContiguous, ReplicaId, ReplicaStatus, State, Tag};

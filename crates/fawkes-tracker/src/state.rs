@@ -20,10 +20,7 @@ pub struct ReplicaId {
 impl ReplicaId {
     /// A replica id.
     pub fn new(name: impl Into<String>, vsn: u64) -> ReplicaId {
-        ReplicaId {
-            name: name.into(),
-            vsn,
-        }
+        ReplicaId { name: name.into(), vsn }
     }
 }
 
@@ -115,16 +112,11 @@ impl std::error::Error for NotContiguous {}
 
 fn in_causal(context: &Context, clouds: &Clouds, tag: &Tag) -> bool {
     context.get(&tag.replica).is_some_and(|&c| c >= tag.clock)
-        || clouds
-            .get(&tag.replica)
-            .is_some_and(|c| c.contains(&tag.clock))
+        || clouds.get(&tag.replica).is_some_and(|c| c.contains(&tag.clock))
 }
 
 fn put_tag(clouds: &mut Clouds, tag: &Tag) {
-    clouds
-        .entry(tag.replica.clone())
-        .or_default()
-        .insert(tag.clock);
+    clouds.entry(tag.replica.clone()).or_default().insert(tag.clock);
 }
 
 fn delete_tag(clouds: &mut Clouds, tag: &Tag) {
@@ -161,12 +153,7 @@ impl<P: Ord + Clone, M: Clone> Delta<P, M> {
         Delta {
             replica: self.replica.clone(),
             context: self.context.clone(),
-            clouds: self
-                .clouds
-                .iter()
-                .filter(|(r, _)| known(r))
-                .map(|(r, c)| (r.clone(), c.clone()))
-                .collect(),
+            clouds: self.clouds.iter().filter(|(r, _)| known(r)).map(|(r, c)| (r.clone(), c.clone())).collect(),
             values: self
                 .values
                 .iter()
@@ -174,18 +161,8 @@ impl<P: Ord + Clone, M: Clone> Delta<P, M> {
                 .map(|(t, e)| (t.clone(), e.clone()))
                 .collect(),
             range: (
-                self.range
-                    .0
-                    .iter()
-                    .filter(|(r, _)| known(r))
-                    .map(|(r, c)| (r.clone(), *c))
-                    .collect(),
-                self.range
-                    .1
-                    .iter()
-                    .filter(|(r, _)| known(r))
-                    .map(|(r, c)| (r.clone(), *c))
-                    .collect(),
+                self.range.0.iter().filter(|(r, _)| known(r)).map(|(r, c)| (r.clone(), *c)).collect(),
+                self.range.1.iter().filter(|(r, _)| known(r)).map(|(r, c)| (r.clone(), *c)).collect(),
             ),
         }
     }
@@ -196,24 +173,17 @@ impl<P: Ord + Clone, M: Clone> Delta<P, M> {
     ///
     /// [`NotContiguous`] when one ends before the other starts.
     pub fn merge(&self, other: &Delta<P, M>) -> Result<Delta<P, M>, NotContiguous> {
-        if !(dominates_or_equal(&self.range.1, &other.range.0)
-            && dominates_or_equal(&other.range.1, &self.range.0))
-        {
+        if !(dominates_or_equal(&self.range.1, &other.range.0) && dominates_or_equal(&other.range.1, &self.range.0)) {
             return Err(NotContiguous);
         }
         let mut clouds = self.clouds.clone();
         for (r, cloud) in &other.clouds {
-            clouds
-                .entry(r.clone())
-                .or_default()
-                .extend(cloud.iter().copied());
+            clouds.entry(r.clone()).or_default().extend(cloud.iter().copied());
         }
         let mut values: BTreeMap<Tag, Entry<P, M>> = self
             .values
             .iter()
-            .filter(|(tag, _)| {
-                other.values.contains_key(*tag) || !in_causal(&other.context, &other.clouds, tag)
-            })
+            .filter(|(tag, _)| other.values.contains_key(*tag) || !in_causal(&other.context, &other.clouds, tag))
             .map(|(t, e)| (t.clone(), e.clone()))
             .collect();
         for (tag, e) in &other.values {
@@ -226,10 +196,7 @@ impl<P: Ord + Clone, M: Clone> Delta<P, M> {
             context: self.context.clone(),
             clouds,
             values,
-            range: (
-                lowerbound(&self.range.0, &other.range.0),
-                upperbound(&self.range.1, &other.range.1),
-            ),
+            range: (lowerbound(&self.range.0, &other.range.0), upperbound(&self.range.1, &other.range.1)),
         })
     }
 
@@ -313,12 +280,7 @@ impl<P: Ord + Clone, M: Clone> State<P, M> {
 
     /// Starts a new delta from the current clock.
     pub fn reset_delta(&mut self) {
-        let ctx: Context = self
-            .context
-            .get(&self.replica)
-            .map(|&c| (self.replica.clone(), c))
-            .into_iter()
-            .collect();
+        let ctx: Context = self.context.get(&self.replica).map(|&c| (self.replica.clone(), c)).into_iter().collect();
         self.delta = Delta::empty(self.replica.clone(), ctx);
     }
 
@@ -333,10 +295,7 @@ impl<P: Ord + Clone, M: Clone> State<P, M> {
     }
 
     fn bump_clock(&mut self) -> Tag {
-        let tag = Tag {
-            replica: self.replica.clone(),
-            clock: self.clock() + 1,
-        };
+        let tag = Tag { replica: self.replica.clone(), clock: self.clock() + 1 };
         let mut ctx = std::mem::take(&mut self.context);
         ctx.insert(self.replica.clone(), tag.clock);
         put_tag(&mut self.clouds, &tag);
@@ -346,14 +305,8 @@ impl<P: Ord + Clone, M: Clone> State<P, M> {
     }
 
     fn insert_value(&mut self, pid: P, topic: String, key: String, meta: M, tag: Tag) {
-        self.pids
-            .entry(pid.clone())
-            .or_default()
-            .insert((topic.clone(), key.clone()));
-        self.values
-            .entry(topic)
-            .or_default()
-            .insert((pid, key), (meta, tag));
+        self.pids.entry(pid.clone()).or_default().insert((topic.clone(), key.clone()));
+        self.values.entry(topic).or_default().insert((pid, key), (meta, tag));
     }
 
     fn remove_value(&mut self, pid: &P, topic: &str, key: &str) -> Option<(M, Tag)> {
@@ -385,12 +338,7 @@ impl<P: Ord + Clone, M: Clone> State<P, M> {
         let tag = self.bump_clock();
         self.delta.values.insert(
             tag.clone(),
-            Entry {
-                pid: pid.clone(),
-                topic: topic.to_owned(),
-                key: key.to_owned(),
-                meta: meta.clone(),
-            },
+            Entry { pid: pid.clone(), topic: topic.to_owned(), key: key.to_owned(), meta: meta.clone() },
         );
         self.insert_value(pid, topic.to_owned(), key.to_owned(), meta, tag.clone());
         Some(tag)
@@ -402,37 +350,19 @@ impl<P: Ord + Clone, M: Clone> State<P, M> {
         delete_tag(&mut self.clouds, &tag);
         self.remove_delta_tag(&tag);
         self.bump_clock();
-        Some(Element {
-            topic: topic.to_owned(),
-            pid: pid.clone(),
-            key: key.to_owned(),
-            meta,
-            tag,
-        })
+        Some(Element { topic: topic.to_owned(), pid: pid.clone(), key: key.to_owned(), meta, tag })
     }
 
     /// Removes every presence of `pid`; returns them.
     pub fn leave_pid(&mut self, pid: &P) -> Vec<Element<P, M>> {
-        let tracked: Vec<(String, String)> = self
-            .pids
-            .get(pid)
-            .map(|s| s.iter().cloned().collect())
-            .unwrap_or_default();
-        tracked
-            .iter()
-            .filter_map(|(topic, key)| self.leave(pid, topic, key))
-            .collect()
+        let tracked: Vec<(String, String)> =
+            self.pids.get(pid).map(|s| s.iter().cloned().collect()).unwrap_or_default();
+        tracked.iter().filter_map(|(topic, key)| self.leave(pid, topic, key)).collect()
     }
 
     /// Replaces a presence's meta: a leave and a join in one step. Returns
     /// the old presence and the new tag, or `None` if it was not tracked.
-    pub fn leave_join(
-        &mut self,
-        pid: &P,
-        topic: &str,
-        key: &str,
-        meta: M,
-    ) -> Option<(Element<P, M>, Tag)> {
+    pub fn leave_join(&mut self, pid: &P, topic: &str, key: &str, meta: M) -> Option<(Element<P, M>, Tag)> {
         let (old_meta, old_tag) = self.remove_value(pid, topic, key)?;
         delete_tag(&mut self.clouds, &old_tag);
         self.remove_delta_tag(&old_tag);
@@ -440,28 +370,11 @@ impl<P: Ord + Clone, M: Clone> State<P, M> {
         let tag = self.bump_clock();
         self.delta.values.insert(
             tag.clone(),
-            Entry {
-                pid: pid.clone(),
-                topic: topic.to_owned(),
-                key: key.to_owned(),
-                meta: meta.clone(),
-            },
+            Entry { pid: pid.clone(), topic: topic.to_owned(), key: key.to_owned(), meta: meta.clone() },
         );
-        self.insert_value(
-            pid.clone(),
-            topic.to_owned(),
-            key.to_owned(),
-            meta,
-            tag.clone(),
-        );
+        self.insert_value(pid.clone(), topic.to_owned(), key.to_owned(), meta, tag.clone());
         Some((
-            Element {
-                topic: topic.to_owned(),
-                pid: pid.clone(),
-                key: key.to_owned(),
-                meta: old_meta,
-                tag: old_tag,
-            },
+            Element { topic: topic.to_owned(), pid: pid.clone(), key: key.to_owned(), meta: old_meta, tag: old_tag },
             tag,
         ))
     }
@@ -471,23 +384,14 @@ impl<P: Ord + Clone, M: Clone> State<P, M> {
     }
 
     fn element(topic: &str, pid: &P, key: &str, meta: &M, tag: &Tag) -> Element<P, M> {
-        Element {
-            topic: topic.to_owned(),
-            pid: pid.clone(),
-            key: key.to_owned(),
-            meta: meta.clone(),
-            tag: tag.clone(),
-        }
+        Element { topic: topic.to_owned(), pid: pid.clone(), key: key.to_owned(), meta: meta.clone(), tag: tag.clone() }
     }
 
     /// Every presence of an up replica, ordered by topic, pid and key.
     pub fn online_list(&self) -> Vec<Element<P, M>> {
         self.values
             .iter()
-            .flat_map(|(topic, m)| {
-                m.iter()
-                    .map(move |((pid, key), (meta, tag))| (topic, pid, key, meta, tag))
-            })
+            .flat_map(|(topic, m)| m.iter().map(move |((pid, key), (meta, tag))| (topic, pid, key, meta, tag)))
             .filter(|(.., tag)| self.is_up(&tag.replica))
             .map(|(topic, pid, key, meta, tag)| Self::element(topic, pid, key, meta, tag))
             .collect()
@@ -522,10 +426,7 @@ impl<P: Ord + Clone, M: Clone> State<P, M> {
 
     /// One presence.
     pub fn get_by_pid(&self, pid: &P, topic: &str, key: &str) -> Option<Element<P, M>> {
-        let (meta, tag) = self
-            .values
-            .get(topic)?
-            .get(&(pid.clone(), key.to_owned()))?;
+        let (meta, tag) = self.values.get(topic)?.get(&(pid.clone(), key.to_owned()))?;
         Some(Self::element(topic, pid, key, meta, tag))
     }
 
@@ -533,11 +434,7 @@ impl<P: Ord + Clone, M: Clone> State<P, M> {
     pub fn get_by_pid_all(&self, pid: &P) -> Vec<Element<P, M>> {
         self.pids
             .get(pid)
-            .map(|set| {
-                set.iter()
-                    .filter_map(|(topic, key)| self.get_by_pid(pid, topic, key))
-                    .collect()
-            })
+            .map(|set| set.iter().filter_map(|(topic, key)| self.get_by_pid(pid, topic, key)).collect())
             .unwrap_or_default()
     }
 
@@ -545,10 +442,7 @@ impl<P: Ord + Clone, M: Clone> State<P, M> {
     pub fn pid_index(&self) -> Vec<(P, String, String)> {
         self.pids
             .iter()
-            .flat_map(|(pid, set)| {
-                set.iter()
-                    .map(move |(t, k)| (pid.clone(), t.clone(), k.clone()))
-            })
+            .flat_map(|(pid, set)| set.iter().map(move |(t, k)| (pid.clone(), t.clone(), k.clone())))
             .collect()
     }
 
@@ -562,30 +456,15 @@ impl<P: Ord + Clone, M: Clone> State<P, M> {
                 if tag.replica != *remote && known(&tag.replica) {
                     values.insert(
                         tag.clone(),
-                        Entry {
-                            pid: pid.clone(),
-                            topic: topic.clone(),
-                            key: key.clone(),
-                            meta: meta.clone(),
-                        },
+                        Entry { pid: pid.clone(), topic: topic.clone(), key: key.clone(), meta: meta.clone() },
                     );
                 }
             }
         }
         Delta {
             replica: self.replica.clone(),
-            context: self
-                .context
-                .iter()
-                .filter(|(r, _)| known(r))
-                .map(|(r, c)| (r.clone(), *c))
-                .collect(),
-            clouds: self
-                .clouds
-                .iter()
-                .filter(|(r, _)| known(r))
-                .map(|(r, c)| (r.clone(), c.clone()))
-                .collect(),
+            context: self.context.iter().filter(|(r, _)| known(r)).map(|(r, c)| (r.clone(), *c)).collect(),
+            clouds: self.clouds.iter().filter(|(r, _)| known(r)).map(|(r, c)| (r.clone(), c.clone())).collect(),
             values,
             range: (Context::new(), Context::new()),
         }
@@ -599,20 +478,14 @@ impl<P: Ord + Clone, M: Clone> State<P, M> {
         let joins: Vec<(Tag, Entry<P, M>)> = remote
             .values
             .iter()
-            .filter(|(tag, _)| {
-                self.context.contains_key(&tag.replica)
-                    && !in_causal(&self.context, &self.clouds, tag)
-            })
+            .filter(|(tag, _)| self.context.contains_key(&tag.replica) && !in_causal(&self.context, &self.clouds, tag))
             .map(|(t, e)| (t.clone(), e.clone()))
             .collect();
         // clouds: the union, over replicas we know
         let mut clouds = std::mem::take(&mut self.clouds);
         for (r, cloud) in &remote.clouds {
             if self.context.contains_key(r) {
-                clouds
-                    .entry(r.clone())
-                    .or_default()
-                    .extend(cloud.iter().copied());
+                clouds.entry(r.clone()).or_default().extend(cloud.iter().copied());
             }
         }
         // observed removes: values of other replicas whose dot the remote
@@ -686,10 +559,7 @@ impl<P: Ord + Clone, M: Clone> State<P, M> {
     fn replica_users(&self, replica: &ReplicaId) -> Vec<Element<P, M>> {
         self.values
             .iter()
-            .flat_map(|(topic, m)| {
-                m.iter()
-                    .map(move |((pid, key), (meta, tag))| (topic, pid, key, meta, tag))
-            })
+            .flat_map(|(topic, m)| m.iter().map(move |((pid, key), (meta, tag))| (topic, pid, key, meta, tag)))
             .filter(|(.., tag)| tag.replica == *replica)
             .map(|(topic, pid, key, meta, tag)| Self::element(topic, pid, key, meta, tag))
             .collect()

@@ -58,11 +58,7 @@ fn run(ops: &[(usize, u8, u8, u8)]) -> (Vec<S>, Vec<Vec<D>>) {
 }
 
 fn online(s: &S) -> Vec<((u8, u8), String, u8)> {
-    let mut v: Vec<_> = s
-        .online_list()
-        .into_iter()
-        .map(|e| (e.pid, e.key, e.meta))
-        .collect();
+    let mut v: Vec<_> = s.online_list().into_iter().map(|e| (e.pid, e.key, e.meta)).collect();
     v.sort();
     v
 }

@@ -116,14 +116,10 @@ fn users_from_other_servers_merge() {
     assert_eq!(a.online_list(), b.online_list());
 
     // update
-    b.leave_join(&carol, "lobby", "carol", "updated".into())
-        .unwrap();
+    b.leave_join(&carol, "lobby", "carol", "updated".into()).unwrap();
     let pids_before = a.pid_index();
     let (joins, leaves) = a.merge(&extract_for(&b, &a));
-    assert_eq!(
-        (keys(&joins), joins[0].meta.as_str()),
-        (vec!["carol".to_string()], "updated")
-    );
+    assert_eq!((keys(&joins), joins[0].meta.as_str()), (vec!["carol".to_string()], "updated"));
     assert_eq!(keys(&leaves), ["carol"]);
     let (joins, leaves) = a.merge(&extract_for(&b, &a));
     assert!(joins.is_empty() && leaves.is_empty());
@@ -170,10 +166,7 @@ fn joins_are_observed_via_other_node() {
 
     a.join(2, "lobby", "bob", m());
     let (joins, leaves) = b.merge(&extract_for(&a, &b));
-    assert_eq!(
-        (keys(&joins), leaves.len()),
-        (vec!["alice".to_string(), "bob".to_string()], 0)
-    );
+    assert_eq!((keys(&joins), leaves.len()), (vec!["alice".to_string(), "bob".to_string()], 0));
     let (joins, leaves) = c.merge(&extract_for(&b, &c));
     assert_eq!((keys(&joins), leaves.len()), (vec!["bob".to_string()], 0));
 }
@@ -208,12 +201,7 @@ fn get_by_pid() {
     let all = state.get_by_pid_all(&1);
     assert_eq!(all.len(), 1);
     assert_eq!(
-        (
-            all[0].topic.as_str(),
-            all[0].key.as_str(),
-            &all[0].tag.replica,
-            all[0].tag.clock
-        ),
+        (all[0].topic.as_str(), all[0].key.as_str(), &all[0].tag.replica, all[0].tag.clock),
         ("topic", "key1", &r("node1"), 1)
     );
     assert!(state.get_by_pid(&1, "topic", "key1").is_some());
@@ -228,10 +216,7 @@ fn get_by_key() {
     state.join(1, "topic", "key1", "browser".into());
     state.join(2, "topic", "key1", "ios".into());
     state.join(2, "topic", "key2", "ios".into());
-    assert_eq!(
-        state.get_by_key("topic", "key1"),
-        vec![(1, "browser".to_string()), (2, "ios".to_string())]
-    );
+    assert_eq!(state.get_by_key("topic", "key1"), vec![(1, "browser".to_string()), (2, "ios".to_string())]);
     assert!(state.get_by_key("another_topic", "key1").is_empty());
     assert!(state.get_by_key("topic", "another_key").is_empty());
 }
@@ -240,13 +225,8 @@ fn get_by_key() {
 fn get_by_topic() {
     let mut s = given_connected_cluster(&["node1", "node2", "node3"]);
     let (mut state, mut state2, mut state3) = (s.remove(0), s.remove(0), s.remove(0));
-    let zero: Context = [(r("node1"), 0), (r("node2"), 0), (r("node3"), 0)]
-        .into_iter()
-        .collect();
-    assert_eq!(
-        (state.context(), state2.context(), state3.context()),
-        (&zero, &zero, &zero)
-    );
+    let zero: Context = [(r("node1"), 0), (r("node2"), 0), (r("node3"), 0)].into_iter().collect();
+    assert_eq!((state.context(), state2.context(), state3.context()), (&zero, &zero, &zero));
     assert!(state.get_by_topic("topic").is_empty());
     state.join(1, "topic", "key1", m());
     state.join(1, "topic", "key2", m());
@@ -257,16 +237,10 @@ fn get_by_topic() {
     state.merge(&e2);
     let e3 = extract_for(&state3, &state);
     state.merge(&e3);
-    assert_eq!(
-        key_list(state.get_by_topic("topic")),
-        ["key1", "key2", "user2", "user3"]
-    );
+    assert_eq!(key_list(state.get_by_topic("topic")), ["key1", "key2", "user2", "user3"]);
     // one replica offline
     state.replica_down(state2.replica());
-    assert_eq!(
-        key_list(state.get_by_topic("topic")),
-        ["key1", "key2", "user3"]
-    );
+    assert_eq!(key_list(state.get_by_topic("topic")), ["key1", "key2", "user3"]);
     // two replicas offline
     state.replica_down(state3.replica());
     assert_eq!(key_list(state.get_by_topic("topic")), ["key1", "key2"]);
@@ -349,10 +323,7 @@ fn extracted_state_context_contains_only_replicas_known_to_remote_replica() {
 }
 
 fn sorted_clouds(d: &fawkes_tracker::Delta<u32, String>) -> Vec<(String, u64)> {
-    d.clouds
-        .iter()
-        .flat_map(|(r, c)| c.iter().map(move |k| (r.name.clone(), *k)))
-        .collect()
+    d.clouds.iter().flat_map(|(r, c)| c.iter().map(move |k| (r.name.clone(), *k))).collect()
 }
 
 #[test]
@@ -363,11 +334,8 @@ fn merging_deltas() {
     s2.join(2, "lobby", "user2", m());
     s2.join(2, "private", "user2", m());
     let delta1 = s1.delta().merge(s2.delta()).unwrap();
-    let vals: Vec<(String, u64, u32, String)> = delta1
-        .values
-        .iter()
-        .map(|(t, e)| (t.replica.name.clone(), t.clock, e.pid, e.topic.clone()))
-        .collect();
+    let vals: Vec<(String, u64, u32, String)> =
+        delta1.values.iter().map(|(t, e)| (t.replica.name.clone(), t.clock, e.pid, e.topic.clone())).collect();
     assert_eq!(
         vals,
         vec![
@@ -377,15 +345,7 @@ fn merging_deltas() {
             ("s2".into(), 2, 2, "private".into())
         ]
     );
-    assert_eq!(
-        sorted_clouds(&delta1),
-        vec![
-            ("s1".into(), 1),
-            ("s1".into(), 2),
-            ("s2".into(), 1),
-            ("s2".into(), 2)
-        ]
-    );
+    assert_eq!(sorted_clouds(&delta1), vec![("s1".into(), 1), ("s1".into(), 2), ("s2".into(), 1), ("s2".into(), 2)]);
 }
 
 #[test]
@@ -398,21 +358,9 @@ fn merging_deltas_with_removes() {
     s2.join(1, "lobby", "user1", m());
     s2.leave(&1, "lobby", "user1");
     let delta1 = s1.delta().merge(s2.delta()).unwrap();
-    let vals: Vec<(String, u64)> = delta1
-        .values
-        .keys()
-        .map(|t| (t.replica.name.clone(), t.clock))
-        .collect();
+    let vals: Vec<(String, u64)> = delta1.values.keys().map(|t| (t.replica.name.clone(), t.clock)).collect();
     assert_eq!(vals, vec![("s1".into(), 1), ("s1".into(), 2)]);
-    assert_eq!(
-        sorted_clouds(&delta1),
-        vec![
-            ("s1".into(), 1),
-            ("s1".into(), 2),
-            ("s2".into(), 1),
-            ("s2".into(), 2)
-        ]
-    );
+    assert_eq!(sorted_clouds(&delta1), vec![("s1".into(), 1), ("s1".into(), 2), ("s2".into(), 1), ("s2".into(), 2)]);
     // merging duplicates maintains delta
     assert_eq!(delta1.merge(s2.delta()).unwrap(), delta1);
 
@@ -420,21 +368,11 @@ fn merging_deltas_with_removes() {
     s2.leave(&1, "private", "user1");
     // observed remove
     let delta2 = delta1.merge(s2.delta()).unwrap();
-    let vals: Vec<(String, u64)> = delta2
-        .values
-        .keys()
-        .map(|t| (t.replica.name.clone(), t.clock))
-        .collect();
+    let vals: Vec<(String, u64)> = delta2.values.keys().map(|t| (t.replica.name.clone(), t.clock)).collect();
     assert_eq!(vals, vec![("s1".into(), 1)]);
     // maintains tombstone
     assert_eq!(
         sorted_clouds(&delta2),
-        vec![
-            ("s1".into(), 1),
-            ("s1".into(), 2),
-            ("s2".into(), 1),
-            ("s2".into(), 2),
-            ("s2".into(), 3)
-        ]
+        vec![("s1".into(), 1), ("s1".into(), 2), ("s2".into(), 1), ("s2".into(), 2), ("s2".into(), 3)]
     );
 }

@@ -3,8 +3,8 @@
 //!     cargo run -p fawkes --example hello
 
 use fawkes::{
-    Channel, ChannelContext, ChannelError, ConnectError, ConnectInfo, Endpoint, HandleIn, Join,
-    Params, Payload, Socket, SocketHandler,
+    Channel, ChannelContext, ChannelError, ConnectError, ConnectInfo, Endpoint, HandleIn, Join, Params, Payload,
+    Socket, SocketHandler,
 };
 use serde_json::json;
 
@@ -14,10 +14,7 @@ impl Socket for UserSocket {
     type Assigns = String; // the user id, read by every channel
 
     async fn connect(&self, params: &Params, _info: &ConnectInfo) -> Result<String, ConnectError> {
-        params
-            .get_str("user_id")
-            .map(str::to_owned)
-            .ok_or(ConnectError::Refused)
+        params.get_str("user_id").map(str::to_owned).ok_or(ConnectError::Refused)
     }
 
     // all of a user's connections can be closed with endpoint.disconnect("user_socket:<id>")
@@ -64,10 +61,7 @@ async fn main() -> std::io::Result<()> {
     let endpoint = Endpoint::local();
     let app = axum::Router::new()
         // your own routes here; endpoint.broadcast(...) works from any handler
-        .merge(endpoint.socket(
-            "/socket",
-            SocketHandler::new(UserSocket).channel::<Room>("room:*"),
-        ));
+        .merge(endpoint.socket("/socket", SocketHandler::new(UserSocket).channel::<Room>("room:*")));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:4000").await?;
     axum::serve(listener, app).await
 }

@@ -155,18 +155,12 @@ pub enum Join<C> {
 impl<C> Join<C> {
     /// Joined, with an empty reply.
     pub fn ok(channel: C) -> Join<C> {
-        Join::Ok {
-            channel,
-            reply: Payload::empty(),
-        }
+        Join::Ok { channel, reply: Payload::empty() }
     }
 
     /// Joined, with a reply.
     pub fn ok_with(channel: C, reply: impl Into<Payload>) -> Join<C> {
-        Join::Ok {
-            channel,
-            reply: reply.into(),
-        }
+        Join::Ok { channel, reply: reply.into() }
     }
 
     /// Refused, with this response.
@@ -200,34 +194,22 @@ pub enum HandleIn {
 impl HandleIn {
     /// Reply `ok` with `payload`.
     pub fn ok(payload: impl Into<Payload>) -> HandleIn {
-        HandleIn::Reply {
-            status: Cow::Borrowed("ok"),
-            payload: payload.into(),
-        }
+        HandleIn::Reply { status: Cow::Borrowed("ok"), payload: payload.into() }
     }
 
     /// Reply `error` with `payload`. This is data, not a crash.
     pub fn error(payload: impl Into<Payload>) -> HandleIn {
-        HandleIn::Reply {
-            status: Cow::Borrowed("error"),
-            payload: payload.into(),
-        }
+        HandleIn::Reply { status: Cow::Borrowed("error"), payload: payload.into() }
     }
 
     /// Reply with any status.
     pub fn reply(status: impl Into<Cow<'static, str>>, payload: impl Into<Payload>) -> HandleIn {
-        HandleIn::Reply {
-            status: status.into(),
-            payload: payload.into(),
-        }
+        HandleIn::Reply { status: status.into(), payload: payload.into() }
     }
 
     /// Reply `ok` with `payload`, then stop normally (`phx_close`).
     pub fn stop_ok(payload: impl Into<Payload>) -> HandleIn {
-        HandleIn::Stop {
-            reason: StopReason::Normal,
-            reply: Some((Cow::Borrowed("ok"), payload.into())),
-        }
+        HandleIn::Stop { reason: StopReason::Normal, reply: Some((Cow::Borrowed("ok"), payload.into())) }
     }
 }
 
@@ -269,10 +251,7 @@ pub enum StopReason {
 
 impl StopReason {
     pub(crate) fn is_normal(&self) -> bool {
-        matches!(
-            self,
-            StopReason::Normal | StopReason::Shutdown(_) | StopReason::Left | StopReason::Closed
-        )
+        matches!(self, StopReason::Normal | StopReason::Shutdown(_) | StopReason::Left | StopReason::Closed)
     }
 }
 
@@ -348,10 +327,7 @@ impl Drop for ExitHooks {
 
 impl<S: Socket, I: Send + 'static> std::fmt::Debug for ChannelContext<S, I> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ChannelContext")
-            .field("topic", &self.topic)
-            .field("join_ref", &self.join_ref)
-            .finish()
+        f.debug_struct("ChannelContext").field("topic", &self.topic).field("join_ref", &self.join_ref).finish()
     }
 }
 
@@ -405,12 +381,7 @@ impl<S: Socket, I: Send + 'static> ChannelContext<S, I> {
     /// a JSON object or binary). Returning that error with `?` crashes the
     /// channel, as Phoenix's `push` raises.
     pub fn push(&mut self, event: &str, payload: impl Into<Payload>) -> Result<(), PushError> {
-        let msg = Message::push(
-            self.join_ref.clone(),
-            self.topic.as_ref(),
-            event,
-            payload.into(),
-        );
+        let msg = Message::push(self.join_ref.clone(), self.topic.as_ref(), event, payload.into());
         let frame = self.conn.vsn.encode_push(&msg)?;
         match &mut self.pending {
             Some(pending) => pending.push(frame),
@@ -427,13 +398,8 @@ impl<S: Socket, I: Send + 'static> ChannelContext<S, I> {
     /// # Errors
     ///
     /// See [`BroadcastError`].
-    pub fn broadcast(
-        &self,
-        event: &str,
-        payload: impl Into<Payload>,
-    ) -> Result<(), BroadcastError> {
-        self.endpoint()
-            .broadcast(self.topic.as_ref(), event, payload)
+    pub fn broadcast(&self, event: &str, payload: impl Into<Payload>) -> Result<(), BroadcastError> {
+        self.endpoint().broadcast(self.topic.as_ref(), event, payload)
     }
 
     /// Broadcasts `event` to every subscriber of this topic but this client.
@@ -441,11 +407,7 @@ impl<S: Socket, I: Send + 'static> ChannelContext<S, I> {
     /// # Errors
     ///
     /// See [`BroadcastError`].
-    pub fn broadcast_from(
-        &self,
-        event: &str,
-        payload: impl Into<Payload>,
-    ) -> Result<(), BroadcastError> {
+    pub fn broadcast_from(&self, event: &str, payload: impl Into<Payload>) -> Result<(), BroadcastError> {
         let b = crate::endpoint::checked(self.topic.as_ref(), event, payload.into())?;
         match self.sub_id {
             Some(id) => self.endpoint().pubsub().broadcast_from(id, b)?,
@@ -456,9 +418,7 @@ impl<S: Socket, I: Send + 'static> ChannelContext<S, I> {
 
     /// A handle to send this channel [`Channel::Info`] messages from anywhere.
     pub fn channel_ref(&self) -> ChannelRef<I> {
-        ChannelRef {
-            inbox: self.inbox.clone(),
-        }
+        ChannelRef { inbox: self.inbox.clone() }
     }
 
     /// A handle to reply later to the message being handled (Phoenix's
@@ -481,9 +441,7 @@ pub struct ChannelRef<I> {
 
 impl<I> Clone for ChannelRef<I> {
     fn clone(&self) -> Self {
-        ChannelRef {
-            inbox: self.inbox.clone(),
-        }
+        ChannelRef { inbox: self.inbox.clone() }
     }
 }
 
@@ -512,12 +470,10 @@ impl<I: Send + 'static> ChannelRef<I> {
     ///
     /// When the channel has ended or its mailbox is full.
     pub fn send(&self, info: I) -> Result<(), SendError> {
-        self.inbox
-            .try_push(ChannelMsg::Info(info))
-            .map_err(|(_, why)| match why {
-                Pushed::Closed => SendError::Closed,
-                _ => SendError::Full,
-            })
+        self.inbox.try_push(ChannelMsg::Info(info)).map_err(|(_, why)| match why {
+            Pushed::Closed => SendError::Closed,
+            _ => SendError::Full,
+        })
     }
 }
 
@@ -531,10 +487,7 @@ pub struct ReplyRef {
 
 impl std::fmt::Debug for ReplyRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ReplyRef")
-            .field("topic", &self.topic)
-            .field("ref", &self.ref_)
-            .finish()
+        f.debug_struct("ReplyRef").field("topic", &self.topic).field("ref", &self.ref_).finish()
     }
 }
 
@@ -544,11 +497,7 @@ impl ReplyRef {
     /// # Errors
     ///
     /// When the reply cannot be encoded for this client.
-    pub fn reply(
-        &self,
-        status: impl Into<Cow<'static, str>>,
-        payload: impl Into<Payload>,
-    ) -> Result<(), PushError> {
+    pub fn reply(&self, status: impl Into<Cow<'static, str>>, payload: impl Into<Payload>) -> Result<(), PushError> {
         let reply = Reply {
             join_ref: self.join_ref.clone(),
             ref_: Some(self.ref_.clone()),

@@ -55,7 +55,11 @@ impl fmt::Debug for CheckOrigin {
 /// | `write_timeout` | 30 s | a write the client does not take in that long closes the connection |
 /// | `disconnect_close_code` | 1001 | the code for a `disconnect` broadcast (clients reconnect) |
 /// | `compress` | off | permessage-deflate, when the client offers it |
-/// | `check_origin` | `localhost` | the upgrade is refused with 403 |
+/// | `check_origin` | `localhost` | the upgrade is refused with 403 (long poll: `{"status": 403}`) |
+/// | `longpoll` | off | the long-poll transport at `<path>/longpoll` |
+/// | `longpoll_window` | 10 s | how long a poll waits for messages; a session not polled for 1.5 windows ends |
+/// | `longpoll_max_sessions` | 10 000 | a new session beyond it is refused (`{"status": 403}`) |
+/// | `longpoll_max_body` | 8 000 000 bytes | a larger POST is answered HTTP 413 |
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct SocketConfig {
@@ -79,6 +83,14 @@ pub struct SocketConfig {
     pub compress: bool,
     /// Origin policy.
     pub check_origin: CheckOrigin,
+    /// Serve the long-poll transport.
+    pub longpoll: bool,
+    /// Long-poll window.
+    pub longpoll_window: Duration,
+    /// Most long-poll sessions at once on this node.
+    pub longpoll_max_sessions: usize,
+    /// Largest long-poll POST body, in bytes.
+    pub longpoll_max_body: usize,
 }
 
 impl Default for SocketConfig {
@@ -94,6 +106,10 @@ impl Default for SocketConfig {
             disconnect_close_code: 1001,
             compress: false,
             check_origin: CheckOrigin::default(),
+            longpoll: false,
+            longpoll_window: Duration::from_secs(10),
+            longpoll_max_sessions: 10_000,
+            longpoll_max_body: 8_000_000,
         }
     }
 }

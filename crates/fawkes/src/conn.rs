@@ -15,6 +15,7 @@ pub(crate) struct SocketShared<S: Socket> {
     pub(crate) routes: Vec<Route<S>>,
     pub(crate) config: SocketConfig,
     pub(crate) endpoint: Endpoint,
+    pub(crate) longpoll: crate::transport::longpoll::Registry,
 }
 
 /// One connection's shared state.

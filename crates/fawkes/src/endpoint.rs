@@ -37,11 +37,7 @@ struct Inner {
 }
 
 /// Checks a broadcast's payload as Phoenix does: a JSON object or binary.
-pub(crate) fn checked(
-    topic: &str,
-    event: &str,
-    payload: Payload,
-) -> Result<Broadcast, BroadcastError> {
+pub(crate) fn checked(topic: &str, event: &str, payload: Payload) -> Result<Broadcast, BroadcastError> {
     if !(payload.is_object() || payload.is_binary()) {
         return Err(BroadcastError::PayloadNotAnObject);
     }
@@ -51,13 +47,7 @@ pub(crate) fn checked(
 impl Endpoint {
     /// An endpoint over `pubsub`.
     pub fn new(pubsub: PubSub) -> Endpoint {
-        Endpoint {
-            inner: Arc::new(Inner {
-                pubsub,
-                metrics: Metrics::default(),
-                shutdown: watch::Sender::new(false),
-            }),
-        }
+        Endpoint { inner: Arc::new(Inner { pubsub, metrics: Metrics::default(), shutdown: watch::Sender::new(false) }) }
     }
 
     /// An endpoint with a local PubSub (a single node).
@@ -81,15 +71,8 @@ impl Endpoint {
     ///
     /// When the payload is neither a JSON object nor binary, or the remote
     /// adapter fails.
-    pub fn broadcast(
-        &self,
-        topic: &str,
-        event: &str,
-        payload: impl Into<Payload>,
-    ) -> Result<(), BroadcastError> {
-        self.inner
-            .pubsub
-            .broadcast(checked(topic, event, payload.into())?)?;
+    pub fn broadcast(&self, topic: &str, event: &str, payload: impl Into<Payload>) -> Result<(), BroadcastError> {
+        self.inner.pubsub.broadcast(checked(topic, event, payload.into())?)?;
         Ok(())
     }
 
@@ -105,9 +88,7 @@ impl Endpoint {
         event: &str,
         payload: impl Into<Payload>,
     ) -> Result<(), BroadcastError> {
-        self.inner
-            .pubsub
-            .broadcast_from(from, checked(topic, event, payload.into())?)?;
+        self.inner.pubsub.broadcast_from(from, checked(topic, event, payload.into())?)?;
         Ok(())
     }
 
@@ -116,15 +97,8 @@ impl Endpoint {
     /// # Errors
     ///
     /// When the payload is neither a JSON object nor binary.
-    pub fn local_broadcast(
-        &self,
-        topic: &str,
-        event: &str,
-        payload: impl Into<Payload>,
-    ) -> Result<(), BroadcastError> {
-        self.inner
-            .pubsub
-            .local_broadcast(checked(topic, event, payload.into())?);
+    pub fn local_broadcast(&self, topic: &str, event: &str, payload: impl Into<Payload>) -> Result<(), BroadcastError> {
+        self.inner.pubsub.local_broadcast(checked(topic, event, payload.into())?);
         Ok(())
     }
 
@@ -135,9 +109,7 @@ impl Endpoint {
     ///
     /// When the remote adapter fails.
     pub fn disconnect(&self, socket_id: &str) -> Result<(), BroadcastError> {
-        self.inner
-            .pubsub
-            .broadcast(crate::session::disconnect_broadcast(socket_id))?;
+        self.inner.pubsub.broadcast(crate::session::disconnect_broadcast(socket_id))?;
         Ok(())
     }
 

@@ -44,21 +44,14 @@ pub struct SocketHandler<S: Socket> {
 impl<S: Socket> std::fmt::Debug for SocketHandler<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let patterns: Vec<_> = self.routes.iter().map(|r| &r.pattern).collect();
-        f.debug_struct("SocketHandler")
-            .field("routes", &patterns)
-            .field("config", &self.config)
-            .finish()
+        f.debug_struct("SocketHandler").field("routes", &patterns).field("config", &self.config).finish()
     }
 }
 
 impl<S: Socket> SocketHandler<S> {
     /// A handler for `socket` with no channels yet.
     pub fn new(socket: S) -> SocketHandler<S> {
-        SocketHandler {
-            socket,
-            routes: Vec::new(),
-            config: SocketConfig::default(),
-        }
+        SocketHandler { socket, routes: Vec::new(), config: SocketConfig::default() }
     }
 
     /// Routes topics matching `pattern` (an exact topic, or a prefix ending
@@ -73,10 +66,7 @@ impl<S: Socket> SocketHandler<S> {
             Ok(p) => p,
             Err(e) => panic!("{e}"),
         };
-        self.routes.push(Route {
-            pattern,
-            factory: Arc::new(Factory::<C>::new()),
-        });
+        self.routes.push(Route { pattern, factory: Arc::new(Factory::<C>::new()) });
         self
     }
 
@@ -100,6 +90,7 @@ impl<S: Socket> SocketHandler<S> {
                 routes: self.routes,
                 config: self.config,
                 endpoint: endpoint.clone(),
+                longpoll: Default::default(),
             }),
         }
     }
@@ -114,22 +105,19 @@ pub struct SocketService<S: Socket> {
 
 impl<S: Socket> Clone for SocketService<S> {
     fn clone(&self) -> Self {
-        SocketService {
-            shared: self.shared.clone(),
-        }
+        SocketService { shared: self.shared.clone() }
     }
 }
 
 impl<S: Socket> std::fmt::Debug for SocketService<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SocketService")
-            .field("config", &self.shared.config)
-            .finish()
+        f.debug_struct("SocketService").field("config", &self.shared.config).finish()
     }
 }
 
 impl<S: Socket> SocketService<S> {
-    /// The routes of this socket mounted at `path`: `<path>/websocket`.
+    /// The routes of this socket mounted at `path`: `<path>/websocket`, and
+    /// `<path>/longpoll` when long polling is on.
     pub fn router(&self, path: &str) -> axum::Router {
         crate::transport::websocket::router(self.shared.clone(), path)
     }
@@ -155,10 +143,7 @@ pub(crate) async fn connect<S: Socket>(
     transport: &'static str,
 ) -> Result<Arc<ConnState<S>>, ConnectError> {
     let started = Instant::now();
-    let result = match AssertUnwindSafe(shared.socket.connect(params, info))
-        .catch_unwind()
-        .await
-    {
+    let result = match AssertUnwindSafe(shared.socket.connect(params, info)).catch_unwind().await {
         Ok(r) => r,
         Err(_) => Err(ConnectError::Failed("connect panicked".into())),
     };
@@ -174,15 +159,6 @@ pub(crate) async fn connect<S: Socket>(
         }
     };
     let id = shared.socket.id(&assigns);
-    let limits = OutboxLimits {
-        frames: shared.config.outbox_frames,
-        bytes: shared.config.outbox_bytes,
-    };
-    Ok(Arc::new(ConnState {
-        shared: shared.clone(),
-        assigns,
-        outbox: Arc::new(Outbox::new(limits)),
-        vsn,
-        id,
-    }))
+    let limits = OutboxLimits { frames: shared.config.outbox_frames, bytes: shared.config.outbox_bytes };
+    Ok(Arc::new(ConnState { shared: shared.clone(), assigns, outbox: Arc::new(Outbox::new(limits)), vsn, id }))
 }

@@ -68,8 +68,8 @@ pub mod telemetry;
 mod transport;
 
 pub use channel::{
-    BroadcastError, Channel, ChannelContext, ChannelError, ChannelRef, Flow, HandleIn, Join,
-    Outgoing, PushError, ReplyRef, SendError, StopReason,
+    BroadcastError, Channel, ChannelContext, ChannelError, ChannelRef, Flow, HandleIn, Join, Outgoing, PushError,
+    ReplyRef, SendError, StopReason,
 };
 pub use config::{CheckOrigin, SocketConfig};
 pub use endpoint::Endpoint;

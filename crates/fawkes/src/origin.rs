@@ -38,9 +38,7 @@ fn host_matches(pattern: &str, host: &str) -> bool {
     match pattern.strip_prefix("*.") {
         Some(base) => {
             host.eq_ignore_ascii_case(base)
-                || host
-                    .to_ascii_lowercase()
-                    .ends_with(&format!(".{}", base.to_ascii_lowercase()))
+                || host.to_ascii_lowercase().ends_with(&format!(".{}", base.to_ascii_lowercase()))
         }
         None => pattern.eq_ignore_ascii_case(host),
     }
@@ -48,11 +46,7 @@ fn host_matches(pattern: &str, host: &str) -> bool {
 
 /// True when `origin` (the header's value) is allowed. `request` is the
 /// request's scheme, host and port, for [`CheckOrigin::Conn`].
-pub(crate) fn allowed(
-    policy: &CheckOrigin,
-    origin: &str,
-    request: (&str, &str, Option<u16>),
-) -> bool {
+pub(crate) fn allowed(policy: &CheckOrigin, origin: &str, request: (&str, &str, Option<u16>)) -> bool {
     if let CheckOrigin::Custom(f) = policy {
         return origin.parse::<Uri>().map(|u| f(&u)).unwrap_or(false);
     }
@@ -116,21 +110,13 @@ mod tests {
 
     #[test]
     fn default_conn_and_hosts() {
-        assert!(allowed(
-            &CheckOrigin::Localhost,
-            "http://localhost:4000",
-            REQ
-        ));
+        assert!(allowed(&CheckOrigin::Localhost, "http://localhost:4000", REQ));
         assert!(!allowed(&CheckOrigin::Localhost, "http://evil.com", REQ));
         assert!(!allowed(&CheckOrigin::Localhost, "null", REQ));
         assert!(allowed(&CheckOrigin::Conn, "http://example.com:4000", REQ));
         assert!(!allowed(&CheckOrigin::Conn, "ws://example.com:4000", REQ));
         assert!(!allowed(&CheckOrigin::Conn, "http://example.com", REQ));
-        assert!(allowed(
-            &CheckOrigin::Hosts(vec!["127.0.0.1".into()]),
-            "http://127.0.0.1:4000",
-            REQ
-        ));
+        assert!(allowed(&CheckOrigin::Hosts(vec!["127.0.0.1".into()]), "http://127.0.0.1:4000", REQ));
         assert!(allowed(&CheckOrigin::Off, "garbage", REQ));
     }
 }

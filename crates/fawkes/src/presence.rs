@@ -40,8 +40,7 @@ pub struct PresencePid {
 
 type Meta = Map<String, Value>;
 type Entries = Map<String, Value>;
-type FetchFn =
-    dyn Fn(String, Entries) -> Pin<Box<dyn Future<Output = Entries> + Send>> + Send + Sync;
+type FetchFn = dyn Fn(String, Entries) -> Pin<Box<dyn Future<Output = Entries> + Send>> + Send + Sync;
 
 /// Errors of presence operations.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -88,9 +87,7 @@ pub struct Presence {
 
 impl std::fmt::Debug for Presence {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Presence")
-            .field("replica", &self.inner.replica)
-            .finish()
+        f.debug_struct("Presence").field("replica", &self.inner.replica).finish()
     }
 }
 
@@ -121,9 +118,7 @@ pub struct PresenceBuilder {
 
 impl std::fmt::Debug for PresenceBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PresenceBuilder")
-            .field("window", &self.window)
-            .finish()
+        f.debug_struct("PresenceBuilder").field("window", &self.window).finish()
     }
 }
 
@@ -138,9 +133,7 @@ impl PresenceBuilder {
         F: Fn(String, Map<String, Value>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Map<String, Value>> + Send + 'static,
     {
-        self.fetch = Some(Arc::new(move |topic, entries| {
-            Box::pin(fetch(topic, entries))
-        }));
+        self.fetch = Some(Arc::new(move |topic, entries| Box::pin(fetch(topic, entries))));
         self
     }
 
@@ -154,16 +147,9 @@ impl PresenceBuilder {
     /// Starts the tracker. Must be called inside a tokio runtime.
     pub fn build(self) -> Presence {
         let node = self.endpoint.pubsub().node_name().to_owned();
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        let replica = ReplicaId::new(
-            node.clone(),
-            u64::try_from(now.as_micros()).unwrap_or(u64::MAX),
-        );
-        let node_hash = node
-            .bytes()
-            .fold(0u16, |h, b| h.wrapping_mul(31).wrapping_add(u16::from(b)));
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let replica = ReplicaId::new(node.clone(), u64::try_from(now.as_micros()).unwrap_or(u64::MAX));
+        let node_hash = node.bytes().fold(0u16, |h, b| h.wrapping_mul(31).wrapping_add(u16::from(b)));
         let (tx, rx) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
             id: PRESENCE_IDS.fetch_add(1, Ordering::Relaxed),
@@ -183,9 +169,7 @@ impl PresenceBuilder {
 fn grouped(items: &[(String, PresencePid, Meta)]) -> Entries {
     let mut out = Entries::new();
     for (key, _, meta) in items {
-        let entry = out
-            .entry(key.clone())
-            .or_insert_with(|| serde_json::json!({"metas": []}));
+        let entry = out.entry(key.clone()).or_insert_with(|| serde_json::json!({"metas": []}));
         if let Some(Value::Array(metas)) = entry.get_mut("metas") {
             metas.push(Value::Object(meta.clone()));
         }
@@ -212,18 +196,11 @@ impl Presence {
 
     /// A builder, to set a fetch hook or a diff window.
     pub fn builder(endpoint: &Endpoint) -> PresenceBuilder {
-        PresenceBuilder {
-            endpoint: endpoint.clone(),
-            fetch: None,
-            window: Duration::ZERO,
-        }
+        PresenceBuilder { endpoint: endpoint.clone(), fetch: None, window: Duration::ZERO }
     }
 
     fn next_ref(&self) -> String {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
         let n = self.inner.refs.fetch_add(1, Ordering::Relaxed);
         let mut bytes = [0u8; 12];
         bytes[..8].copy_from_slice(&(nanos as u64).to_be_bytes());
@@ -233,10 +210,7 @@ impl Presence {
     }
 
     fn pid_of<S: Socket, I: Send + 'static>(&self, ctx: &ChannelContext<S, I>) -> PresencePid {
-        PresencePid {
-            node: self.inner.replica.name.clone(),
-            id: ctx.pid(),
-        }
+        PresencePid { node: self.inner.replica.name.clone(), id: ctx.pid() }
     }
 
     /// Tracks the channel's socket under `key` on the channel's topic, with
@@ -256,8 +230,7 @@ impl Presence {
         let pid = self.pid_of(ctx);
         let this = self.clone();
         let exit_pid = pid.clone();
-        ctx.exit_hooks
-            .add_once(self.inner.id, move || this.untrack_pid(&exit_pid));
+        ctx.exit_hooks.add_once(self.inner.id, move || this.untrack_pid(&exit_pid));
         self.track_pid(pid, ctx.topic(), key, meta)
     }
 
@@ -278,14 +251,8 @@ impl Presence {
         let phx_ref = self.next_ref();
         meta.insert("phx_ref".into(), Value::String(phx_ref.clone()));
         let mut state = self.inner.state.lock();
-        state
-            .join(pid.clone(), topic, key, meta.clone())
-            .ok_or(PresenceError::AlreadyTracked)?;
-        let change = Change {
-            topic: topic.to_owned(),
-            joins: vec![(key.to_owned(), pid, meta)],
-            leaves: Vec::new(),
-        };
+        state.join(pid.clone(), topic, key, meta.clone()).ok_or(PresenceError::AlreadyTracked)?;
+        let change = Change { topic: topic.to_owned(), joins: vec![(key.to_owned(), pid, meta)], leaves: Vec::new() };
         // queued under the lock, so diffs keep the order of the changes
         let _ = self.inner.diffs.send(change);
         Ok(phx_ref)
@@ -296,11 +263,8 @@ impl Presence {
         let pid = self.pid_of(ctx);
         let mut state = self.inner.state.lock();
         if let Some(el) = state.leave(&pid, ctx.topic(), key) {
-            let _ = self.inner.diffs.send(Change {
-                topic: el.topic.clone(),
-                joins: Vec::new(),
-                leaves: vec![triple(el)],
-            });
+            let _ =
+                self.inner.diffs.send(Change { topic: el.topic.clone(), joins: Vec::new(), leaves: vec![triple(el)] });
         }
     }
 
@@ -308,11 +272,8 @@ impl Presence {
     pub fn untrack_pid(&self, pid: &PresencePid) {
         let mut state = self.inner.state.lock();
         for el in state.leave_pid(pid) {
-            let _ = self.inner.diffs.send(Change {
-                topic: el.topic.clone(),
-                joins: Vec::new(),
-                leaves: vec![triple(el)],
-            });
+            let _ =
+                self.inner.diffs.send(Change { topic: el.topic.clone(), joins: Vec::new(), leaves: vec![triple(el)] });
         }
     }
 
@@ -331,18 +292,14 @@ impl Presence {
     ) -> Result<String, PresenceError> {
         let pid = self.pid_of(ctx);
         let mut state = self.inner.state.lock();
-        let current = state
-            .get_by_pid(&pid, ctx.topic(), key)
-            .ok_or(PresenceError::NoPresence)?;
+        let current = state.get_by_pid(&pid, ctx.topic(), key).ok_or(PresenceError::NoPresence)?;
         let mut meta = as_meta(update(&current.meta))?;
         let phx_ref = self.next_ref();
         meta.insert("phx_ref".into(), Value::String(phx_ref.clone()));
         if let Some(prev) = current.meta.get("phx_ref") {
             meta.insert("phx_ref_prev".into(), prev.clone());
         }
-        let (old, _) = state
-            .leave_join(&pid, ctx.topic(), key, meta.clone())
-            .ok_or(PresenceError::NoPresence)?;
+        let (old, _) = state.leave_join(&pid, ctx.topic(), key, meta.clone()).ok_or(PresenceError::NoPresence)?;
         let _ = self.inner.diffs.send(Change {
             topic: ctx.topic().to_owned(),
             joins: vec![(key.to_owned(), pid, meta)],
@@ -354,14 +311,7 @@ impl Presence {
     /// The topic's presences, `{key: {"metas": [...]}}`, through the fetch
     /// hook: the payload of `presence_state`.
     pub async fn list(&self, topic: &str) -> Map<String, Value> {
-        let items: Vec<_> = self
-            .inner
-            .state
-            .lock()
-            .get_by_topic(topic)
-            .into_iter()
-            .map(triple)
-            .collect();
+        let items: Vec<_> = self.inner.state.lock().get_by_topic(topic).into_iter().map(triple).collect();
         let mut by_key: Vec<_> = items;
         by_key.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
         self.fetched(topic, grouped(&by_key)).await
@@ -432,20 +382,13 @@ async fn broadcast_diff(inner: &Inner, topic: &str, mut p: Pending) {
     let joins = fetch_with(&inner.fetch, topic, grouped(&p.joins)).await;
     let leaves = fetch_with(&inner.fetch, topic, grouped(&p.leaves)).await;
     let payload = serde_json::json!({"joins": joins, "leaves": leaves});
-    if let Err(e) = inner
-        .endpoint
-        .local_broadcast(topic, event::PRESENCE_DIFF, payload)
-    {
+    if let Err(e) = inner.endpoint.local_broadcast(topic, event::PRESENCE_DIFF, payload) {
         tracing::error!(topic, error = %e, "presence diff not broadcast");
     }
 }
 
 /// Broadcasts diffs in the order of the changes, one topic window at a time.
-async fn diff_task(
-    inner: std::sync::Weak<Inner>,
-    mut rx: mpsc::UnboundedReceiver<Change>,
-    window: Duration,
-) {
+async fn diff_task(inner: std::sync::Weak<Inner>, mut rx: mpsc::UnboundedReceiver<Change>, window: Duration) {
     let mut pending: HashMap<String, (tokio::time::Instant, Pending)> = HashMap::new();
     loop {
         let next_deadline = pending.values().map(|(d, _)| *d).min();

@@ -33,11 +33,7 @@ pub(crate) enum Out {
     Frame(Frame),
     /// A channel task ended; the session frees the topic (if `instance` still
     /// owns it) and sends `phx_close`/`phx_error`.
-    ChannelExit {
-        topic: String,
-        instance: u64,
-        end: End,
-    },
+    ChannelExit { topic: String, instance: u64, end: End },
     /// A `disconnect` broadcast on the socket's id: close the connection.
     Disconnect,
 }
@@ -75,19 +71,13 @@ pub(crate) struct Outbox {
 
 impl std::fmt::Debug for Outbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Outbox")
-            .field("limits", &self.limits)
-            .finish()
+        f.debug_struct("Outbox").field("limits", &self.limits).finish()
     }
 }
 
 impl Outbox {
     pub(crate) fn new(limits: OutboxLimits) -> Outbox {
-        Outbox {
-            state: Mutex::new(OutState::default()),
-            notify: Notify::new(),
-            limits,
-        }
+        Outbox { state: Mutex::new(OutState::default()), notify: Notify::new(), limits }
     }
 
     /// Queues a frame. When the queue is over its limits the frame is dropped
@@ -180,11 +170,7 @@ pub(crate) struct Mailbox<T> {
 impl<T> Mailbox<T> {
     pub(crate) fn new(limit: usize) -> Mailbox<T> {
         Mailbox {
-            state: Mutex::new(BoxState {
-                queue: VecDeque::new(),
-                closed: false,
-                full_waiters: false,
-            }),
+            state: Mutex::new(BoxState { queue: VecDeque::new(), closed: false, full_waiters: false }),
             notify: Notify::new(),
             space: Notify::new(),
             limit,

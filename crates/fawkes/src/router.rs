@@ -26,9 +26,7 @@ impl Pattern {
         match p.find('*') {
             None => Ok(Pattern::Exact(p.to_owned())),
             Some(i) if i + 1 == p.len() => Ok(Pattern::Prefix(p[..i].to_owned())),
-            Some(_) => Err(format!(
-                "invalid topic pattern {p:?}: `*` may only end a pattern"
-            )),
+            Some(_) => Err(format!("invalid topic pattern {p:?}: `*` may only end a pattern")),
         }
     }
 

@@ -33,8 +33,7 @@ pub(crate) struct StartArgs<S: Socket> {
 }
 
 pub(crate) fn start<S: Socket, C: Channel<S>>(args: StartArgs<S>) -> ChannelHandle {
-    let inbox: Arc<Mailbox<ChannelMsg<C::Info>>> =
-        Arc::new(Mailbox::new(args.conn.shared.config.mailbox_limit));
+    let inbox: Arc<Mailbox<ChannelMsg<C::Info>>> = Arc::new(Mailbox::new(args.conn.shared.config.mailbox_limit));
     let span = tracing::info_span!("channel", topic = %args.join.topic);
     let task = tokio::spawn(run::<S, C>(args, inbox.clone()).instrument(span));
     ChannelHandle { inbox, task }
@@ -105,13 +104,7 @@ impl<S: Socket, C: Channel<S>> Task<S, C> {
         payload: Payload,
         join_ref: Option<fawkes_protocol::Ref>,
     ) {
-        let reply = Reply {
-            join_ref,
-            ref_: msg.ref_.clone(),
-            topic: msg.topic.clone(),
-            status,
-            payload,
-        };
+        let reply = Reply { join_ref, ref_: msg.ref_.clone(), topic: msg.topic.clone(), status, payload };
         match self.ctx.conn.vsn.encode_reply(&reply) {
             Ok(frame) => self.ctx.conn.push_frame(frame),
             Err(e) => tracing::warn!(topic = %msg.topic, error = %e, "reply could not be encoded"),
@@ -132,15 +125,8 @@ impl<S: Socket, C: Channel<S>> Task<S, C> {
         self.ctx.inbox.close();
         while let Some(m) = self.ctx.inbox.try_recv() {
             match m {
-                ChannelMsg::In(m) => self.reply(
-                    &m,
-                    "error".into(),
-                    json!({"reason": "unmatched topic"}).into(),
-                    None,
-                ),
-                ChannelMsg::Leave(m) => {
-                    self.reply(&m, "ok".into(), Payload::empty(), m.join_ref.clone())
-                }
+                ChannelMsg::In(m) => self.reply(&m, "error".into(), json!({"reason": "unmatched topic"}).into(), None),
+                ChannelMsg::Leave(m) => self.reply(&m, "ok".into(), Payload::empty(), m.join_ref.clone()),
                 _ => {}
             }
         }
@@ -148,16 +134,8 @@ impl<S: Socket, C: Channel<S>> Task<S, C> {
     }
 }
 
-async fn run<S: Socket, C: Channel<S>>(
-    args: StartArgs<S>,
-    inbox: Arc<Mailbox<ChannelMsg<C::Info>>>,
-) {
-    let StartArgs {
-        conn,
-        join,
-        instance,
-        after_reply,
-    } = args;
+async fn run<S: Socket, C: Channel<S>>(args: StartArgs<S>, inbox: Arc<Mailbox<ChannelMsg<C::Info>>>) {
+    let StartArgs { conn, join, instance, after_reply } = args;
     let topic: Arc<str> = Arc::from(join.topic.as_str());
     let ctx = ChannelContext {
         conn: conn.clone(),
@@ -183,12 +161,7 @@ async fn run<S: Socket, C: Channel<S>>(
         }
         Err(why) => {
             tracing::error!(topic = %topic, error = %why, "join crashed");
-            task.reply(
-                &join,
-                "error".into(),
-                json!({"reason": "join crashed"}).into(),
-                join.join_ref.clone(),
-            );
+            task.reply(&join, "error".into(), json!({"reason": "join crashed"}).into(), join.join_ref.clone());
             telemetry::channel_joined(&topic, "crashed", started);
             task.refuse_queued();
             return;
@@ -196,16 +169,8 @@ async fn run<S: Socket, C: Channel<S>>(
     };
     // Subscribe before the reply, as Phoenix does, so that the client misses
     // nothing broadcast after it learns it joined.
-    let subscriber = ChannelSubscriber {
-        conn: conn.clone(),
-        inbox: inbox.clone(),
-        intercept: C::INTERCEPT,
-    };
-    let subscription = conn
-        .shared
-        .endpoint
-        .pubsub()
-        .subscribe(&topic, Arc::new(subscriber));
+    let subscriber = ChannelSubscriber { conn: conn.clone(), inbox: inbox.clone(), intercept: C::INTERCEPT };
+    let subscription = conn.shared.endpoint.pubsub().subscribe(&topic, Arc::new(subscriber));
     task.ctx.sub_id = Some(subscription.id());
     task.reply(&join, "ok".into(), reply, join.join_ref.clone());
     if let Some(frame) = after_reply {
@@ -221,11 +186,7 @@ async fn run<S: Socket, C: Channel<S>>(
     drop(subscription);
     inbox.close();
     conn.shared.endpoint.metrics().channel_left();
-    let end = if reason.is_normal() {
-        End::Close
-    } else {
-        End::Error
-    };
+    let end = if reason.is_normal() { End::Close } else { End::Error };
     match reason {
         StopReason::Closed => {
             terminate(&mut channel, &reason, &mut task.ctx).await;
@@ -268,15 +229,12 @@ async fn serve<S: Socket, C: Channel<S>>(task: &mut Task<S, C>, channel: &mut C)
             ChannelMsg::In(m) => {
                 let started = Instant::now();
                 task.ctx.current_ref = m.ref_.clone();
-                let result =
-                    guarded(channel.handle_in(&m.event, m.payload.clone(), &mut task.ctx)).await;
+                let result = guarded(channel.handle_in(&m.event, m.payload.clone(), &mut task.ctx)).await;
                 task.ctx.current_ref = None;
                 telemetry::channel_handled_in(&task.ctx.topic, &m.event, started);
                 let join_ref = task.ctx.join_ref.clone();
                 match result {
-                    Ok(HandleIn::Reply { status, payload }) => {
-                        task.reply(&m, status, payload, join_ref)
-                    }
+                    Ok(HandleIn::Reply { status, payload }) => task.reply(&m, status, payload, join_ref),
                     Ok(HandleIn::NoReply) => {}
                     Ok(HandleIn::Stop { reason, reply }) => {
                         if let Some((status, payload)) = reply {
@@ -295,23 +253,20 @@ async fn serve<S: Socket, C: Channel<S>>(task: &mut Task<S, C>, channel: &mut C)
                 task.reply(&m, "ok".into(), Payload::empty(), join_ref);
                 return StopReason::Left;
             }
-            ChannelMsg::Out(b) => {
-                match guarded(channel.handle_out(&b.event, b.payload, &mut task.ctx)).await {
-                    Ok(Outgoing::Push(payload)) => {
-                        if let Err(e) = task.ctx.push(&b.event, payload) {
-                            tracing::error!(topic = %task.ctx.topic, error = %e, "channel crashed in handle_out");
-                            return StopReason::Crashed(e.to_string());
-                        }
-                    }
-                    Ok(Outgoing::Drop) => {}
-                    Err(why) => {
-                        tracing::error!(topic = %task.ctx.topic, event = %b.event, error = %why, "channel crashed in handle_out");
-                        return StopReason::Crashed(why);
+            ChannelMsg::Out(b) => match guarded(channel.handle_out(&b.event, b.payload, &mut task.ctx)).await {
+                Ok(Outgoing::Push(payload)) => {
+                    if let Err(e) = task.ctx.push(&b.event, payload) {
+                        tracing::error!(topic = %task.ctx.topic, error = %e, "channel crashed in handle_out");
+                        return StopReason::Crashed(e.to_string());
                     }
                 }
-            }
-            ChannelMsg::Info(info) => match guarded(channel.handle_info(info, &mut task.ctx)).await
-            {
+                Ok(Outgoing::Drop) => {}
+                Err(why) => {
+                    tracing::error!(topic = %task.ctx.topic, event = %b.event, error = %why, "channel crashed in handle_out");
+                    return StopReason::Crashed(why);
+                }
+            },
+            ChannelMsg::Info(info) => match guarded(channel.handle_info(info, &mut task.ctx)).await {
                 Ok(Flow::Continue) => {}
                 Ok(Flow::Stop(reason)) => return reason,
                 Err(why) => {
@@ -336,6 +291,5 @@ pub(crate) fn end_frame(
         End::Error => event::ERROR,
         End::Refused => return None,
     };
-    vsn.encode_push(&Message::channel_end(join_ref, topic, ev, Payload::empty()))
-        .ok()
+    vsn.encode_push(&Message::channel_end(join_ref, topic, ev, Payload::empty())).ok()
 }

@@ -66,28 +66,15 @@ pub(crate) struct Session<S: Socket> {
 
 impl<S: Socket> Session<S> {
     pub(crate) fn new(conn: Arc<ConnState<S>>) -> Session<S> {
-        let id = conn.id.as_ref().map(|id| {
-            conn.shared
-                .endpoint
-                .pubsub()
-                .subscribe(id, Arc::new(IdSubscriber(conn.outbox.clone())))
-        });
+        let id = conn
+            .id
+            .as_ref()
+            .map(|id| conn.shared.endpoint.pubsub().subscribe(id, Arc::new(IdSubscriber(conn.outbox.clone()))));
         conn.shared.endpoint.metrics().connection_opened();
-        Session {
-            conn,
-            channels: HashMap::new(),
-            next_instance: 0,
-            _id: id,
-        }
+        Session { conn, channels: HashMap::new(), next_instance: 0, _id: id }
     }
 
-    fn reply(
-        &self,
-        msg: &Message,
-        join_ref: Option<fawkes_protocol::Ref>,
-        status: &'static str,
-        payload: Payload,
-    ) {
+    fn reply(&self, msg: &Message, join_ref: Option<fawkes_protocol::Ref>, status: &'static str, payload: Payload) {
         let reply = Reply::new(msg, join_ref, status, payload);
         match self.conn.vsn.encode_reply(&reply) {
             Ok(frame) => self.conn.push_frame(frame),
@@ -96,12 +83,7 @@ impl<S: Socket> Session<S> {
     }
 
     fn unmatched(&self, msg: &Message) {
-        self.reply(
-            msg,
-            None,
-            "error",
-            Payload::from(json!({"reason": "unmatched topic"})),
-        );
+        self.reply(msg, None, "error", Payload::from(json!({"reason": "unmatched topic"})));
     }
 
     /// Routes one client message (Phoenix's rules, in order).
@@ -124,8 +106,7 @@ impl<S: Socket> Session<S> {
         };
         // A message for an earlier join of this topic (the client raced a
         // close) is ignored, as Phoenix 1.8 does.
-        let stale =
-            msg.join_ref.is_some() && entry.join_ref.is_some() && msg.join_ref != entry.join_ref;
+        let stale = msg.join_ref.is_some() && entry.join_ref.is_some() && msg.join_ref != entry.join_ref;
         if stale {
             return None;
         }
@@ -157,12 +138,7 @@ impl<S: Socket> Session<S> {
     }
 
     fn join(&mut self, msg: Message) {
-        let route = self
-            .conn
-            .shared
-            .routes
-            .iter()
-            .find(|r| r.pattern.matches(&msg.topic));
+        let route = self.conn.shared.routes.iter().find(|r| r.pattern.matches(&msg.topic));
         let Some(route) = route else {
             tracing::warn!(topic = %msg.topic, "ignoring unmatched topic");
             self.unmatched(&msg);
@@ -190,21 +166,8 @@ impl<S: Socket> Session<S> {
         let instance = self.next_instance;
         let topic = msg.topic.clone();
         let join_ref = msg.join_ref.clone();
-        let handle = factory.start(StartArgs {
-            conn: self.conn.clone(),
-            join: msg,
-            instance,
-            after_reply,
-        });
-        self.channels.insert(
-            topic,
-            Entry {
-                join_ref,
-                instance,
-                inbox: handle.inbox,
-                task: handle.task,
-            },
-        );
+        let handle = factory.start(StartArgs { conn: self.conn.clone(), join: msg, instance, after_reply });
+        self.channels.insert(topic, Entry { join_ref, instance, inbox: handle.inbox, task: handle.task });
     }
 
     /// Handles one item taken from the outbox.
@@ -212,15 +175,8 @@ impl<S: Socket> Session<S> {
         match out {
             Out::Frame(f) => Action::Write(f),
             Out::Disconnect => Action::Disconnect,
-            Out::ChannelExit {
-                topic,
-                instance,
-                end,
-            } => {
-                let owned = self
-                    .channels
-                    .get(&topic)
-                    .is_some_and(|e| e.instance == instance);
+            Out::ChannelExit { topic, instance, end } => {
+                let owned = self.channels.get(&topic).is_some_and(|e| e.instance == instance);
                 if !owned {
                     return Action::Nothing;
                 }

@@ -127,11 +127,7 @@ fn insert_nested(root: &mut Map<String, Value>, key: &str, value: Value) {
             return;
         }
     };
-    let segments: Vec<&str> = rest
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .split("][")
-        .collect();
+    let segments: Vec<&str> = rest.trim_start_matches('[').trim_end_matches(']').split("][").collect();
     let mut slot = root.entry(base.to_owned()).or_insert(Value::Null);
     for (i, seg) in segments.iter().enumerate() {
         let last = i + 1 == segments.len();
@@ -188,11 +184,7 @@ impl ConnectInfo {
                 kept.append(name.clone(), value.clone());
             }
         }
-        ConnectInfo {
-            peer,
-            uri,
-            headers: kept,
-        }
+        ConnectInfo { peer, uri, headers: kept }
     }
 
     /// The client's address, when known.
@@ -207,9 +199,7 @@ impl ConnectInfo {
 
     /// The `user-agent` header.
     pub fn user_agent(&self) -> Option<&str> {
-        self.headers
-            .get(http::header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
+        self.headers.get(http::header::USER_AGENT).and_then(|v| v.to_str().ok())
     }
 
     /// The exposed headers: `x-*`, `user-agent`, `traceparent`, `tracestate`

@@ -15,12 +15,7 @@ use std::time::Instant;
 
 pub(crate) const TARGET: &str = "fawkes::telemetry";
 
-pub(crate) fn socket_connected(
-    transport: &'static str,
-    vsn: &'static str,
-    ok: bool,
-    started: Instant,
-) {
+pub(crate) fn socket_connected(transport: &'static str, vsn: &'static str, ok: bool, started: Instant) {
     tracing::info!(name: "socket_connected", target: TARGET, transport, vsn, result = if ok { "ok" } else { "error" }, duration_us = micros(started));
 }
 

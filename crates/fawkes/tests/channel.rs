@@ -8,8 +8,7 @@ use std::time::Duration;
 use fawkes::protocol::Message;
 use fawkes::{Endpoint, Payload, Ref, Vsn};
 use fawkes_test::{
-    any_payload, assert_broadcast, assert_push, assert_reply, connect_with, refute_push,
-    refute_reply, TestSocket,
+    any_payload, assert_broadcast, assert_push, assert_reply, connect_with, refute_push, refute_reply, TestSocket,
 };
 use serde_json::json;
 use support::{handler, Log};
@@ -22,13 +21,7 @@ async fn client(vsn: Vsn, user: Option<&str>) -> (TestSocket, Log, Endpoint) {
         Some(u) => json!({"user_id": u}),
         None => json!({}),
     };
-    (
-        connect_with(&service, params, vsn, Default::default())
-            .await
-            .unwrap(),
-        log,
-        endpoint,
-    )
+    (connect_with(&service, params, vsn, Default::default()).await.unwrap(), log, endpoint)
 }
 
 async fn each_vsn<F, Fut>(f: F)
@@ -45,10 +38,7 @@ where
 async fn join_replies_then_pushes_in_order() {
     each_vsn(|vsn| async move {
         let (socket, _, _) = client(vsn, Some("u1")).await;
-        let (reply, room) = socket
-            .subscribe_and_join("room:lobby", json!({"a": 1}))
-            .await
-            .unwrap();
+        let (reply, room) = socket.subscribe_and_join("room:lobby", json!({"a": 1})).await.unwrap();
         assert_eq!(reply, json!({"topic": "room:lobby", "params": {"a": 1}}));
         assert_push!(room, "joined", json!({"user_id": "u1"}));
         assert_push!(room, "after_join", json!({}));
@@ -60,28 +50,10 @@ async fn join_replies_then_pushes_in_order() {
 async fn refused_crashed_and_unmatched_joins() {
     each_vsn(|vsn| async move {
         let (socket, _, _) = client(vsn, None).await;
-        assert_eq!(
-            socket.join("room:private", json!({})).await.unwrap_err(),
-            json!({"reason": "unauthorized"})
-        );
-        assert_eq!(
-            socket
-                .join("room:crash_on_join", json!({}))
-                .await
-                .unwrap_err(),
-            json!({"reason": "join crashed"})
-        );
-        assert_eq!(
-            socket
-                .join("room:panic_on_join", json!({}))
-                .await
-                .unwrap_err(),
-            json!({"reason": "join crashed"})
-        );
-        assert_eq!(
-            socket.join("nope:1", json!({})).await.unwrap_err(),
-            json!({"reason": "unmatched topic"})
-        );
+        assert_eq!(socket.join("room:private", json!({})).await.unwrap_err(), json!({"reason": "unauthorized"}));
+        assert_eq!(socket.join("room:crash_on_join", json!({})).await.unwrap_err(), json!({"reason": "join crashed"}));
+        assert_eq!(socket.join("room:panic_on_join", json!({})).await.unwrap_err(), json!({"reason": "join crashed"}));
+        assert_eq!(socket.join("nope:1", json!({})).await.unwrap_err(), json!({"reason": "unmatched topic"}));
         // the socket still works
         let (_, room) = socket.join("room:after", json!({})).await.unwrap();
         let r = room.push("echo", json!({"ok": true}));
@@ -153,12 +125,7 @@ async fn a_crash_sends_phx_error_on_that_topic_only() {
             assert_reply!(again, r, "ok", json!({"count": 1}));
             a = again;
         }
-        assert!(log
-            .0
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|l| l.starts_with("room:a:Crashed")));
+        assert!(log.0.lock().unwrap().iter().any(|l| l.starts_with("room:a:Crashed")));
         refute_push!(b, "phx_error", any_payload);
     })
     .await;
@@ -197,17 +164,8 @@ async fn broadcast_reaches_every_subscriber_and_broadcast_from_skips_the_sender(
     each_vsn(|vsn| async move {
         let endpoint = Endpoint::local();
         let service = handler(Log::default()).build(&endpoint);
-        let a = connect_with(&service, json!({"user_id": "a"}), vsn, Default::default())
-            .await
-            .unwrap();
-        let b = connect_with(
-            &service,
-            json!({"user_id": "b"}),
-            Vsn::V2,
-            Default::default(),
-        )
-        .await
-        .unwrap();
+        let a = connect_with(&service, json!({"user_id": "a"}), vsn, Default::default()).await.unwrap();
+        let b = connect_with(&service, json!({"user_id": "b"}), Vsn::V2, Default::default()).await.unwrap();
         let (_, ra) = a.subscribe_and_join("room:x", json!({})).await.unwrap();
         let (_, rb) = b.join("room:x", json!({})).await.unwrap();
         let r = ra.push("broadcast", json!({"m": 1}));
@@ -220,9 +178,7 @@ async fn broadcast_reaches_every_subscriber_and_broadcast_from_skips_the_sender(
         assert_push!(rb, "broadcast", json!({"m": 2}));
         refute_push!(ra, "broadcast", json!({"m": 2}));
         // from outside any channel
-        endpoint
-            .broadcast("room:x", "news", json!({"n": 3}))
-            .unwrap();
+        endpoint.broadcast("room:x", "news", json!({"n": 3})).unwrap();
         assert_push!(ra, "news", json!({"n": 3}));
         assert_push!(rb, "news", json!({"n": 3}));
         // broadcast payloads must be objects
@@ -236,15 +192,9 @@ async fn intercepted_events_go_through_handle_out_per_subscriber() {
     each_vsn(|vsn| async move {
         let endpoint = Endpoint::local();
         let service = handler(Log::default()).build(&endpoint);
-        let a = connect_with(&service, json!({"user_id": "a"}), vsn, Default::default())
-            .await
-            .unwrap();
-        let b = connect_with(&service, json!({"user_id": "b"}), vsn, Default::default())
-            .await
-            .unwrap();
-        let anon = connect_with(&service, json!({}), vsn, Default::default())
-            .await
-            .unwrap();
+        let a = connect_with(&service, json!({"user_id": "a"}), vsn, Default::default()).await.unwrap();
+        let b = connect_with(&service, json!({"user_id": "b"}), vsn, Default::default()).await.unwrap();
+        let anon = connect_with(&service, json!({}), vsn, Default::default()).await.unwrap();
         let (_, ra) = a.join("room:f", json!({})).await.unwrap();
         let (_, rb) = b.join("room:f", json!({})).await.unwrap();
         let (_, rn) = anon.join("room:f", json!({})).await.unwrap();
@@ -290,18 +240,9 @@ async fn at_most_100_channels_per_socket() {
     let (socket, _, _) = client(Vsn::V2, None).await;
     let mut joined = Vec::new();
     for i in 0..100 {
-        joined.push(
-            socket
-                .join(&format!("room:{i}"), json!({}))
-                .await
-                .unwrap()
-                .1,
-        );
+        joined.push(socket.join(&format!("room:{i}"), json!({})).await.unwrap().1);
     }
-    assert_eq!(
-        socket.join("room:100", json!({})).await.unwrap_err(),
-        json!({"reason": "too many channels joined"})
-    );
+    assert_eq!(socket.join("room:100", json!({})).await.unwrap_err(), json!({"reason": "too many channels joined"}));
     let r = joined[0].leave();
     assert_reply!(joined[0], r, "ok", json!({}));
     assert_push!(joined[0], "phx_close", json!({}));
@@ -339,30 +280,9 @@ async fn heartbeats_are_answered_by_the_socket() {
 async fn disconnect_by_socket_id_closes_every_connection_of_that_id() {
     let endpoint = Endpoint::local();
     let service = handler(Log::default()).build(&endpoint);
-    let a1 = connect_with(
-        &service,
-        json!({"user_id": "a"}),
-        Vsn::V2,
-        Default::default(),
-    )
-    .await
-    .unwrap();
-    let a2 = connect_with(
-        &service,
-        json!({"user_id": "a"}),
-        Vsn::V1,
-        Default::default(),
-    )
-    .await
-    .unwrap();
-    let b = connect_with(
-        &service,
-        json!({"user_id": "b"}),
-        Vsn::V2,
-        Default::default(),
-    )
-    .await
-    .unwrap();
+    let a1 = connect_with(&service, json!({"user_id": "a"}), Vsn::V2, Default::default()).await.unwrap();
+    let a2 = connect_with(&service, json!({"user_id": "a"}), Vsn::V1, Default::default()).await.unwrap();
+    let b = connect_with(&service, json!({"user_id": "b"}), Vsn::V2, Default::default()).await.unwrap();
     let (_, rb) = b.join("room:z", json!({})).await.unwrap();
     endpoint.disconnect("user_socket:a").unwrap();
     assert!(a1.wait_closed(Duration::from_secs(2)).await);
@@ -384,11 +304,7 @@ async fn closing_the_connection_terminates_every_channel() {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert!(
-        log.contains("room:c1:Closed") && log.contains("room:c2:Closed"),
-        "{:?}",
-        log.0
-    );
+    assert!(log.contains("room:c1:Closed") && log.contains("room:c2:Closed"), "{:?}", log.0);
     assert_eq!(endpoint.pubsub().subscriber_count("room:c1"), 0);
 }
 
@@ -423,12 +339,7 @@ async fn messages_sent_during_a_join_are_handled_after_it_in_order() {
     let room = socket.channel("room:slow_join", join_ref.clone());
     assert_reply!(room, Ref::from("j1"), "ok", json!({}));
     for i in 0..20 {
-        assert_reply!(
-            room,
-            Ref::from(format!("c{i}")),
-            "ok",
-            json!({"count": i + 1})
-        );
+        assert_reply!(room, Ref::from(format!("c{i}")), "ok", json!({"count": i + 1}));
     }
 }
 
@@ -445,16 +356,6 @@ async fn messages_sent_during_a_refused_join_get_unmatched_topic() {
     socket.send(&m("p", "phx_join"));
     socket.send(&m("e1", "echo"));
     let room = socket.channel("room:private", Ref::from("p"));
-    assert_reply!(
-        room,
-        Ref::from("p"),
-        "error",
-        json!({"reason": "unauthorized"})
-    );
-    assert_reply!(
-        room,
-        Ref::from("e1"),
-        "error",
-        json!({"reason": "unmatched topic"})
-    );
+    assert_reply!(room, Ref::from("p"), "error", json!({"reason": "unauthorized"}));
+    assert_reply!(room, Ref::from("e1"), "error", json!({"reason": "unmatched topic"}));
 }

@@ -15,10 +15,7 @@ struct PSocket {
 impl Socket for PSocket {
     type Assigns = String;
     async fn connect(&self, params: &Params, _: &ConnectInfo) -> Result<String, ConnectError> {
-        params
-            .get_str("user_id")
-            .map(str::to_owned)
-            .ok_or(ConnectError::Refused)
+        params.get_str("user_id").map(str::to_owned).ok_or(ConnectError::Refused)
     }
 }
 
@@ -27,20 +24,12 @@ struct Lobby;
 impl Channel<PSocket> for Lobby {
     type Info = ();
 
-    async fn join(
-        _: &str,
-        _: Payload,
-        ctx: &mut ChannelContext<PSocket, ()>,
-    ) -> Result<Join<Self>, ChannelError> {
+    async fn join(_: &str, _: Payload, ctx: &mut ChannelContext<PSocket, ()>) -> Result<Join<Self>, ChannelError> {
         ctx.channel_ref().send(())?;
         Ok(Join::ok(Lobby))
     }
 
-    async fn handle_info(
-        &mut self,
-        _: (),
-        ctx: &mut ChannelContext<PSocket, ()>,
-    ) -> Result<Flow, ChannelError> {
+    async fn handle_info(&mut self, _: (), ctx: &mut ChannelContext<PSocket, ()>) -> Result<Flow, ChannelError> {
         let p = ctx.socket().presence.clone();
         let state = p.list(ctx.topic()).await;
         ctx.push("presence_state", Value::Object(state))?;
@@ -64,20 +53,14 @@ impl Channel<PSocket> for Lobby {
                 Ok(HandleIn::ok(json!({})))
             }
             "track_again" => match p.track(ctx, &user, json!({})) {
-                Err(PresenceError::AlreadyTracked) => {
-                    Ok(HandleIn::error(json!({"reason": "already tracked"})))
-                }
+                Err(PresenceError::AlreadyTracked) => Ok(HandleIn::error(json!({"reason": "already tracked"}))),
                 other => Ok(HandleIn::ok(json!({"other": format!("{other:?}")}))),
             },
             "untrack" => {
                 p.untrack(ctx, &user);
                 Ok(HandleIn::ok(json!({})))
             }
-            "get" => Ok(HandleIn::ok(
-                p.get_by_key(ctx.topic(), &user)
-                    .await
-                    .unwrap_or(Value::Null),
-            )),
+            "get" => Ok(HandleIn::ok(p.get_by_key(ctx.topic(), &user).await.unwrap_or(Value::Null))),
             "list" => Ok(HandleIn::ok(Value::Object(p.list(ctx.topic()).await))),
             "crash" => Err("crash".into()),
             _ => Ok(HandleIn::NoReply),
@@ -86,9 +69,7 @@ impl Channel<PSocket> for Lobby {
 }
 
 fn service(presence: Presence, endpoint: &Endpoint) -> SocketService<PSocket> {
-    SocketHandler::new(PSocket { presence })
-        .channel::<Lobby>("lobby:*")
-        .build(endpoint)
+    SocketHandler::new(PSocket { presence }).channel::<Lobby>("lobby:*").build(endpoint)
 }
 
 fn metas(v: &Value, key: &str) -> Vec<Value> {
@@ -96,9 +77,7 @@ fn metas(v: &Value, key: &str) -> Vec<Value> {
 }
 
 async fn next_diff(ch: &TestChannel) -> Value {
-    assert_push!(ch, "presence_diff", any_payload)
-        .to_value()
-        .unwrap()
+    assert_push!(ch, "presence_diff", any_payload).to_value().unwrap()
 }
 
 #[tokio::test]
@@ -118,9 +97,7 @@ async fn state_then_diffs_in_the_official_shapes() {
     // a second socket of another user: its state lists alice
     let b = connect(&svc, json!({"user_id": "bob"})).await.unwrap();
     let (_, cb) = b.join("lobby:1", json!({})).await.unwrap();
-    let state = assert_push!(cb, "presence_state", any_payload)
-        .to_value()
-        .unwrap();
+    let state = assert_push!(cb, "presence_state", any_payload).to_value().unwrap();
     assert_eq!(metas(&state, "alice").len(), 1);
     let d = next_diff(&ca).await;
     assert_eq!(metas(&d["joins"], "bob").len(), 1);
@@ -189,10 +166,7 @@ async fn presences_leave_with_their_channel_however_it_ends() {
         assert_eq!(metas(&d["leaves"], how).len(), 1, "{how}");
         assert!(presence.get_by_key("lobby:e", how).await.is_none(), "{how}");
     }
-    assert_eq!(
-        presence.list("lobby:e").await.keys().collect::<Vec<_>>(),
-        vec!["w"]
-    );
+    assert_eq!(presence.list("lobby:e").await.keys().collect::<Vec<_>>(), vec!["w"]);
 }
 
 #[tokio::test]
@@ -222,17 +196,13 @@ async fn fetch_enriches_lists_and_diffs() {
 #[tokio::test]
 async fn coalesced_diffs_reach_the_same_state() {
     let endpoint = Endpoint::local();
-    let presence = Presence::builder(&endpoint)
-        .diff_window(Duration::from_millis(50))
-        .build();
+    let presence = Presence::builder(&endpoint).diff_window(Duration::from_millis(50)).build();
     let svc = service(presence.clone(), &endpoint);
     let w = connect(&svc, json!({"user_id": "w"})).await.unwrap();
     let (_, cw) = w.join("lobby:c", json!({})).await.unwrap();
     let mut sockets = Vec::new();
     for i in 0..20 {
-        let s = connect(&svc, json!({"user_id": format!("u{}", i % 7)}))
-            .await
-            .unwrap();
+        let s = connect(&svc, json!({"user_id": format!("u{}", i % 7)})).await.unwrap();
         let (_, c) = s.join("lobby:c", json!({})).await.unwrap();
         sockets.push((s, c));
     }
@@ -248,10 +218,7 @@ async fn coalesced_diffs_reach_the_same_state() {
     // Apply diffs as the client does (joins, then leaves) until quiet.
     let mut view: std::collections::BTreeMap<String, Vec<Value>> = Default::default();
     let mut diffs = 0;
-    while let Some(p) = cw
-        .wait_push("presence_diff", &any_payload, Duration::from_millis(300))
-        .await
-    {
+    while let Some(p) = cw.wait_push("presence_diff", &any_payload, Duration::from_millis(300)).await {
         diffs += 1;
         let d = p.to_value().unwrap();
         for (k, v) in d["joins"].as_object().unwrap() {
@@ -282,10 +249,7 @@ async fn coalesced_diffs_reach_the_same_state() {
     let refs = |m: &std::collections::BTreeMap<String, Vec<Value>>| -> Vec<(String, Vec<String>)> {
         m.iter()
             .map(|(k, v)| {
-                let mut r: Vec<String> = v
-                    .iter()
-                    .map(|x| x["phx_ref"].as_str().unwrap().to_owned())
-                    .collect();
+                let mut r: Vec<String> = v.iter().map(|x| x["phx_ref"].as_str().unwrap().to_owned()).collect();
                 r.sort();
                 (k.clone(), r)
             })

@@ -19,9 +19,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 async fn open(addr: std::net::SocketAddr, query: &str, origin: Option<&str>) -> Result<Ws, u16> {
-    let mut req = format!("ws://{addr}/socket/websocket?{query}")
-        .into_client_request()
-        .unwrap();
+    let mut req = format!("ws://{addr}/socket/websocket?{query}").into_client_request().unwrap();
     if let Some(o) = origin {
         req.headers_mut().insert("origin", o.parse().unwrap());
     }
@@ -52,10 +50,7 @@ async fn send(ws: &mut Ws, v: Value) {
 /// Waits for the close frame; returns its code.
 async fn close_code(ws: &mut Ws) -> Option<u16> {
     loop {
-        match tokio::time::timeout(Duration::from_secs(5), ws.next())
-            .await
-            .expect("closed in time")
-        {
+        match tokio::time::timeout(Duration::from_secs(5), ws.next()).await.expect("closed in time") {
             Some(Ok(Message::Close(c))) => return c.map(|c| u16::from(c.code)),
             Some(Ok(_)) => continue,
             _ => return None,
@@ -68,23 +63,14 @@ async fn v2_join_reply_push_and_heartbeat_frames_are_phoenix_s() {
     let (addr, _) = serve(handler(Log::default())).await;
     let mut ws = open(addr, "vsn=2.0.0&user_id=u1", None).await.unwrap();
     send(&mut ws, json!([null, "1", "phoenix", "heartbeat", {}])).await;
-    assert_eq!(
-        next_text(&mut ws).await,
-        json!([null, "1", "phoenix", "phx_reply", {"response": {}, "status": "ok"}])
-    );
+    assert_eq!(next_text(&mut ws).await, json!([null, "1", "phoenix", "phx_reply", {"response": {}, "status": "ok"}]));
     send(&mut ws, json!(["11", "2", "room:1", "phx_join", {"a": 1}])).await;
     assert_eq!(
         next_text(&mut ws).await,
         json!(["11", "2", "room:1", "phx_reply", {"response": {"topic": "room:1", "params": {"a": 1}}, "status": "ok"}])
     );
-    assert_eq!(
-        next_text(&mut ws).await,
-        json!(["11", null, "room:1", "joined", {"user_id": "u1"}])
-    );
-    assert_eq!(
-        next_text(&mut ws).await,
-        json!(["11", null, "room:1", "after_join", {}])
-    );
+    assert_eq!(next_text(&mut ws).await, json!(["11", null, "room:1", "joined", {"user_id": "u1"}]));
+    assert_eq!(next_text(&mut ws).await, json!(["11", null, "room:1", "after_join", {}]));
     send(&mut ws, json!(["11", "3", "room:1", "broadcast", {"b": 1}])).await;
     let mut got = vec![next_text(&mut ws).await, next_text(&mut ws).await];
     got.sort_by_key(|v| v[3].as_str().unwrap().to_owned());
@@ -96,14 +82,8 @@ async fn v2_join_reply_push_and_heartbeat_frames_are_phoenix_s() {
         ]
     );
     send(&mut ws, json!(["11", "4", "room:1", "phx_leave", {}])).await;
-    assert_eq!(
-        next_text(&mut ws).await,
-        json!(["11", "4", "room:1", "phx_reply", {"response": {}, "status": "ok"}])
-    );
-    assert_eq!(
-        next_text(&mut ws).await,
-        json!(["11", "11", "room:1", "phx_close", {}])
-    );
+    assert_eq!(next_text(&mut ws).await, json!(["11", "4", "room:1", "phx_reply", {"response": {}, "status": "ok"}]));
+    assert_eq!(next_text(&mut ws).await, json!(["11", "11", "room:1", "phx_close", {}]));
 }
 
 #[tokio::test]
@@ -111,20 +91,12 @@ async fn without_vsn_the_socket_speaks_v1() {
     let (addr, _) = serve(handler(Log::default())).await;
     for query in ["", "vsn=1.0.0"] {
         let mut ws = open(addr, query, None).await.unwrap();
-        send(
-            &mut ws,
-            json!({"topic": "phoenix", "event": "heartbeat", "payload": {}, "ref": "1"}),
-        )
-        .await;
+        send(&mut ws, json!({"topic": "phoenix", "event": "heartbeat", "payload": {}, "ref": "1"})).await;
         assert_eq!(
             next_text(&mut ws).await,
             json!({"topic": "phoenix", "event": "phx_reply", "payload": {"status": "ok", "response": {}}, "ref": "1"})
         );
-        send(
-            &mut ws,
-            json!({"topic": "room:v1", "event": "phx_join", "payload": {}, "ref": "2"}),
-        )
-        .await;
+        send(&mut ws, json!({"topic": "room:v1", "event": "phx_join", "payload": {}, "ref": "2"})).await;
         let reply = next_text(&mut ws).await;
         assert_eq!(reply["ref"], "2");
         assert!(reply.get("join_ref").is_none());
@@ -140,28 +112,12 @@ async fn refusals_are_answered_with_http_statuses() {
     let (addr, endpoint) = serve(handler(Log::default())).await;
     assert_eq!(open(addr, "vsn=3.0.0", None).await.err(), Some(403));
     assert_eq!(open(addr, "vsn=2", None).await.err(), Some(403));
-    assert_eq!(
-        open(addr, "vsn=2.0.0&token=invalid", None).await.err(),
-        Some(403)
-    );
-    assert_eq!(
-        open(addr, "vsn=2.0.0&token=panic", None).await.err(),
-        Some(403)
-    );
-    assert_eq!(
-        open(addr, "vsn=2.0.0&token=429", None).await.err(),
-        Some(429)
-    );
-    assert_eq!(
-        open(addr, "vsn=2.0.0", Some("http://evil.example"))
-            .await
-            .err(),
-        Some(403)
-    );
+    assert_eq!(open(addr, "vsn=2.0.0&token=invalid", None).await.err(), Some(403));
+    assert_eq!(open(addr, "vsn=2.0.0&token=panic", None).await.err(), Some(403));
+    assert_eq!(open(addr, "vsn=2.0.0&token=429", None).await.err(), Some(429));
+    assert_eq!(open(addr, "vsn=2.0.0", Some("http://evil.example")).await.err(), Some(403));
     assert_eq!(open(addr, "vsn=2.0.0", Some("null")).await.err(), Some(403));
-    assert!(open(addr, "vsn=2.0.0", Some("http://localhost:4000"))
-        .await
-        .is_ok());
+    assert!(open(addr, "vsn=2.0.0", Some("http://localhost:4000")).await.is_ok());
     assert!(endpoint.metrics().snapshot().refused >= 7);
 }
 
@@ -169,11 +125,9 @@ async fn refusals_are_answered_with_http_statuses() {
 async fn a_plain_get_is_answered_400_after_connect() {
     let (addr, _) = serve(handler(Log::default())).await;
     let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(
-        b"GET /socket/websocket?vsn=2.0.0 HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n",
-    )
-    .await
-    .unwrap();
+    s.write_all(b"GET /socket/websocket?vsn=2.0.0 HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).await.unwrap();
     assert!(out.starts_with("HTTP/1.1 400"), "{out}");
@@ -197,16 +151,10 @@ async fn an_undecodable_frame_closes_that_connection_only_with_1011() {
         assert_eq!(close_code(&mut ws).await, Some(1011), "{frame}");
     }
     let mut ws = open(addr, "vsn=2.0.0", None).await.unwrap();
-    ws.send(Message::binary(vec![0u8, 200, 200, 200, 200, 1]))
-        .await
-        .unwrap();
+    ws.send(Message::binary(vec![0u8, 200, 200, 200, 200, 1])).await.unwrap();
     assert_eq!(close_code(&mut ws).await, Some(1011));
     assert_eq!(endpoint.metrics().snapshot().decode_errors, 5);
-    send(
-        &mut bystander,
-        json!([null, "9", "phoenix", "heartbeat", {}]),
-    )
-    .await;
+    send(&mut bystander, json!([null, "9", "phoenix", "heartbeat", {}])).await;
     let mut reply = next_text(&mut bystander).await;
     while reply[1] != "9" {
         reply = next_text(&mut bystander).await;
@@ -226,12 +174,7 @@ async fn binary_payloads_round_trip_as_binary_frames() {
     frame.extend_from_slice(&payload);
     ws.send(Message::binary(frame)).await.unwrap();
     loop {
-        match tokio::time::timeout(Duration::from_secs(3), ws.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap()
-        {
+        match tokio::time::timeout(Duration::from_secs(3), ws.next()).await.unwrap().unwrap().unwrap() {
             Message::Binary(b) => {
                 let mut want = vec![1u8, 1, 1, 8, 2];
                 want.extend_from_slice(b"12room:binok");
@@ -248,19 +191,15 @@ async fn binary_payloads_round_trip_as_binary_frames() {
 async fn messages_over_the_frame_limit_close_with_1009() {
     let (addr, _) = serve(handler(Log::default()).configure(|c| c.max_frame_size = 1000)).await;
     let mut ws = open(addr, "vsn=2.0.0", None).await.unwrap();
-    ws.send(Message::text(format!(
-        "[null,\"1\",\"phoenix\",\"heartbeat\",{{\"x\":\"{}\"}}]",
-        "a".repeat(2000)
-    )))
-    .await
-    .unwrap();
+    ws.send(Message::text(format!("[null,\"1\",\"phoenix\",\"heartbeat\",{{\"x\":\"{}\"}}]", "a".repeat(2000))))
+        .await
+        .unwrap();
     assert_eq!(close_code(&mut ws).await, Some(1009));
 }
 
 #[tokio::test]
 async fn the_idle_timeout_closes_silent_sockets_and_traffic_either_way_resets_it() {
-    let (addr, endpoint) =
-        serve(handler(Log::default()).configure(|c| c.timeout = Duration::from_millis(300))).await;
+    let (addr, endpoint) = serve(handler(Log::default()).configure(|c| c.timeout = Duration::from_millis(300))).await;
     let started = std::time::Instant::now();
     let mut silent = open(addr, "vsn=2.0.0", None).await.unwrap();
     assert_eq!(close_code(&mut silent).await, Some(1000));
@@ -269,21 +208,13 @@ async fn the_idle_timeout_closes_silent_sockets_and_traffic_either_way_resets_it
     // client heartbeats keep it open
     let mut chatty = open(addr, "vsn=2.0.0", None).await.unwrap();
     for i in 0..8 {
-        send(
-            &mut chatty,
-            json!([null, i.to_string(), "phoenix", "heartbeat", {}]),
-        )
-        .await;
+        send(&mut chatty, json!([null, i.to_string(), "phoenix", "heartbeat", {}])).await;
         next_text(&mut chatty).await;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // server pushes keep it open too
     let mut listener = open(addr, "vsn=2.0.0", None).await.unwrap();
-    send(
-        &mut listener,
-        json!(["1", "1", "room:idle", "phx_join", {}]),
-    )
-    .await;
+    send(&mut listener, json!(["1", "1", "room:idle", "phx_join", {}])).await;
     assert_eq!(next_text(&mut listener).await[3], "phx_reply");
     for _ in 0..8 {
         endpoint.broadcast("room:idle", "tick", json!({})).unwrap();
@@ -317,11 +248,8 @@ async fn ping_is_answered_and_fragmented_messages_are_assembled() {
     let mut ws = open(addr, "vsn=2.0.0", None).await.unwrap();
     ws.send(Message::Ping(b"hi".to_vec().into())).await.unwrap();
     loop {
-        if let Message::Pong(p) = tokio::time::timeout(Duration::from_secs(3), ws.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap()
+        if let Message::Pong(p) =
+            tokio::time::timeout(Duration::from_secs(3), ws.next()).await.unwrap().unwrap().unwrap()
         {
             assert_eq!(&p[..], b"hi");
             break;
@@ -333,13 +261,7 @@ async fn ping_is_answered_and_fragmented_messages_are_assembled() {
     let mut first = Frame::message(a.as_bytes().to_vec(), OpCode::Data(Data::Text), false);
     first.header_mut().is_final = false;
     ws.send(Message::Frame(first)).await.unwrap();
-    ws.send(Message::Frame(Frame::message(
-        b.as_bytes().to_vec(),
-        OpCode::Data(Data::Continue),
-        true,
-    )))
-    .await
-    .unwrap();
+    ws.send(Message::Frame(Frame::message(b.as_bytes().to_vec(), OpCode::Data(Data::Continue), true))).await.unwrap();
     assert_eq!(next_text(&mut ws).await[1], "f");
 }
 
@@ -355,18 +277,12 @@ async fn a_client_that_never_reads_is_dropped_and_others_are_unharmed() {
     let mut reader = open(addr, "vsn=2.0.0", None).await.unwrap();
     send(&mut reader, json!(["1", "1", "room:flood", "phx_join", {}])).await;
     let mut stalled = open(addr, "vsn=2.0.0", None).await.unwrap();
-    send(
-        &mut stalled,
-        json!(["1", "1", "room:flood", "phx_join", {}]),
-    )
-    .await;
+    send(&mut stalled, json!(["1", "1", "room:flood", "phx_join", {}])).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     let big = "x".repeat(64 * 1024);
     let mut received = 0;
     for i in 0..400 {
-        endpoint
-            .broadcast("room:flood", "big", json!({"i": i, "pad": big}))
-            .unwrap();
+        endpoint.broadcast("room:flood", "big", json!({"i": i, "pad": big})).unwrap();
         // the reader keeps up
         loop {
             let v = next_text(&mut reader).await;
@@ -407,7 +323,9 @@ async fn permessage_deflate_is_negotiated_when_enabled() {
     }
     let head = String::from_utf8(head).unwrap().to_lowercase();
     assert!(head.starts_with("http/1.1 101"));
-    assert!(head.contains("sec-websocket-extensions: permessage-deflate; server_no_context_takeover; client_no_context_takeover"));
+    assert!(head.contains(
+        "sec-websocket-extensions: permessage-deflate; server_no_context_takeover; client_no_context_takeover"
+    ));
     // an uncompressed heartbeat with a large payload; the reply is compressed
     let pad = "abc".repeat(100);
     let text = json!([null, "z", "room:none", "echo", {"pad": pad}]).to_string();
@@ -431,9 +349,7 @@ async fn permessage_deflate_is_negotiated_when_enabled() {
     s.read_exact(&mut body).await.unwrap();
     body.extend_from_slice(&[0, 0, 0xff, 0xff]);
     let mut out = Vec::with_capacity(4096);
-    Decompress::new(false)
-        .decompress_vec(&body, &mut out, FlushDecompress::Sync)
-        .unwrap();
+    Decompress::new(false).decompress_vec(&body, &mut out, FlushDecompress::Sync).unwrap();
     let v: Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(
         v,

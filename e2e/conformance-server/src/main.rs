@@ -13,8 +13,8 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use fawkes::{
-    Channel, ChannelContext, ChannelError, ConnectError, ConnectInfo, Endpoint, Flow, HandleIn,
-    Join, Outgoing, Params, Payload, Presence, Socket, SocketHandler,
+    Channel, ChannelContext, ChannelError, ConnectError, ConnectInfo, Endpoint, Flow, HandleIn, Join, Outgoing, Params,
+    Payload, Presence, Socket, SocketHandler,
 };
 use serde_json::{json, Value};
 
@@ -27,11 +27,7 @@ impl Socket for UserSocket {
     /// The user id, when the client gave one.
     type Assigns = Option<String>;
 
-    async fn connect(
-        &self,
-        params: &Params,
-        _info: &ConnectInfo,
-    ) -> Result<Self::Assigns, ConnectError> {
+    async fn connect(&self, params: &Params, _info: &ConnectInfo) -> Result<Self::Assigns, ConnectError> {
         if params.get_str("token") == Some("invalid") {
             return Err(ConnectError::Refused);
         }
@@ -62,10 +58,7 @@ impl Channel<UserSocket> for Room {
                 let params = payload.to_value()?;
                 // Pushed after the join reply.
                 ctx.push("joined", json!({"user_id": ctx.assigns()}))?;
-                Ok(Join::ok_with(
-                    Room,
-                    json!({"topic": topic, "params": params}),
-                ))
+                Ok(Join::ok_with(Room, json!({"topic": topic, "params": params})))
             }
         }
     }
@@ -108,10 +101,7 @@ impl Channel<UserSocket> for Room {
         payload: Payload,
         ctx: &mut ChannelContext<UserSocket, ()>,
     ) -> Result<Outgoing, ChannelError> {
-        let to = payload
-            .to_value()
-            .ok()
-            .and_then(|v| v.get("to").and_then(Value::as_str).map(str::to_owned));
+        let to = payload.to_value().ok().and_then(|v| v.get("to").and_then(Value::as_str).map(str::to_owned));
         Ok(match (ctx.assigns(), to) {
             (Some(me), Some(to)) if *me == to => Outgoing::Push(payload),
             _ => Outgoing::Drop,
@@ -146,11 +136,7 @@ impl Channel<UserSocket> for PresenceRoom {
         Ok(Join::ok(PresenceRoom { user, status }))
     }
 
-    async fn handle_info(
-        &mut self,
-        _: (),
-        ctx: &mut ChannelContext<UserSocket, ()>,
-    ) -> Result<Flow, ChannelError> {
+    async fn handle_info(&mut self, _: (), ctx: &mut ChannelContext<UserSocket, ()>) -> Result<Flow, ChannelError> {
         let presence = ctx.socket().presence.clone();
         let state = presence.list(ctx.topic()).await;
         ctx.push("presence_state", Value::Object(state))?;
@@ -167,17 +153,11 @@ impl Channel<UserSocket> for PresenceRoom {
         let presence = ctx.socket().presence.clone();
         match event {
             "update_status" => {
-                let status = payload
-                    .to_value()?
-                    .get("status")
-                    .cloned()
-                    .unwrap_or(Value::Null);
+                let status = payload.to_value()?.get("status").cloned().unwrap_or(Value::Null);
                 presence.update(ctx, &self.user, |_| json!({"status": status}))?;
                 Ok(HandleIn::ok(json!({})))
             }
-            "list" => Ok(HandleIn::ok(Value::Object(
-                presence.list(ctx.topic()).await,
-            ))),
+            "list" => Ok(HandleIn::ok(Value::Object(presence.list(ctx.topic()).await))),
             other => Err(format!("no handler for {other:?}").into()),
         }
     }
@@ -187,18 +167,13 @@ fn bad_request(msg: impl Into<String>) -> axum::response::Response {
     (StatusCode::BAD_REQUEST, Json(json!({"error": msg.into()}))).into_response()
 }
 
-async fn api_broadcast(
-    State(endpoint): State<Endpoint>,
-    body: axum::body::Bytes,
-) -> axum::response::Response {
+async fn api_broadcast(State(endpoint): State<Endpoint>, body: axum::body::Bytes) -> axum::response::Response {
     let v: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(e) => return bad_request(format!("invalid JSON: {e}")),
     };
-    let (Some(topic), Some(event)) = (
-        v.get("topic").and_then(Value::as_str),
-        v.get("event").and_then(Value::as_str),
-    ) else {
+    let (Some(topic), Some(event)) = (v.get("topic").and_then(Value::as_str), v.get("event").and_then(Value::as_str))
+    else {
         return bad_request("topic and event are required strings");
     };
     let payload = v.get("payload").cloned().unwrap_or_else(|| json!({}));
@@ -208,10 +183,7 @@ async fn api_broadcast(
     }
 }
 
-async fn api_disconnect(
-    State(endpoint): State<Endpoint>,
-    body: axum::body::Bytes,
-) -> axum::response::Response {
+async fn api_disconnect(State(endpoint): State<Endpoint>, body: axum::body::Bytes) -> axum::response::Response {
     let v: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(e) => return bad_request(format!("invalid JSON: {e}")),
@@ -223,27 +195,18 @@ async fn api_disconnect(
     };
     match endpoint.disconnect(&format!("user_socket:{user}")) {
         Ok(()) => Json(json!({"status": "ok"})).into_response(),
-        Err(e) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            Json(json!({"error": e.to_string()})),
-        )
-            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"error": e.to_string()}))).into_response(),
     }
 }
 
 fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .init();
     let port = env_u64("PORT", 4000);
     let timeout = Duration::from_millis(env_u64("SOCKET_TIMEOUT_MS", 60_000));
@@ -255,7 +218,10 @@ async fn main() -> std::io::Result<()> {
     let socket = SocketHandler::new(UserSocket { presence })
         .channel::<Room>("room:*")
         .channel::<PresenceRoom>("presence:*")
-        .configure(|c| c.timeout = timeout);
+        .configure(|c| {
+            c.timeout = timeout;
+            c.longpoll = true;
+        });
     let app = Router::new()
         .route("/health", get(|| async { "ok" }))
         .route("/api/broadcast", post(api_broadcast))
@@ -263,17 +229,13 @@ async fn main() -> std::io::Result<()> {
         .with_state(endpoint.clone())
         .merge(endpoint.socket("/socket", socket));
 
-    let listener =
-        tokio::net::TcpListener::bind(("127.0.0.1", u16::try_from(port).unwrap_or(4000))).await?;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", u16::try_from(port).unwrap_or(4000))).await?;
     tracing::warn!("conformance server listening on http://127.0.0.1:{port}");
     let shutdown_endpoint = endpoint.clone();
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        let _ = tokio::signal::ctrl_c().await;
-        shutdown_endpoint.shutdown();
-    })
-    .await
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(async move {
+            let _ = tokio::signal::ctrl_c().await;
+            shutdown_endpoint.shutdown();
+        })
+        .await
 }

@@ -52,11 +52,7 @@ impl<S: Socket> SocketService<S> {
     /// # Errors
     ///
     /// When the `vsn` is refused or `connect` refuses the connection.
-    pub async fn connect_local(
-        &self,
-        params: Params,
-        info: ConnectInfo,
-    ) -> Result<LocalConnection, ConnectError> {
+    pub async fn connect_local(&self, params: Params, info: ConnectInfo) -> Result<LocalConnection, ConnectError> {
         let vsn = Vsn::negotiate(params.get_str("vsn")).map_err(|_| ConnectError::Refused)?;
         let conn = crate::handler::connect(&self.shared, &params, &info, vsn, "local").await?;
         let (to_server, mut inbound) = mpsc::unbounded_channel::<Frame>();
@@ -97,10 +93,6 @@ impl<S: Socket> SocketService<S> {
             drop(session);
             let _: Arc<_> = conn;
         });
-        Ok(LocalConnection {
-            to_server,
-            from_server,
-            vsn,
-        })
+        Ok(LocalConnection { to_server, from_server, vsn })
     }
 }

@@ -25,14 +25,28 @@ use crate::session::{Action, Blocked, Session};
 use crate::{origin, ConnectError, ConnectInfo, Params, Socket};
 
 pub(crate) fn router<S: Socket>(shared: Arc<SocketShared<S>>, path: &str) -> axum::Router {
-    let path = format!("{}/websocket", path.trim_end_matches('/'));
-    axum::Router::new()
-        .route(&path, any(upgrade::<S>))
-        .with_state(shared)
+    let base = path.trim_end_matches('/');
+    let mut router = axum::Router::new().route(&format!("{base}/websocket"), any(upgrade::<S>));
+    if shared.config.longpoll {
+        router = router.route(&format!("{base}/longpoll"), any(super::longpoll::handle::<S>));
+    }
+    router.with_state(shared)
 }
 
 fn status(code: StatusCode) -> Response {
     code.into_response()
+}
+
+/// Phoenix's `check_origin` on a request's headers: a request without an
+/// `Origin` header is always allowed.
+pub(crate) fn origin_allowed(policy: &crate::CheckOrigin, headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else { return true };
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+    let (host, port) = match host.rsplit_once(':') {
+        Some((h, p)) => (h, p.parse().ok()),
+        None => (host, None),
+    };
+    origin.to_str().map(|o| origin::allowed(policy, o, ("http", host, port))).unwrap_or(false)
 }
 
 fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
@@ -44,39 +58,19 @@ fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool
         .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
-async fn upgrade<S: Socket>(
-    State(shared): State<Arc<SocketShared<S>>>,
-    mut req: Request,
-) -> Response {
+async fn upgrade<S: Socket>(State(shared): State<Arc<SocketShared<S>>>, mut req: Request) -> Response {
     if req.method() != Method::GET {
         return status(StatusCode::BAD_REQUEST);
     }
     let params = Params::from_query(req.uri().query().unwrap_or(""));
     let headers = req.headers();
     let config = &shared.config;
-    if let Some(origin) = headers.get(header::ORIGIN) {
-        let host = headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or("");
-        let (host, port) = match host.rsplit_once(':') {
-            Some((h, p)) => (h, p.parse().ok()),
-            None => (host, None),
-        };
-        let ok = origin
-            .to_str()
-            .map(|o| origin::allowed(&config.check_origin, o, ("http", host, port)))
-            .unwrap_or(false);
-        if !ok {
-            tracing::error!(origin = ?origin, "could not check origin for Phoenix.Socket transport");
-            shared.endpoint.metrics().refused();
-            return status(StatusCode::FORBIDDEN);
-        }
+    if !origin_allowed(&config.check_origin, headers) {
+        tracing::error!(origin = ?headers.get(header::ORIGIN), "could not check origin for the socket transport");
+        shared.endpoint.metrics().refused();
+        return status(StatusCode::FORBIDDEN);
     }
-    let peer = req
-        .extensions()
-        .get::<axum::extract::ConnectInfo<SocketAddr>>()
-        .map(|c| c.0);
+    let peer = req.extensions().get::<axum::extract::ConnectInfo<SocketAddr>>().map(|c| c.0);
     let info = ConnectInfo::new(peer, req.uri().clone(), headers);
     let vsn = match Vsn::negotiate(params.get_str("vsn")) {
         Ok(v) => v,
@@ -94,43 +88,20 @@ async fn upgrade<S: Socket>(
     // Phoenix validates the upgrade itself only after connect has run.
     let headers = req.headers();
     if !has_token(headers, header::CONNECTION, "upgrade") {
-        return (
-            StatusCode::BAD_REQUEST,
-            "'connection' header must contain 'upgrade'",
-        )
-            .into_response();
+        return (StatusCode::BAD_REQUEST, "'connection' header must contain 'upgrade'").into_response();
     }
     if !has_token(headers, header::UPGRADE, "websocket") {
-        return (
-            StatusCode::BAD_REQUEST,
-            "'upgrade' header must contain 'websocket'",
-        )
-            .into_response();
+        return (StatusCode::BAD_REQUEST, "'upgrade' header must contain 'websocket'").into_response();
     }
-    if headers
-        .get(header::SEC_WEBSOCKET_VERSION)
-        .map(|v| v.as_bytes())
-        != Some(b"13")
-    {
-        return (
-            StatusCode::BAD_REQUEST,
-            "'sec-websocket-version' header must be 13",
-        )
-            .into_response();
+    if headers.get(header::SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) != Some(b"13") {
+        return (StatusCode::BAD_REQUEST, "'sec-websocket-version' header must be 13").into_response();
     }
     let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
-        return (
-            StatusCode::BAD_REQUEST,
-            "'sec-websocket-key' header is missing",
-        )
-            .into_response();
+        return (StatusCode::BAD_REQUEST, "'sec-websocket-key' header is missing").into_response();
     };
     let accept = ws_codec::accept_key(key.as_bytes());
     let deflate = if config.compress {
-        headers
-            .get(header::SEC_WEBSOCKET_EXTENSIONS)
-            .and_then(|v| v.to_str().ok())
-            .and_then(negotiate_deflate)
+        headers.get(header::SEC_WEBSOCKET_EXTENSIONS).and_then(|v| v.to_str().ok()).and_then(negotiate_deflate)
     } else {
         None
     };
@@ -138,11 +109,7 @@ async fn upgrade<S: Socket>(
     // `phoenix`; browsers fail a handshake that does not echo one they offered.
     let echo_phoenix = has_token(headers, header::SEC_WEBSOCKET_PROTOCOL, "phoenix");
     let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
-        return (
-            StatusCode::BAD_REQUEST,
-            "this connection cannot be upgraded",
-        )
-            .into_response();
+        return (StatusCode::BAD_REQUEST, "this connection cannot be upgraded").into_response();
     };
 
     let span = tracing::info_span!("socket", transport = "websocket", vsn = vsn.as_str());
@@ -150,23 +117,9 @@ async fn upgrade<S: Socket>(
         async move {
             match on_upgrade.await {
                 Ok(upgraded) => match upgraded.downcast::<TokioIo<TcpStream>>() {
-                    Ok(parts) => {
-                        serve(
-                            parts.io.into_inner(),
-                            parts.read_buf,
-                            conn,
-                            deflate.is_some(),
-                        )
-                        .await
-                    }
+                    Ok(parts) => serve(parts.io.into_inner(), parts.read_buf, conn, deflate.is_some()).await,
                     Err(upgraded) => {
-                        serve(
-                            Generic(TokioIo::new(upgraded)),
-                            Bytes::new(),
-                            conn,
-                            deflate.is_some(),
-                        )
-                        .await
+                        serve(Generic(TokioIo::new(upgraded)), Bytes::new(), conn, deflate.is_some()).await
                     }
                 },
                 Err(e) => tracing::debug!(error = %e, "upgrade failed"),
@@ -184,16 +137,10 @@ async fn upgrade<S: Socket>(
         h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
     }
     if let Some(ext) = deflate {
-        h.insert(
-            header::SEC_WEBSOCKET_EXTENSIONS,
-            HeaderValue::from_static(ext),
-        );
+        h.insert(header::SEC_WEBSOCKET_EXTENSIONS, HeaderValue::from_static(ext));
     }
     if echo_phoenix {
-        h.insert(
-            header::SEC_WEBSOCKET_PROTOCOL,
-            HeaderValue::from_static("phoenix"),
-        );
+        h.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static("phoenix"));
     }
     res
 }
@@ -235,9 +182,7 @@ impl<S: Socket, IO: WsIo> Conn<S, IO> {
                         return Err(Exit::Close(close::INTERNAL, "invalid message"));
                     }
                 },
-                WsEvent::Ping(data) => {
-                    ws_codec::write_frame(&mut self.out, ws_codec::OP_PONG, false, &data)
-                }
+                WsEvent::Ping(data) => ws_codec::write_frame(&mut self.out, ws_codec::OP_PONG, false, &data),
                 WsEvent::Pong => {}
                 WsEvent::Close(code) => return Err(Exit::ClientClosed(code)),
             }
@@ -251,9 +196,7 @@ impl<S: Socket, IO: WsIo> Conn<S, IO> {
         let mut disconnect = false;
         for item in items {
             match self.session.on_out(item) {
-                Action::Write(frame) => {
-                    ws_codec::write_message(&mut self.out, &frame, self.deflate)
-                }
+                Action::Write(frame) => ws_codec::write_message(&mut self.out, &frame, self.deflate),
                 Action::Nothing => {}
                 Action::Disconnect => disconnect = true,
             }
@@ -263,10 +206,7 @@ impl<S: Socket, IO: WsIo> Conn<S, IO> {
             return Err(Exit::Close(1013, "slow consumer"));
         }
         if disconnect {
-            return Err(Exit::Close(
-                self.conn.shared.config.disconnect_close_code,
-                "disconnected",
-            ));
+            return Err(Exit::Close(self.conn.shared.config.disconnect_close_code, "disconnected"));
         }
         Ok(())
     }
@@ -300,12 +240,7 @@ impl<S: Socket, IO: WsIo> Conn<S, IO> {
     }
 }
 
-async fn serve<S: Socket, IO: WsIo>(
-    io: IO,
-    leftover: Bytes,
-    conn: Arc<ConnState<S>>,
-    deflate: bool,
-) {
+async fn serve<S: Socket, IO: WsIo>(io: IO, leftover: Bytes, conn: Arc<ConnState<S>>, deflate: bool) {
     let config = conn.shared.config.clone();
     let mut shutdown = conn.shared.endpoint.shutdown_signal();
     let mut c = Conn {
@@ -369,8 +304,7 @@ async fn serve<S: Socket, IO: WsIo>(
                     match c.io.read_into(&mut c.reader).await {
                         Ok(0) | Err(_) => break,
                         Ok(_) => {
-                            if matches!(c.reader.next_event(), Ok(Some(WsEvent::Close(_))) | Err(_))
-                            {
+                            if matches!(c.reader.next_event(), Ok(Some(WsEvent::Close(_))) | Err(_)) {
                                 break;
                             }
                         }

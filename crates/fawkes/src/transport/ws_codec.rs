@@ -86,12 +86,7 @@ pub(crate) struct WsReader {
 
 impl WsReader {
     pub(crate) fn new(max_message: usize, deflate: bool) -> WsReader {
-        WsReader {
-            buf: Vec::new(),
-            partial: None,
-            max_message,
-            deflate,
-        }
+        WsReader { buf: Vec::new(), partial: None, max_message, deflate }
     }
 
     /// Adds bytes read from the connection.
@@ -108,14 +103,7 @@ impl WsReader {
     /// The next event, if a whole frame has arrived.
     pub(crate) fn next_event(&mut self) -> Result<Option<WsEvent>, WsError> {
         loop {
-            let Some(FrameHeader {
-                header,
-                fin,
-                rsv1,
-                opcode,
-                len,
-            }) = self.parse_header()?
-            else {
+            let Some(FrameHeader { header, fin, rsv1, opcode, len }) = self.parse_header()? else {
                 self.release();
                 return Ok(None);
             };
@@ -123,12 +111,8 @@ impl WsReader {
             if self.buf.len() < end {
                 return Ok(None);
             }
-            let mask: [u8; 4] = [
-                self.buf[header - 4],
-                self.buf[header - 3],
-                self.buf[header - 2],
-                self.buf[header - 1],
-            ];
+            let mask: [u8; 4] =
+                [self.buf[header - 4], self.buf[header - 3], self.buf[header - 2], self.buf[header - 1]];
             let mut payload: Vec<u8> = self.buf[header..end].to_vec();
             self.buf.drain(..end);
             for (i, b) in payload.iter_mut().enumerate() {
@@ -193,46 +177,23 @@ impl WsReader {
             return Ok(None);
         }
         // `len` fits: it is at most `max_message`, a usize.
-        Ok(Some(FrameHeader {
-            header,
-            fin,
-            rsv1,
-            opcode,
-            len: len as usize,
-        }))
+        Ok(Some(FrameHeader { header, fin, rsv1, opcode, len: len as usize }))
     }
 
-    fn on_frame(
-        &mut self,
-        fin: bool,
-        rsv1: bool,
-        opcode: u8,
-        payload: Vec<u8>,
-    ) -> Result<Option<WsEvent>, WsError> {
+    fn on_frame(&mut self, fin: bool, rsv1: bool, opcode: u8, payload: Vec<u8>) -> Result<Option<WsEvent>, WsError> {
         match opcode {
             OP_TEXT | OP_BINARY => {
                 if self.partial.is_some() {
                     return Err(err(close::PROTOCOL, "new message inside a fragmented one"));
                 }
                 if rsv1 && !self.deflate {
-                    return Err(err(
-                        close::PROTOCOL,
-                        "compressed frame without permessage-deflate",
-                    ));
+                    return Err(err(close::PROTOCOL, "compressed frame without permessage-deflate"));
                 }
-                let op = if opcode == OP_TEXT {
-                    Opcode::Text
-                } else {
-                    Opcode::Binary
-                };
+                let op = if opcode == OP_TEXT { Opcode::Text } else { Opcode::Binary };
                 if fin {
                     return self.finish(op, rsv1, payload).map(Some);
                 }
-                self.partial = Some(Partial {
-                    opcode: op,
-                    compressed: rsv1,
-                    data: payload,
-                });
+                self.partial = Some(Partial { opcode: op, compressed: rsv1, data: payload });
                 Ok(None)
             }
             OP_CONT => {
@@ -278,18 +239,11 @@ impl WsReader {
     }
 
     fn finish(&self, opcode: Opcode, compressed: bool, data: Vec<u8>) -> Result<WsEvent, WsError> {
-        let data = if compressed {
-            inflate(&data, self.max_message)?
-        } else {
-            data
-        };
+        let data = if compressed { inflate(&data, self.max_message)? } else { data };
         if opcode == Opcode::Text && std::str::from_utf8(&data).is_err() {
             return Err(err(close::INVALID_DATA, "text message is not UTF-8"));
         }
-        Ok(WsEvent::Message(Frame {
-            opcode,
-            data: Bytes::from(data),
-        }))
+        Ok(WsEvent::Message(Frame { opcode, data: Bytes::from(data) }))
     }
 }
 
@@ -342,9 +296,7 @@ fn deflate_message(data: &[u8]) -> Vec<u8> {
             out.reserve(out.capacity());
         }
         let consumed = (c.total_in() as usize).min(data.len());
-        if c.compress_vec(&data[consumed..], &mut out, FlushCompress::Sync)
-            .is_err()
-        {
+        if c.compress_vec(&data[consumed..], &mut out, FlushCompress::Sync).is_err() {
             break;
         }
         // With a sync flush, room left in the output means the flush is complete.
@@ -371,15 +323,11 @@ fn inflate(data: &[u8], max: usize) -> Result<Vec<u8>, WsError> {
         }
         let (in_before, out_before) = (d.total_in(), out.len());
         let consumed = (d.total_in() as usize).min(input.len());
-        let status = d
-            .decompress_vec(&input[consumed..], &mut out, FlushDecompress::Sync)
-            .map_err(|_| invalid())?;
+        let status = d.decompress_vec(&input[consumed..], &mut out, FlushDecompress::Sync).map_err(|_| invalid())?;
         if out.len() > max {
             return Err(err(close::TOO_BIG, "message too big"));
         }
-        if status == Status::StreamEnd
-            || (d.total_in() as usize >= input.len() && out.len() < out.capacity())
-        {
+        if status == Status::StreamEnd || (d.total_in() as usize >= input.len() && out.len() < out.capacity()) {
             return Ok(out);
         }
         if d.total_in() == in_before && out.len() == out_before && out.len() < out.capacity() {
@@ -397,23 +345,18 @@ pub(crate) fn negotiate_deflate(offers: &str) -> Option<&'static str> {
             continue;
         }
         let acceptable = parts.all(|p| {
-            let (name, value) = p.split_once('=').map_or((p, None), |(n, v)| {
-                (n.trim(), Some(v.trim().trim_matches('"')))
-            });
+            let (name, value) =
+                p.split_once('=').map_or((p, None), |(n, v)| (n.trim(), Some(v.trim().trim_matches('"'))));
             match name {
                 "server_no_context_takeover" | "client_no_context_takeover" => value.is_none(),
-                "client_max_window_bits" => {
-                    value.is_none_or(|v| matches!(v.parse::<u8>(), Ok(8..=15)))
-                }
+                "client_max_window_bits" => value.is_none_or(|v| matches!(v.parse::<u8>(), Ok(8..=15))),
                 // We compress with a 32 KiB window; a client that asks for less is declined.
                 "server_max_window_bits" => value == Some("15"),
                 _ => false,
             }
         });
         if acceptable {
-            return Some(
-                "permessage-deflate; server_no_context_takeover; client_no_context_takeover",
-            );
+            return Some("permessage-deflate; server_no_context_takeover; client_no_context_takeover");
         }
     }
     None
@@ -443,10 +386,7 @@ mod tests {
 
     #[test]
     fn accept_key_matches_rfc_example() {
-        assert_eq!(
-            accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
-            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
-        );
+        assert_eq!(accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
     }
 
     #[test]
@@ -476,15 +416,9 @@ mod tests {
             (client_frame(true, OP_CONT, b"x"), close::PROTOCOL),
             (client_frame(false, OP_PING, b"x"), close::PROTOCOL),
             (client_frame(true, 0x3, b"x"), close::PROTOCOL),
-            (
-                client_frame(true, OP_TEXT, &[0xff, 0xfe]),
-                close::INVALID_DATA,
-            ),
+            (client_frame(true, OP_TEXT, &[0xff, 0xfe]), close::INVALID_DATA),
             (client_frame(true, OP_CLOSE, &[0x03]), close::PROTOCOL),
-            (
-                client_frame(true, OP_CLOSE, &[0x03, 0xe8, 0xff]),
-                close::INVALID_DATA,
-            ),
+            (client_frame(true, OP_CLOSE, &[0x03, 0xe8, 0xff]), close::INVALID_DATA),
             (client_frame(true, OP_CLOSE, &[0x03, 0xed]), close::PROTOCOL), // 1005 may not be sent
             (client_frame(true, OP_BINARY, &[0u8; 2000]), close::TOO_BIG),
             (
@@ -517,18 +451,14 @@ mod tests {
 
     #[test]
     fn deflate_round_trips_and_bombs_are_refused() {
-        let text =
-            "hello hello hello hello hello hello hello hello hello hello hello hello".repeat(10);
+        let text = "hello hello hello hello hello hello hello hello hello hello hello hello".repeat(10);
         let z = deflate_message(text.as_bytes());
         assert!(z.len() < text.len() / 4);
         let mut wire = client_frame(true, OP_TEXT, &z);
         wire[0] |= 0x40;
         let mut r = WsReader::new(1 << 20, true);
         r.feed(&wire);
-        assert_eq!(
-            r.next_event().unwrap(),
-            Some(WsEvent::Message(Frame::text(text.clone())))
-        );
+        assert_eq!(r.next_event().unwrap(), Some(WsEvent::Message(Frame::text(text.clone()))));
         let bomb = deflate_message(&vec![0u8; 1 << 20]);
         let mut wire = client_frame(true, OP_BINARY, &bomb);
         wire[0] |= 0x40;
@@ -542,10 +472,7 @@ mod tests {
         assert!(negotiate_deflate("permessage-deflate; client_max_window_bits").is_some());
         assert!(negotiate_deflate("x-webkit-deflate-frame, permessage-deflate").is_some());
         assert!(negotiate_deflate("permessage-deflate; server_max_window_bits=10").is_none());
-        assert!(negotiate_deflate(
-            "permessage-deflate; server_max_window_bits=10, permessage-deflate"
-        )
-        .is_some());
+        assert!(negotiate_deflate("permessage-deflate; server_max_window_bits=10, permessage-deflate").is_some());
         assert!(negotiate_deflate("permessage-deflate; unknown=1").is_none());
     }
 }

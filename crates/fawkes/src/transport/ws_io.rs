@@ -14,10 +14,7 @@ use super::ws_codec::WsReader;
 
 pub(crate) trait WsIo: Send + Unpin + 'static {
     /// Reads what is available into `reader`; `Ok(0)` at end of stream.
-    fn read_into(
-        &mut self,
-        reader: &mut WsReader,
-    ) -> impl Future<Output = io::Result<usize>> + Send;
+    fn read_into(&mut self, reader: &mut WsReader) -> impl Future<Output = io::Result<usize>> + Send;
     /// Writes all of `buf`.
     fn write_all_bytes(&mut self, buf: &[u8]) -> impl Future<Output = io::Result<()>> + Send;
     /// Closes the write side.

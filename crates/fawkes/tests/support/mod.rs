@@ -29,11 +29,7 @@ pub struct AppSocket {
 impl Socket for AppSocket {
     type Assigns = Option<String>;
 
-    async fn connect(
-        &self,
-        params: &Params,
-        _: &ConnectInfo,
-    ) -> Result<Self::Assigns, ConnectError> {
+    async fn connect(&self, params: &Params, _: &ConnectInfo) -> Result<Self::Assigns, ConnectError> {
         match params.get_str("token") {
             Some("invalid") => Err(ConnectError::Refused),
             Some("panic") => panic!("connect panicked"),
@@ -77,10 +73,7 @@ impl Channel<AppSocket> for Room {
             _ => {
                 ctx.push("joined", json!({"user_id": ctx.assigns()}))?;
                 ctx.channel_ref().send(Info::AfterJoin)?;
-                Ok(Join::ok_with(
-                    Room { count: 0 },
-                    json!({"topic": topic, "params": payload.to_value()?}),
-                ))
+                Ok(Join::ok_with(Room { count: 0 }, json!({"topic": topic, "params": payload.to_value()?})))
             }
         }
     }
@@ -136,17 +129,11 @@ impl Channel<AppSocket> for Room {
                 HandleIn::ok(json!({}))
             }
             "stop" => HandleIn::stop_ok(json!({})),
-            "stop_error" => HandleIn::Stop {
-                reason: StopReason::Error("bad".into()),
-                reply: None,
-            },
+            "stop_error" => HandleIn::Stop { reason: StopReason::Error("bad".into()), reply: None },
             "raise" => return Err("raise".into()),
             "panic" => panic!("handle_in panicked"),
             "sleep" => {
-                tokio::time::sleep(std::time::Duration::from_millis(
-                    payload.decode::<u64>().unwrap_or(100),
-                ))
-                .await;
+                tokio::time::sleep(std::time::Duration::from_millis(payload.decode::<u64>().unwrap_or(100))).await;
                 HandleIn::ok(json!({}))
             }
             other => return Err(format!("no handler for {other}").into()),
@@ -195,12 +182,6 @@ pub async fn serve(handler: SocketHandler<AppSocket>) -> (SocketAddr, Endpoint) 
     let app = endpoint.socket("/socket", handler);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-    });
+    tokio::spawn(async move { axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await });
     (addr, endpoint)
 }
