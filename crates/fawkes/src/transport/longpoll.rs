@@ -50,6 +50,7 @@ pub(crate) struct LpSession {
     frames_in: mpsc::Sender<(Frame, oneshot::Sender<bool>)>,
     out: Mutex<Buffered>,
     ready: Notify,
+    killed: Notify,
     last_poll: Mutex<Instant>,
 }
 
@@ -157,6 +158,7 @@ async fn open<S: Socket>(shared: &Arc<SocketShared<S>>, params: Params, req: Req
         frames_in: tx,
         out: Mutex::new(Buffered::default()),
         ready: Notify::new(),
+        killed: Notify::new(),
         last_poll: Mutex::new(Instant::now()),
     });
     shared.longpoll.sessions.lock().insert(token.clone(), session.clone());
@@ -241,6 +243,7 @@ async fn publish<S: Socket>(shared: &Arc<SocketShared<S>>, session: Arc<LpSessio
     let Ok(frames) = frames_of(content_type.as_deref(), &data) else {
         // a line that is neither a JSON frame nor base64: the session dies
         // as on any frame it cannot decode
+        shared.longpoll.remove(&session.token);
         session.close_now();
         return body(json!({"status": 408}));
     };
@@ -262,6 +265,7 @@ impl LpSession {
     fn close_now(&self) {
         self.out.lock().closed = true;
         self.ready.notify_waiters();
+        self.killed.notify_one();
     }
 }
 
@@ -304,6 +308,7 @@ async fn run<S: Socket>(
     loop {
         tokio::select! {
             _ = shutdown.changed() => break,
+            _ = session.killed.notified() => break,
             _ = ticker.tick() => {
                 if session.last_poll.lock().elapsed() > check_every || session.out.lock().closed {
                     break;
