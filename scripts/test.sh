@@ -13,3 +13,13 @@ cargo clippy --workspace --all-targets -- -D warnings
 
 echo "== cargo test (unit, integration, doc)"
 cargo test --workspace
+
+echo "== end-to-end tests with the official phoenix client (Node)"
+cargo build -p conformance-server
+(
+  cd e2e/js
+  if [ ! -d node_modules ]; then
+    npm ci --no-audit --no-fund --loglevel=error
+  fi
+  node --test --test-concurrency=1 --test-timeout=120000 test/*.test.js
+)
