@@ -82,3 +82,5 @@ pub use fawkes_protocol as protocol;
 pub use fawkes_protocol::{Broadcast, Frame, Message, Payload, Ref, Vsn};
 pub use fawkes_pubsub as pubsub;
 pub use fawkes_pubsub::{PubSub, SubscriberId, Subscription};
+pub use fawkes_token as token;
+pub use fawkes_tracker as tracker;

@@ -415,9 +415,7 @@ async fn diff_task(inner: std::sync::Weak<Inner>, mut rx: mpsc::UnboundedReceive
         let Some(inner) = inner.upgrade() else { return };
         if window.is_zero() {
             let topic = change.topic.clone();
-            let mut p = Pending::default();
-            p.joins = change.joins;
-            p.leaves = change.leaves;
+            let p = Pending { joins: change.joins, leaves: change.leaves };
             broadcast_diff(&inner, &topic, p).await;
         } else {
             let entry = pending
