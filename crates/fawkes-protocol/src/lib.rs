@@ -44,6 +44,7 @@ mod error;
 pub mod event;
 mod frame;
 mod json;
+pub mod longpoll;
 mod message;
 mod payload;
 mod v1;

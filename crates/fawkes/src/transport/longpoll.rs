@@ -34,9 +34,7 @@ use crate::conn::{ConnState, SocketShared};
 use crate::session::{Action, Blocked, Session};
 use crate::{ConnectInfo, Params, Socket};
 
-/// Most lines of one POST that are processed (Phoenix 1.7.22+); the rest
-/// are dropped.
-const MAX_BATCH: usize = 100;
+use fawkes_protocol::longpoll::MAX_BATCH;
 
 /// The long-poll sessions of one mounted socket on this node.
 #[derive(Default)]
@@ -209,27 +207,6 @@ async fn poll<S: Socket>(shared: &Arc<SocketShared<S>>, session: Arc<LpSession>,
     }
 }
 
-/// Splits a POST body into frames, as Phoenix does: ndjson lines (`[`…
-/// text, anything else base64 of a binary frame), or the whole body as one
-/// text frame.
-fn frames_of(content_type: Option<&str>, data: &Bytes) -> Result<Vec<Frame>, ()> {
-    let ndjson = content_type.is_some_and(|c| c.starts_with("application/x-ndjson"));
-    if !ndjson {
-        return Ok(vec![Frame::text(data.clone())]);
-    }
-    let mut frames = Vec::new();
-    for line in data.split(|&b| b == b'\n').take(MAX_BATCH) {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.first() == Some(&b'[') {
-            frames.push(Frame::text(data.slice_ref(line)));
-        } else {
-            let bin = base64::engine::general_purpose::STANDARD.decode(line).map_err(|_| ())?;
-            frames.push(Frame::binary(bin));
-        }
-    }
-    Ok(frames)
-}
-
 /// A POST: hand each frame to the session in order, each acknowledged.
 async fn publish<S: Socket>(shared: &Arc<SocketShared<S>>, session: Arc<LpSession>, req: Request) -> Response {
     let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
@@ -240,7 +217,8 @@ async fn publish<S: Socket>(shared: &Arc<SocketShared<S>>, session: Arc<LpSessio
                 .into_response()
         }
     };
-    let Ok(frames) = frames_of(content_type.as_deref(), &data) else {
+    let ndjson = content_type.as_deref().is_some_and(|c| c.starts_with("application/x-ndjson"));
+    let Ok(frames) = fawkes_protocol::longpoll::decode_body(ndjson, &data) else {
         // a line that is neither a JSON frame nor base64: the session dies
         // as on any frame it cannot decode
         shared.longpoll.remove(&session.token);

@@ -1,0 +1,16 @@
+//! Token verification on any input: no panic; anything that is not a token
+//! signed with the key is invalid; the term decoder never panics.
+#![no_main]
+
+use fawkes_token::{term_to_json, Key, VerifyError, VerifyOptions};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let key = Key::derive("fuzzing-secret-key-base-0123456789", "salt");
+    if let Ok(s) = std::str::from_utf8(data) {
+        let r = key.verify(Some(s), &VerifyOptions::default());
+        assert!(r.is_err(), "a random string verified");
+        assert_ne!(r, Err(VerifyError::Missing));
+    }
+    let _ = term_to_json(data);
+});
