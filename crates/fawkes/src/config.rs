@@ -60,6 +60,13 @@ impl fmt::Debug for CheckOrigin {
 /// | `longpoll_window` | 10 s | how long a poll waits for messages; a session not polled for 1.5 windows ends |
 /// | `longpoll_max_sessions` | 10 000 | a new session beyond it is refused (`{"status": 403}`) |
 /// | `longpoll_max_body` | 8 000 000 bytes | a larger POST is answered HTTP 413 |
+/// | `max_connections` | 100 000 | further connections are refused (WebSocket 503, long poll `{"status": 403}`) |
+/// | `max_connections_per_id` | 100 | further connections with the same socket id are refused likewise |
+/// | `join_rate` | 20/s, bursts of 100 | the join is refused `{"reason": "rate_limited", "retry_after": ms}` |
+/// | `socket_event_rate` | 1000/s, bursts of 2000 | the event gets an error reply `{"reason": "rate_limited", "retry_after": ms}` |
+/// | `channel_event_rate` | 500/s, bursts of 1000, per joined topic | likewise |
+///
+/// Heartbeats and leaves are never rate limited. `None` turns a rate limit off.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct SocketConfig {
@@ -91,6 +98,33 @@ pub struct SocketConfig {
     pub longpoll_max_sessions: usize,
     /// Largest long-poll POST body, in bytes.
     pub longpoll_max_body: usize,
+    /// Most connections of this socket handler on this node.
+    pub max_connections: usize,
+    /// Most connections sharing one socket id on this node.
+    pub max_connections_per_id: usize,
+    /// Joins per connection.
+    pub join_rate: Option<RateLimit>,
+    /// Events per connection, all topics together.
+    pub socket_event_rate: Option<RateLimit>,
+    /// Events per connection and topic.
+    pub channel_event_rate: Option<RateLimit>,
+}
+
+/// A token bucket: `per_second` tokens are added each second, up to
+/// `burst`; each message takes one.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    /// Sustained rate.
+    pub per_second: f64,
+    /// Largest burst.
+    pub burst: f64,
+}
+
+impl RateLimit {
+    /// `per_second` with bursts of `burst`.
+    pub fn new(per_second: f64, burst: f64) -> RateLimit {
+        RateLimit { per_second, burst }
+    }
 }
 
 impl Default for SocketConfig {
@@ -110,6 +144,11 @@ impl Default for SocketConfig {
             longpoll_window: Duration::from_secs(10),
             longpoll_max_sessions: 10_000,
             longpoll_max_body: 8_000_000,
+            max_connections: 100_000,
+            max_connections_per_id: 100,
+            join_rate: Some(RateLimit::new(20.0, 100.0)),
+            socket_event_rate: Some(RateLimit::new(1000.0, 2000.0)),
+            channel_event_rate: Some(RateLimit::new(500.0, 1000.0)),
         }
     }
 }

@@ -16,6 +16,7 @@ pub(crate) struct SocketShared<S: Socket> {
     pub(crate) config: SocketConfig,
     pub(crate) endpoint: Endpoint,
     pub(crate) longpoll: crate::transport::longpoll::Registry,
+    pub(crate) slots: Arc<crate::limits::Slots>,
 }
 
 /// One connection's shared state.
@@ -25,6 +26,8 @@ pub(crate) struct ConnState<S: Socket> {
     pub(crate) outbox: Arc<Outbox>,
     pub(crate) vsn: Vsn,
     pub(crate) id: Option<String>,
+    /// This connection's place in the connection limits.
+    pub(crate) _slot: crate::limits::Slot,
 }
 
 /// Somewhere frames for one client can be queued: the erased half of a

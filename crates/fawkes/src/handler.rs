@@ -91,6 +91,7 @@ impl<S: Socket> SocketHandler<S> {
                 config: self.config,
                 endpoint: endpoint.clone(),
                 longpoll: Default::default(),
+                slots: Default::default(),
             }),
         }
     }
@@ -159,6 +160,20 @@ pub(crate) async fn connect<S: Socket>(
         }
     };
     let id = shared.socket.id(&assigns);
+    let Some(slot) =
+        shared.slots.acquire(id.as_deref(), shared.config.max_connections, shared.config.max_connections_per_id)
+    else {
+        tracing::warn!(id = ?id, "refusing a connection: at the connection limit");
+        shared.endpoint.metrics().refused();
+        return Err(ConnectError::Status(http::StatusCode::SERVICE_UNAVAILABLE));
+    };
     let limits = OutboxLimits { frames: shared.config.outbox_frames, bytes: shared.config.outbox_bytes };
-    Ok(Arc::new(ConnState { shared: shared.clone(), assigns, outbox: Arc::new(Outbox::new(limits)), vsn, id }))
+    Ok(Arc::new(ConnState {
+        shared: shared.clone(),
+        assigns,
+        outbox: Arc::new(Outbox::new(limits)),
+        vsn,
+        id,
+        _slot: slot,
+    }))
 }

@@ -57,6 +57,7 @@ mod config;
 mod conn;
 mod endpoint;
 mod handler;
+mod limits;
 mod origin;
 mod presence;
 mod queue;
@@ -71,7 +72,7 @@ pub use channel::{
     BroadcastError, Channel, ChannelContext, ChannelError, ChannelRef, Flow, HandleIn, Join, Outgoing, PushError,
     ReplyRef, SendError, StopReason,
 };
-pub use config::{CheckOrigin, SocketConfig};
+pub use config::{CheckOrigin, RateLimit, SocketConfig};
 pub use endpoint::Endpoint;
 pub use handler::{SocketHandler, SocketService};
 pub use presence::{Presence, PresenceBuilder, PresenceError, PresencePid};

@@ -10,6 +10,7 @@ use fawkes_pubsub::{Delivery, FrameCache, Subscriber, Subscription};
 use serde_json::json;
 
 use crate::conn::ConnState;
+use crate::limits::{self, Bucket};
 use crate::queue::{End, Out, Outbox, Pushed};
 use crate::router::ChannelInbox;
 use crate::server::{end_frame, StartArgs};
@@ -17,6 +18,7 @@ use crate::Socket;
 
 struct Entry {
     join_ref: Option<fawkes_protocol::Ref>,
+    bucket: Option<Bucket>,
     instance: u64,
     inbox: Arc<dyn ChannelInbox>,
     task: tokio::task::JoinHandle<()>,
@@ -60,6 +62,8 @@ impl Subscriber for IdSubscriber {
 pub(crate) struct Session<S: Socket> {
     conn: Arc<ConnState<S>>,
     channels: HashMap<String, Entry>,
+    joins: Option<Bucket>,
+    events: Option<Bucket>,
     next_instance: u64,
     _id: Option<Subscription>,
 }
@@ -71,7 +75,7 @@ impl<S: Socket> Session<S> {
             .as_ref()
             .map(|id| conn.shared.endpoint.pubsub().subscribe(id, Arc::new(IdSubscriber(conn.outbox.clone()))));
         conn.shared.endpoint.metrics().connection_opened();
-        Session { conn, channels: HashMap::new(), next_instance: 0, _id: id }
+        Session { conn, channels: HashMap::new(), joins: None, events: None, next_instance: 0, _id: id }
     }
 
     fn reply(&self, msg: &Message, join_ref: Option<fawkes_protocol::Ref>, status: &'static str, payload: Payload) {
@@ -80,6 +84,16 @@ impl<S: Socket> Session<S> {
             Ok(frame) => self.conn.push_frame(frame),
             Err(e) => tracing::warn!(topic = %msg.topic, error = %e, "reply could not be encoded"),
         }
+    }
+
+    fn rate_limited(&self, msg: &Message, join_ref: Option<fawkes_protocol::Ref>, wait: std::time::Duration) {
+        let retry_after = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
+        self.reply(
+            msg,
+            join_ref,
+            "error",
+            Payload::from(json!({"reason": "rate_limited", "retry_after": retry_after})),
+        );
     }
 
     fn unmatched(&self, msg: &Message) {
@@ -92,11 +106,20 @@ impl<S: Socket> Session<S> {
             self.reply(&msg, None, "ok", Payload::empty());
             return None;
         }
+        let config = &self.conn.shared.config;
+        let now = tokio::time::Instant::now();
         if msg.event == event::JOIN {
-            self.join(msg);
+            self.join(msg, now);
             return None;
         }
-        let Some(entry) = self.channels.get(&msg.topic) else {
+        if msg.event != event::LEAVE {
+            if let Err(wait) = limits::take(&config.socket_event_rate, &mut self.events, now) {
+                let join_ref = self.channels.get(&msg.topic).and_then(|e| e.join_ref.clone());
+                self.rate_limited(&msg, join_ref, wait);
+                return None;
+            }
+        }
+        let Some(entry) = self.channels.get_mut(&msg.topic) else {
             if msg.event == event::LEAVE {
                 self.reply(&msg, msg.join_ref.clone(), "ok", Payload::empty());
             } else {
@@ -114,6 +137,11 @@ impl<S: Socket> Session<S> {
             if entry.inbox.leave(msg.clone()) == Pushed::Closed {
                 self.reply(&msg, msg.join_ref.clone(), "ok", Payload::empty());
             }
+            return None;
+        }
+        if let Err(wait) = limits::take(&self.conn.shared.config.channel_event_rate, &mut entry.bucket, now) {
+            let join_ref = entry.join_ref.clone();
+            self.rate_limited(&msg, join_ref, wait);
             return None;
         }
         let inbox = entry.inbox.clone();
@@ -137,8 +165,23 @@ impl<S: Socket> Session<S> {
         self.deliver(blocked.inbox, blocked.msg)
     }
 
-    fn join(&mut self, msg: Message) {
-        let route = self.conn.shared.routes.iter().find(|r| r.pattern.matches(&msg.topic));
+    fn join(&mut self, msg: Message, now: tokio::time::Instant) {
+        let config = &self.conn.shared.config;
+        let route = config_route(&self.conn, &msg.topic);
+        let duplicate = self.channels.contains_key(&msg.topic);
+        if route.is_some() && !duplicate && self.channels.len() >= config.max_channels {
+            self.reply(
+                &msg,
+                msg.join_ref.clone(),
+                "error",
+                Payload::from(json!({"reason": "too many channels joined"})),
+            );
+            return;
+        }
+        if let Err(wait) = limits::take(&config.join_rate, &mut self.joins, now) {
+            self.rate_limited(&msg, msg.join_ref.clone(), wait);
+            return;
+        }
         let Some(route) = route else {
             tracing::warn!(topic = %msg.topic, "ignoring unmatched topic");
             self.unmatched(&msg);
@@ -153,21 +196,13 @@ impl<S: Socket> Session<S> {
             old.inbox.kill();
             old.task.abort();
             after_reply = end_frame(self.conn.vsn, &msg.topic, old.join_ref, End::Close);
-        } else if self.channels.len() >= self.conn.shared.config.max_channels {
-            self.reply(
-                &msg,
-                msg.join_ref.clone(),
-                "error",
-                Payload::from(json!({"reason": "too many channels joined"})),
-            );
-            return;
         }
         self.next_instance += 1;
         let instance = self.next_instance;
         let topic = msg.topic.clone();
         let join_ref = msg.join_ref.clone();
         let handle = factory.start(StartArgs { conn: self.conn.clone(), join: msg, instance, after_reply });
-        self.channels.insert(topic, Entry { join_ref, instance, inbox: handle.inbox, task: handle.task });
+        self.channels.insert(topic, Entry { join_ref, bucket: None, instance, inbox: handle.inbox, task: handle.task });
     }
 
     /// Handles one item taken from the outbox.
@@ -202,6 +237,11 @@ impl<S: Socket> Drop for Session<S> {
         }
         self.conn.shared.endpoint.metrics().connection_closed();
     }
+}
+
+/// The first route whose pattern matches `topic`.
+fn config_route<'a, S: Socket>(conn: &'a ConnState<S>, topic: &str) -> Option<&'a crate::router::Route<S>> {
+    conn.shared.routes.iter().find(|r| r.pattern.matches(topic))
 }
 
 /// A broadcast payload for the `disconnect` event.

@@ -237,7 +237,9 @@ async fn duplicate_join_replies_then_closes_the_old_join() {
 
 #[tokio::test]
 async fn at_most_100_channels_per_socket() {
-    let (socket, _, _) = client(Vsn::V2, None).await;
+    let endpoint = Endpoint::local();
+    let service = handler(Log::default()).configure(|c| c.join_rate = None).build(&endpoint);
+    let socket = connect_with(&service, json!({}), Vsn::V2, Default::default()).await.unwrap();
     let mut joined = Vec::new();
     for i in 0..100 {
         joined.push(socket.join(&format!("room:{i}"), json!({})).await.unwrap().1);
