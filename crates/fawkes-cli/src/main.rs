@@ -14,7 +14,10 @@ use std::process::ExitCode;
 
 use fawkes_token::{sign, verify, MaxAge, SignOptions, VerifyOptions};
 
+mod bench;
+
 const USAGE: &str = "usage:
+  fawkes bench <conns|fanout|echo|churn|presence> [options]   (fawkes bench --help)
   fawkes token sign   --secret-key-base S --salt SALT --data JSON [--signed-at-ms MS | --signed-at SECONDS] [--max-age SECONDS|infinity]
   fawkes token verify --secret-key-base S --salt SALT --token T [--max-age SECONDS|infinity] [--now-ms MS]
 
@@ -132,6 +135,13 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("token") => token(&args[1..]),
+        Some("bench") => match bench::run(&args[1..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("fawkes bench: {e}\n{}", bench::USAGE);
+                ExitCode::from(2)
+            }
+        },
         Some("--help" | "-h" | "help") => {
             println!("{USAGE}");
             ExitCode::SUCCESS

@@ -2,7 +2,8 @@
 //! Fawkes, so that the official Phoenix client can drive it from outside.
 //!
 //! Environment: `PORT` (4000), `SOCKET_TIMEOUT_MS` (60000),
-//! `PRESENCE_DIFF_WINDOW_MS` (0: one presence diff per change).
+//! `PRESENCE_DIFF_WINDOW_MS` (0: one presence diff per change),
+//! `RATE_LIMITS=off` (no join and event rate limits, for load tests).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -212,6 +213,11 @@ async fn main() -> std::io::Result<()> {
     let timeout = Duration::from_millis(env_u64("SOCKET_TIMEOUT_MS", 60_000));
 
     let window = Duration::from_millis(env_u64("PRESENCE_DIFF_WINDOW_MS", 0));
+    // for load tests that compare with servers that have no rate limits
+    let rate_limits_off = std::env::var("RATE_LIMITS").is_ok_and(|v| v == "off");
+    if let Ok((_, hard)) = rlimit::Resource::NOFILE.get() {
+        let _ = rlimit::Resource::NOFILE.set(hard, hard);
+    }
 
     let endpoint = Endpoint::local();
     let presence = Presence::builder(&endpoint).diff_window(window).build();
@@ -221,6 +227,11 @@ async fn main() -> std::io::Result<()> {
         .configure(|c| {
             c.timeout = timeout;
             c.longpoll = true;
+            if rate_limits_off {
+                c.join_rate = None;
+                c.socket_event_rate = None;
+                c.channel_event_rate = None;
+            }
         });
     let app = Router::new()
         .route("/health", get(|| async { "ok" }))

@@ -1,0 +1,669 @@
+//! `fawkes bench`: load for any Phoenix-protocol server, over loopback only,
+//! with the V2 protocol, against the rooms of the conformance contract.
+
+mod client;
+
+use std::collections::HashSet;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use client::{fields, number_after, Client};
+use serde_json::{json, Value};
+use tokio::sync::{Notify, Semaphore};
+
+pub(crate) const USAGE: &str = "usage: fawkes bench <conns|fanout|echo|churn|presence> [options]
+  --url URL         the server (default http://127.0.0.1:4000); loopback only
+  --pid PID         the server's process, to read its memory and CPU time
+  --duration S      seconds of load (default 10)
+  conns:    --n N (default 1000)
+  fanout:   --subscribers S (1000) --rate R msgs/s (10) --bytes B (100)
+  echo:     --clients C (20) --in-flight W (10)
+  churn:    --rate R cycles/s (500)
+  presence: --n N (1000)";
+
+/// Options common to every scenario, and each scenario's own.
+pub(crate) struct Opts {
+    server: SocketAddr,
+    pid: Option<u32>,
+    duration: Duration,
+    args: std::collections::HashMap<String, String>,
+}
+
+impl Opts {
+    pub(crate) fn parse(args: &[String]) -> Result<Opts, String> {
+        let mut map = std::collections::HashMap::new();
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            let k = a.strip_prefix("--").ok_or_else(|| format!("unexpected argument {a:?}"))?;
+            let v = it.next().ok_or_else(|| format!("--{k} needs a value"))?;
+            map.insert(k.to_owned(), v.clone());
+        }
+        let url = map.remove("url").unwrap_or_else(|| "http://127.0.0.1:4000".into());
+        let hostport = url.trim_start_matches("http://").trim_start_matches("ws://").trim_end_matches('/');
+        let server = hostport.to_socket_addrs().map_err(|e| format!("{url}: {e}"))?.next().ok_or("no address")?;
+        if !server.ip().is_loopback() {
+            return Err(format!("refusing to load {server}: only loopback targets are allowed"));
+        }
+        let pid = map.remove("pid").map(|p| p.parse().map_err(|_| "invalid --pid")).transpose()?;
+        let duration = Duration::from_secs_f64(
+            map.remove("duration").map(|d| d.parse().map_err(|_| "invalid --duration")).transpose()?.unwrap_or(10.0),
+        );
+        Ok(Opts { server, pid, duration, args: map })
+    }
+
+    fn num(&self, k: &str, default: u64) -> u64 {
+        self.args.get(k).and_then(|v| v.parse().ok()).unwrap_or(default)
+    }
+}
+
+/// Client source addresses spread over 127.0.0.0/8, so that 20 000
+/// connections never run out of ephemeral ports.
+fn local_ip(i: u64) -> IpAddr {
+    let n = i % 60_000;
+    IpAddr::V4(Ipv4Addr::new(127, 0, 1 + (n / 250) as u8, 2 + (n % 250) as u8))
+}
+
+/// Raises the soft open-files limit to the hard one; returns it.
+fn raise_nofile() -> u64 {
+    match rlimit::Resource::NOFILE.get() {
+        Ok((_, hard)) => {
+            let _ = rlimit::Resource::NOFILE.set(hard, hard);
+            hard
+        }
+        Err(_) => 1024,
+    }
+}
+
+fn server_rss_kib(pid: Option<u32>) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{}/status", pid?)).ok()?;
+    s.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The server's user + system CPU time.
+fn server_cpu(pid: Option<u32>) -> Option<Duration> {
+    let s = std::fs::read_to_string(format!("/proc/{}/stat", pid?)).ok()?;
+    let after = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    // USER_HZ is 100 on Linux
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// A log-linear latency histogram (16 sub-buckets per power of two).
+#[derive(Clone)]
+struct Histogram(Vec<u64>);
+
+impl Histogram {
+    fn new() -> Histogram {
+        Histogram(vec![0; 64 * 16])
+    }
+    fn index(ns: u64) -> usize {
+        let v = ns.max(1);
+        let exp = 63 - v.leading_zeros() as usize;
+        let sub = if exp >= 4 { ((v >> (exp - 4)) & 15) as usize } else { (v as usize) & 15 };
+        exp * 16 + sub
+    }
+    fn record(&mut self, d: Duration) {
+        let i = Self::index(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        self.0[i] += 1;
+    }
+    fn merge(&mut self, o: &Histogram) {
+        for (a, b) in self.0.iter_mut().zip(&o.0) {
+            *a += b;
+        }
+    }
+    fn count(&self) -> u64 {
+        self.0.iter().sum()
+    }
+    /// The value at percentile `p` (upper edge of its bucket), in ms.
+    fn percentile_ms(&self, p: f64) -> f64 {
+        let total = self.count();
+        if total == 0 {
+            return 0.0;
+        }
+        let want = ((total as f64) * p / 100.0).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, &c) in self.0.iter().enumerate() {
+            seen += c;
+            if seen >= want {
+                let (exp, sub) = (i / 16, (i % 16) as u64);
+                let upper = if exp >= 4 { ((16 + sub + 1) << (exp - 4)) as f64 } else { (sub + 1) as f64 };
+                return upper / 1e6;
+            }
+        }
+        0.0
+    }
+}
+
+fn report(name: &str, human: &[(String, String)], json_line: Value) {
+    println!("== fawkes bench {name}");
+    for (k, v) in human {
+        println!("  {k:<28} {v}");
+    }
+    println!("{json_line}");
+}
+
+async fn connect_joined(server: SocketAddr, i: u64, query: &str, topic: &str, buf: usize) -> std::io::Result<Client> {
+    let mut c = Client::connect(server, local_ip(i), &format!("/socket/websocket?vsn=2.0.0{query}"), buf).await?;
+    c.send_text(json!(["1", "1", topic, "phx_join", {}]).to_string().as_bytes()).await?;
+    loop {
+        let f = c.next().await?;
+        let p = c.payload(&f);
+        if let Some(fl) = fields(p) {
+            if fl[1] == b"1" && fl[3] == b"phx_reply" {
+                if !fl[4].windows(6).any(|w| w == b"\"ok\"}") && !fl[4].ends_with(b"\"ok\"}") {
+                    return Err(std::io::Error::other(format!("join refused: {}", String::from_utf8_lossy(fl[4]))));
+                }
+                return Ok(c);
+            }
+        }
+    }
+}
+
+fn run_id() -> String {
+    format!(
+        "{:x}",
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0)
+    )
+}
+
+/// N sockets each joined to a topic; the server's RSS per connection.
+async fn conns(o: &Opts) -> Result<(), String> {
+    let n = o.num("n", 1000);
+    let limit = raise_nofile();
+    if n + 100 > limit {
+        return Err(format!("{n} connections need more than the {limit} open files allowed"));
+    }
+    let before = server_rss_kib(o.pid);
+    let started = Instant::now();
+    let gate = Arc::new(Semaphore::new(256));
+    let mut tasks = Vec::with_capacity(n as usize);
+    let run = run_id();
+    for i in 0..n {
+        let permit = gate.clone().acquire_owned().await.map_err(|e| e.to_string())?;
+        let server = o.server;
+        let topic = format!("room:conns-{run}-{}", i % 100);
+        tasks.push(tokio::spawn(async move {
+            let c = connect_joined(server, i, "", &topic, 1024).await;
+            drop(permit);
+            c
+        }));
+    }
+    let mut clients = Vec::with_capacity(n as usize);
+    let mut failed = 0u64;
+    for t in tasks {
+        match t.await {
+            Ok(Ok(c)) => clients.push(c),
+            _ => failed += 1,
+        }
+    }
+    let joined_in = started.elapsed();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = server_rss_kib(o.pid);
+    let per_conn = match (before, after) {
+        (Some(b), Some(a)) if !clients.is_empty() => Some((a.saturating_sub(b)) as f64 / clients.len() as f64),
+        _ => None,
+    };
+    let open = clients.len();
+    drop(clients);
+    report(
+        "conns",
+        &[
+            ("connections joined".into(), format!("{open} of {n} ({failed} failed)")),
+            ("time to connect and join".into(), format!("{:.2} s", joined_in.as_secs_f64())),
+            ("server RSS before/after".into(), format!("{before:?} / {after:?} KiB")),
+            ("server RSS per connection".into(), per_conn.map_or("n/a (no --pid)".into(), |k| format!("{k:.2} KiB"))),
+        ],
+        json!({"scenario": "conns", "n": n, "joined": open, "failed": failed, "join_s": joined_in.as_secs_f64(), "rss_before_kib": before, "rss_after_kib": after, "rss_per_conn_kib": per_conn}),
+    );
+    Ok(())
+}
+
+#[derive(Clone)]
+struct SubStats {
+    received: u64,
+    dups: u64,
+    out_of_order: u64,
+    seen: Vec<u64>,
+    last: Option<u64>,
+    hist: Histogram,
+}
+
+/// S subscribers on one topic, a publisher at R messages/s.
+async fn fanout(o: &Opts) -> Result<(), String> {
+    let subs = o.num("subscribers", 1000);
+    let rate = o.num("rate", 10).max(1);
+    let bytes = o.num("bytes", 100) as usize;
+    raise_nofile();
+    let topic = format!("room:fanout-{}", run_id());
+    let base = Instant::now();
+    let stop = Arc::new(Notify::new());
+    let gate = Arc::new(Semaphore::new(256));
+    let mut tasks = Vec::new();
+    let ready = Arc::new(AtomicU64::new(0));
+    for i in 0..subs {
+        let permit = gate.clone().acquire_owned().await.map_err(|e| e.to_string())?;
+        let (server, topic, stop, ready) = (o.server, topic.clone(), stop.clone(), ready.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut c = connect_joined(server, i, "", &topic, 64 * 1024).await.ok()?;
+            drop(permit);
+            ready.fetch_add(1, Ordering::Relaxed);
+            let mut st = SubStats { received: 0, dups: 0, out_of_order: 0, seen: Vec::new(), last: None, hist: Histogram::new() };
+            let stopped = stop.notified();
+            tokio::pin!(stopped);
+            loop {
+                tokio::select! {
+                    _ = &mut stopped => break,
+                    f = c.next() => {
+                        let Ok(f) = f else { break };
+                        let now = base.elapsed();
+                        let p = c.payload(&f);
+                        let Some(fl) = fields(p) else { continue };
+                        if fl[3] != b"broadcast" { continue }
+                        let (Some(t), Some(s)) = (number_after(fl[4], b"\"t\":"), number_after(fl[4], b"\"s\":")) else { continue };
+                        st.received += 1;
+                        st.hist.record(now.saturating_sub(Duration::from_nanos(t)));
+                        let (w, bit) = ((s / 64) as usize, 1u64 << (s % 64));
+                        if st.seen.len() <= w { st.seen.resize(w + 1, 0); }
+                        if st.seen[w] & bit != 0 { st.dups += 1; } else { st.seen[w] |= bit; }
+                        if st.last.is_some_and(|l| s < l) { st.out_of_order += 1; }
+                        st.last = Some(st.last.map_or(s, |l| l.max(s)));
+                    }
+                }
+            }
+            Some(st)
+        }));
+    }
+    while ready.load(Ordering::Relaxed) + (tasks.iter().filter(|t| t.is_finished()).count() as u64) < subs {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let joined = ready.load(Ordering::Relaxed);
+    let mut publisher = connect_joined(o.server, subs + 1, "", &topic, 64 * 1024).await.map_err(|e| e.to_string())?;
+    // the publisher's replies are read and dropped
+    let pad = "x".repeat(bytes.saturating_sub(40));
+    let cpu0 = server_cpu(o.pid);
+    let wall0 = Instant::now();
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let total = (o.duration.as_secs_f64() * rate as f64) as u64;
+    let mut next = Instant::now();
+    let mut sent = 0u64;
+    while sent < total {
+        let now = Instant::now();
+        while next <= now && sent < total {
+            let t = u64::try_from(base.elapsed().as_nanos()).unwrap_or(0);
+            publisher.queue_text(
+                json!(["1", sent.to_string(), topic, "broadcast_from", {"t": t, "s": sent, "p": pad}])
+                    .to_string()
+                    .as_bytes(),
+            );
+            sent += 1;
+            next += interval;
+        }
+        publisher.flush().await.map_err(|e| e.to_string())?;
+        while publisher.parse().is_some() {}
+        let wait = next.saturating_duration_since(Instant::now());
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            r = publisher.next() => { r.map_err(|e| e.to_string())?; }
+        }
+    }
+    // let the last messages arrive
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let wall = wall0.elapsed();
+    let cpu1 = server_cpu(o.pid);
+    stop.notify_waiters();
+    let mut hist = Histogram::new();
+    let (mut received, mut dups, mut ooo) = (0u64, 0u64, 0u64);
+    for t in tasks {
+        if let Ok(Some(st)) = t.await {
+            received += st.received;
+            dups += st.dups;
+            ooo += st.out_of_order;
+            hist.merge(&st.hist);
+        }
+    }
+    let expected = joined * sent;
+    let lost = expected.saturating_sub(received - dups);
+    let cpu = match (cpu0, cpu1) {
+        (Some(a), Some(b)) if received > 0 => Some((b - a).as_secs_f64() * 1e6 / received as f64),
+        _ => None,
+    };
+    report(
+        "fanout",
+        &[
+            ("subscribers".into(), format!("{joined} of {subs}")),
+            ("published".into(), format!("{sent} at {rate}/s, {bytes} B")),
+            (
+                "delivered".into(),
+                format!("{received} ({:.0}/s over {:.1} s)", received as f64 / wall.as_secs_f64(), wall.as_secs_f64()),
+            ),
+            ("lost / duplicated / out of order".into(), format!("{lost} / {dups} / {ooo}")),
+            (
+                "latency p50 / p99 / max".into(),
+                format!(
+                    "{:.2} / {:.2} / {:.2} ms",
+                    hist.percentile_ms(50.0),
+                    hist.percentile_ms(99.0),
+                    hist.percentile_ms(100.0)
+                ),
+            ),
+            ("server CPU per delivery".into(), cpu.map_or("n/a (no --pid)".into(), |c| format!("{c:.3} µs"))),
+        ],
+        json!({"scenario": "fanout", "subscribers": joined, "rate": rate, "bytes": bytes, "published": sent, "delivered": received, "lost": lost, "duplicated": dups, "out_of_order": ooo,
+               "p50_ms": hist.percentile_ms(50.0), "p99_ms": hist.percentile_ms(99.0), "max_ms": hist.percentile_ms(100.0), "cpu_us_per_delivery": cpu, "wall_s": wall.as_secs_f64()}),
+    );
+    Ok(())
+}
+
+/// The reply ref of a V2 reply frame to one of ours (`<prefix><n>`).
+fn reply_slot(payload: &[u8], prefix: u8) -> Option<usize> {
+    let fl = fields(payload)?;
+    if fl[3] != b"phx_reply" || fl[1].first() != Some(&prefix) {
+        return None;
+    }
+    std::str::from_utf8(&fl[1][1..]).ok()?.parse().ok()
+}
+
+/// C clients, each keeping W echo pushes in flight.
+async fn echo(o: &Opts) -> Result<(), String> {
+    let clients = o.num("clients", 20);
+    let window = o.num("in-flight", 10).max(1) as usize;
+    let base = format!("room:echo-{}", run_id());
+    let mut conns = Vec::new();
+    for i in 0..clients {
+        let t = format!("{base}-{i}");
+        conns.push((connect_joined(o.server, i, "", &t, 64 * 1024).await.map_err(|e| e.to_string())?, t));
+    }
+    let cpu0 = server_cpu(o.pid);
+    let start = Instant::now();
+    let end = start + o.duration;
+    let mut tasks = Vec::new();
+    for (mut c, t) in conns {
+        tasks.push(tokio::spawn(async move {
+            let frames: Vec<Vec<u8>> = (0..window)
+                .map(|w| json!(["1", format!("e{w}"), t, "echo", {"n": w}]).to_string().into_bytes())
+                .collect();
+            let mut sent_at = vec![Instant::now(); window];
+            for (w, f) in frames.iter().enumerate() {
+                c.queue_text(f);
+                sent_at[w] = Instant::now();
+            }
+            let mut hist = Histogram::new();
+            let mut replies = 0u64;
+            if c.flush().await.is_err() {
+                return (hist, replies);
+            }
+            loop {
+                let now = Instant::now();
+                if now >= end {
+                    break;
+                }
+                let Ok(Ok(first)) = tokio::time::timeout(end - now, c.next()).await else { break };
+                let now = Instant::now();
+                let mut next = Some(first);
+                while let Some(f) = next {
+                    if let Some(w) = reply_slot(c.payload(&f), b'e').filter(|w| *w < window) {
+                        hist.record(now - sent_at[w]);
+                        replies += 1;
+                        sent_at[w] = now;
+                        c.queue_text(&frames[w]);
+                    }
+                    next = c.parse();
+                }
+                if c.flush().await.is_err() {
+                    break;
+                }
+            }
+            (hist, replies)
+        }));
+    }
+    let mut hist = Histogram::new();
+    let mut replies = 0;
+    for t in tasks {
+        if let Ok((h, r)) = t.await {
+            hist.merge(&h);
+            replies += r;
+        }
+    }
+    let wall = start.elapsed();
+    let cpu = match (cpu0, server_cpu(o.pid)) {
+        (Some(a), Some(b)) if replies > 0 => Some((b - a).as_secs_f64() * 1e6 / replies as f64),
+        _ => None,
+    };
+    report(
+        "echo",
+        &[
+            ("clients x in flight".into(), format!("{clients} x {window}")),
+            ("replies".into(), format!("{replies} ({:.0}/s)", replies as f64 / wall.as_secs_f64())),
+            (
+                "round trip p50 / p99 / max".into(),
+                format!(
+                    "{:.2} / {:.2} / {:.2} ms",
+                    hist.percentile_ms(50.0),
+                    hist.percentile_ms(99.0),
+                    hist.percentile_ms(100.0)
+                ),
+            ),
+            ("server CPU per reply".into(), cpu.map_or("n/a (no --pid)".into(), |c| format!("{c:.3} µs"))),
+        ],
+        json!({"scenario": "echo", "clients": clients, "in_flight": window, "replies": replies, "replies_per_s": replies as f64 / wall.as_secs_f64(),
+               "p50_ms": hist.percentile_ms(50.0), "p99_ms": hist.percentile_ms(99.0), "max_ms": hist.percentile_ms(100.0), "cpu_us_per_reply": cpu}),
+    );
+    Ok(())
+}
+
+/// One churn cycle: connect, join, echo, leave, close.
+async fn cycle(server: SocketAddr, i: u64, topic: &str) -> std::io::Result<()> {
+    let mut c = connect_joined(server, i, "", topic, 2048).await?;
+    for (r, event) in [(2, "echo"), (3, "phx_leave")] {
+        c.send_text(json!(["1", format!("c{r}"), topic, event, {}]).to_string().as_bytes()).await?;
+        loop {
+            let f = c.next().await?;
+            if reply_slot(c.payload(&f), b'c') == Some(r) {
+                break;
+            }
+        }
+    }
+    // a close frame, then the socket is dropped
+    c.send_text(&[]).await.ok();
+    Ok(())
+}
+
+/// Connect, join, echo, leave and close cycles offered at a rate.
+async fn churn(o: &Opts) -> Result<(), String> {
+    let rate = o.num("rate", 500).max(1);
+    let limit = raise_nofile();
+    let gate = Arc::new(Semaphore::new((limit.saturating_sub(200)) as usize));
+    let total = (o.duration.as_secs_f64() * rate as f64) as u64;
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let run = run_id();
+    let cpu0 = server_cpu(o.pid);
+    let start = Instant::now();
+    let mut next = start;
+    let mut tasks = Vec::with_capacity(total as usize);
+    let mut refused = 0u64;
+    for i in 0..total {
+        tokio::time::sleep_until(next.into()).await;
+        next += interval;
+        let Ok(permit) = gate.clone().try_acquire_owned() else {
+            refused += 1;
+            continue;
+        };
+        let (server, topic) = (o.server, format!("room:churn-{run}-{}", i % 1000));
+        tasks.push(tokio::spawn(async move {
+            let t0 = Instant::now();
+            let r = tokio::time::timeout(Duration::from_secs(10), cycle(server, i, &topic)).await;
+            drop(permit);
+            (matches!(r, Ok(Ok(()))), t0.elapsed())
+        }));
+    }
+    let offered_for = start.elapsed();
+    let mut hist = Histogram::new();
+    let (mut ok, mut failed) = (0u64, refused);
+    for t in tasks {
+        match t.await {
+            Ok((true, d)) => {
+                ok += 1;
+                hist.record(d);
+            }
+            _ => failed += 1,
+        }
+    }
+    let wall = start.elapsed();
+    let cpu = match (cpu0, server_cpu(o.pid)) {
+        (Some(a), Some(b)) => Some((b - a).as_secs_f64() / wall.as_secs_f64() * 100.0),
+        _ => None,
+    };
+    report(
+        "churn",
+        &[
+            ("offered".into(), format!("{total} cycles at {rate}/s over {:.1} s", offered_for.as_secs_f64())),
+            ("completed / failed".into(), format!("{ok} / {failed}")),
+            ("completed per second".into(), format!("{:.0}", ok as f64 / offered_for.as_secs_f64())),
+            (
+                "cycle p50 / p99 / max".into(),
+                format!(
+                    "{:.2} / {:.2} / {:.2} ms",
+                    hist.percentile_ms(50.0),
+                    hist.percentile_ms(99.0),
+                    hist.percentile_ms(100.0)
+                ),
+            ),
+            ("server CPU".into(), cpu.map_or("n/a (no --pid)".into(), |c| format!("{c:.0}% of a core"))),
+        ],
+        json!({"scenario": "churn", "rate": rate, "offered": total, "completed": ok, "failed": failed, "completed_per_s": ok as f64 / offered_for.as_secs_f64(),
+               "p50_ms": hist.percentile_ms(50.0), "p99_ms": hist.percentile_ms(99.0), "max_ms": hist.percentile_ms(100.0), "server_cpu_pct": cpu}),
+    );
+    Ok(())
+}
+
+/// Applies a presence_state or presence_diff payload to a set of keys.
+fn apply_presence(keys: &mut HashSet<String>, event: &[u8], payload: &[u8]) {
+    let Ok(v) = serde_json::from_slice::<Value>(payload) else { return };
+    match event {
+        b"presence_state" => {
+            if let Some(m) = v.as_object() {
+                keys.extend(m.keys().cloned());
+            }
+        }
+        _ => {
+            if let Some(m) = v["joins"].as_object() {
+                keys.extend(m.keys().cloned());
+            }
+            if let Some(m) = v["leaves"].as_object() {
+                for k in m.keys() {
+                    keys.remove(k);
+                }
+            }
+        }
+    }
+}
+
+/// N users join one presence topic; how long until everyone sees everyone,
+/// and how many presence frames that took.
+async fn presence(o: &Opts) -> Result<(), String> {
+    let n = o.num("n", 1000);
+    raise_nofile();
+    let topic = format!("presence:bench-{}", run_id());
+    let base = Instant::now();
+    let last_join = Arc::new(AtomicU64::new(0));
+    let frames = Arc::new(AtomicU64::new(0));
+    let gate = Arc::new(Semaphore::new(256));
+    let mut tasks = Vec::new();
+    let deadline = o.duration.max(Duration::from_secs(30));
+    for i in 0..n {
+        let permit = gate.clone().acquire_owned().await.map_err(|e| e.to_string())?;
+        let (server, topic, last_join, frames) = (o.server, topic.clone(), last_join.clone(), frames.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut c = connect_joined(server, i, &format!("&user_id=u{i}"), &topic, 64 * 1024).await.ok()?;
+            drop(permit);
+            last_join.fetch_max(u64::try_from(base.elapsed().as_nanos()).unwrap_or(0), Ordering::Relaxed);
+            let mut keys = HashSet::new();
+            let done = tokio::time::timeout(deadline, async {
+                loop {
+                    let f = c.next().await.ok()?;
+                    let mut next = Some(f);
+                    while let Some(f) = next {
+                        if let Some(fl) = fields(c.payload(&f)) {
+                            if fl[3] == b"presence_state" || fl[3] == b"presence_diff" {
+                                frames.fetch_add(1, Ordering::Relaxed);
+                                apply_presence(&mut keys, fl[3], fl[4]);
+                            }
+                        }
+                        next = c.parse();
+                    }
+                    if keys.len() as u64 >= n {
+                        return Some(base.elapsed());
+                    }
+                }
+            })
+            .await
+            .ok()
+            .flatten();
+            // keep the socket until everyone is done, so that no one leaves early
+            Some((done, c))
+        }));
+    }
+    let mut all_seen: Option<Duration> = Some(Duration::ZERO);
+    let mut joined = 0;
+    let mut held = Vec::new();
+    for t in tasks {
+        match t.await {
+            Ok(Some((done, c))) => {
+                joined += 1;
+                held.push(c);
+                all_seen = match (all_seen, done) {
+                    (Some(a), Some(d)) => Some(a.max(d)),
+                    _ => None,
+                };
+            }
+            _ => all_seen = None,
+        }
+    }
+    let last = Duration::from_nanos(last_join.load(Ordering::Relaxed));
+    let after_last = all_seen.map(|d| d.saturating_sub(last));
+    let total_frames = frames.load(Ordering::Relaxed);
+    drop(held);
+    report(
+        "presence",
+        &[
+            ("users joined".into(), format!("{joined} of {n}")),
+            (
+                "everyone saw everyone".into(),
+                after_last.map_or("no (timed out)".into(), |d| {
+                    format!("{:.0} ms after the last join reply", d.as_secs_f64() * 1e3)
+                }),
+            ),
+            ("presence frames received".into(), format!("{total_frames}")),
+        ],
+        json!({"scenario": "presence", "n": n, "joined": joined, "ms_after_last_join": after_last.map(|d| d.as_secs_f64() * 1e3), "frames": total_frames}),
+    );
+    Ok(())
+}
+
+/// Runs a scenario; a bounded time after its load ends, it returns.
+pub(crate) fn run(args: &[String]) -> Result<(), String> {
+    let Some((scenario, rest)) = args.split_first() else { return Err("expected a scenario".into()) };
+    let opts = Opts::parse(rest)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let limit = opts.duration + Duration::from_secs(120);
+    rt.block_on(async {
+        let work = async {
+            match scenario.as_str() {
+                "conns" => conns(&opts).await,
+                "fanout" => fanout(&opts).await,
+                "echo" => echo(&opts).await,
+                "churn" => churn(&opts).await,
+                "presence" => presence(&opts).await,
+                other => Err(format!("unknown scenario {other:?}")),
+            }
+        };
+        tokio::time::timeout(limit, work).await.unwrap_or_else(|_| Err("the run did not finish in time".into()))
+    })
+}
