@@ -17,7 +17,7 @@ pub(crate) const USAGE: &str = "usage: fawkes bench <conns|fanout|echo|churn|pre
   --url URL         the server (default http://127.0.0.1:4000); loopback only
   --pid PID         the server's process, to read its memory and CPU time
   --duration S      seconds of load (default 10)
-  conns:    --n N (default 1000)
+  conns:    --n N (default 1000) --join false (connect only)
   fanout:   --subscribers S (1000) --rate R msgs/s (10) --bytes B (100)
   echo:     --clients C (20) --in-flight W (10)
   churn:    --rate R cycles/s (500)
@@ -185,8 +185,13 @@ async fn conns(o: &Opts) -> Result<(), String> {
         let permit = gate.clone().acquire_owned().await.map_err(|e| e.to_string())?;
         let server = o.server;
         let topic = format!("room:conns-{run}-{}", i % 100);
+        let join = o.args.get("join").is_none_or(|v| v != "false");
         tasks.push(tokio::spawn(async move {
-            let c = connect_joined(server, i, "", &topic, 1024).await;
+            let c = if join {
+                connect_joined(server, i, "", &topic, 1024).await
+            } else {
+                Client::connect(server, local_ip(i), "/socket/websocket?vsn=2.0.0", 1024).await
+            };
             drop(permit);
             c
         }));

@@ -241,7 +241,8 @@ impl<S: Socket, IO: WsIo> Conn<S, IO> {
 }
 
 async fn serve<S: Socket, IO: WsIo>(io: IO, leftover: Bytes, conn: Arc<ConnState<S>>, deflate: bool) {
-    let config = conn.shared.config.clone();
+    let shared = conn.shared.clone();
+    let config = &shared.config;
     let mut shutdown = conn.shared.endpoint.shutdown_signal();
     let mut c = Conn {
         io,
@@ -252,6 +253,9 @@ async fn serve<S: Socket, IO: WsIo>(io: IO, leftover: Bytes, conn: Arc<ConnState
         out: Vec::new(),
     };
     c.reader.feed(&leftover);
+    // The leftover is a view of hyper's whole read buffer: holding it would
+    // keep kilobytes alive for the connection's lifetime.
+    drop(leftover);
     let mut blocked: Option<Blocked> = None;
     let mut last_activity = Instant::now();
     let idle = tokio::time::sleep(config.timeout);

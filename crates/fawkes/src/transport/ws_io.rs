@@ -1,13 +1,16 @@
 //! Reading and writing an upgraded connection.
 //!
-//! On a plain TCP stream, reads wait for readiness first and then read into a
-//! stack buffer, so an idle connection holds no read buffer at all. Any other
-//! stream (TLS, a test pipe) reads through a small heap buffer.
+//! Reads go into a buffer on the stack of one poll (or, on a plain TCP
+//! stream, wait for readiness first), so an idle connection holds no read
+//! buffer at all.
 
 use std::future::Future;
 use std::io;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use std::pin::Pin;
+use std::task::Poll;
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::ws_codec::WsReader;
@@ -55,10 +58,21 @@ pub(crate) struct Generic<T>(pub(crate) T);
 
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> WsIo for Generic<T> {
     async fn read_into(&mut self, reader: &mut WsReader) -> io::Result<usize> {
-        let mut buf = Vec::with_capacity(4096);
-        let n = self.0.read_buf(&mut buf).await?;
-        reader.feed(&buf[..n]);
-        Ok(n)
+        // The buffer lives on the stack of one poll only: while the read is
+        // pending, the connection holds no buffer.
+        std::future::poll_fn(|cx| {
+            let mut chunk = [0u8; CHUNK];
+            let mut buf = ReadBuf::new(&mut chunk);
+            match Pin::new(&mut self.0).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) => {
+                    reader.feed(buf.filled());
+                    Poll::Ready(Ok(buf.filled().len()))
+                }
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await
     }
 
     async fn write_all_bytes(&mut self, buf: &[u8]) -> io::Result<()> {
