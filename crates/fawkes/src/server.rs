@@ -46,9 +46,11 @@ fn panic_text(p: Box<dyn Any + Send>) -> String {
         .unwrap_or_else(|| "panic".to_owned())
 }
 
-/// Runs a callback future, turning a panic into an error.
+/// Runs a callback future, turning a panic into an error. The callback's
+/// future is boxed: an idle channel task then holds no room for the largest
+/// of its callbacks, which keeps each joined channel small.
 async fn guarded<T>(f: impl Future<Output = Result<T, ChannelError>>) -> Result<T, String> {
-    match AssertUnwindSafe(f).catch_unwind().await {
+    match AssertUnwindSafe(Box::pin(f)).catch_unwind().await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(e.to_string()),
         Err(p) => Err(panic_text(p)),
@@ -173,6 +175,8 @@ async fn run<S: Socket, C: Channel<S>>(args: StartArgs<S>, inbox: Arc<Mailbox<Ch
     let subscription = conn.shared.endpoint.pubsub().subscribe(&topic, Arc::new(subscriber));
     task.ctx.sub_id = Some(subscription.id());
     task.reply(&join, "ok".into(), reply, join.join_ref.clone());
+    // not needed any more: freed now rather than held for the channel's life
+    drop(join);
     if let Some(frame) = after_reply {
         conn.push_frame(frame);
     }

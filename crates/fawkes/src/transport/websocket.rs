@@ -117,9 +117,11 @@ async fn upgrade<S: Socket>(State(shared): State<Arc<SocketShared<S>>>, mut req:
         async move {
             match on_upgrade.await {
                 Ok(upgraded) => match upgraded.downcast::<TokioIo<TcpStream>>() {
-                    Ok(parts) => serve(parts.io.into_inner(), parts.read_buf, conn, deflate.is_some()).await,
+                    // boxed: a future nested in this block would be laid
+                    // out beside its captures, doubling the task's size
+                    Ok(parts) => Box::pin(serve(parts.io.into_inner(), parts.read_buf, conn, deflate.is_some())).await,
                     Err(upgraded) => {
-                        serve(Generic(TokioIo::new(upgraded)), Bytes::new(), conn, deflate.is_some()).await
+                        Box::pin(serve(Generic(TokioIo::new(upgraded)), Bytes::new(), conn, deflate.is_some())).await
                     }
                 },
                 Err(e) => tracing::debug!(error = %e, "upgrade failed"),
@@ -299,6 +301,12 @@ async fn serve<S: Socket, IO: WsIo>(io: IO, leftover: Bytes, conn: Arc<ConnState
             }
         }
     };
+    Box::pin(finish(c, exit)).await;
+}
+
+/// Closes the connection as `exit` says (kept out of the connection's loop
+/// future, which stays small while the connection lives).
+async fn finish<S: Socket, IO: WsIo>(mut c: Conn<S, IO>, exit: Exit) {
     match exit {
         Exit::Close(code, reason) => {
             c.close(Some(code), reason).await;
