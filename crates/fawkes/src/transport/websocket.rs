@@ -147,6 +147,9 @@ async fn upgrade<S: Socket>(State(shared): State<Arc<SocketShared<S>>>, mut req:
     res
 }
 
+/// Most client frames handled before what they produced is written.
+const BATCH: usize = 32;
+
 /// Why the connection loop ended.
 enum Exit {
     /// Close with this code.
@@ -168,11 +171,18 @@ struct Conn<S: Socket, IO: WsIo> {
 impl<S: Socket, IO: WsIo> Conn<S, IO> {
     /// Handles every complete frame already read. Stops early when a
     /// channel's mailbox is full.
-    fn process(&mut self, blocked: &mut Option<Blocked>) -> Result<(), Exit> {
-        while blocked.is_none() {
+    /// Returns true when it stopped with complete frames still buffered.
+    fn process(&mut self, blocked: &mut Option<Blocked>) -> Result<bool, Exit> {
+        // A bounded batch: what it queues for the client is written before
+        // the next batch, so one read full of requests cannot overflow the
+        // outbox with the socket's own replies.
+        for _ in 0..BATCH {
+            if blocked.is_some() {
+                return Ok(false);
+            }
             let ev = match self.reader.next_event() {
                 Ok(Some(ev)) => ev,
-                Ok(None) => return Ok(()),
+                Ok(None) => return Ok(false),
                 Err(e) => return Err(Exit::Close(e.code, e.reason)),
             };
             match ev {
@@ -189,7 +199,7 @@ impl<S: Socket, IO: WsIo> Conn<S, IO> {
                 WsEvent::Close(code) => return Err(Exit::ClientClosed(code)),
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Turns the outbox into bytes in `self.out`.
@@ -264,11 +274,21 @@ async fn serve<S: Socket, IO: WsIo>(io: IO, leftover: Bytes, conn: Arc<ConnState
     tokio::pin!(idle);
 
     let exit = loop {
-        if let Err(exit) = c.process(&mut blocked) {
-            break exit;
+        let more = match c.process(&mut blocked) {
+            Ok(more) => more,
+            Err(exit) => break exit,
+        };
+        if more {
+            if let Err(exit) = c.drain_outbox() {
+                let _ = c.flush().await;
+                break exit;
+            }
         }
         if let Err(exit) = c.flush().await {
             break exit;
+        }
+        if more {
+            continue;
         }
         if *shutdown.borrow() {
             break Exit::Close(1012, "service restart");
