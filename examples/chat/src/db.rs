@@ -1,0 +1,89 @@
+//! The database: SQLite by default (a file created and migrated at start),
+//! PostgreSQL when `DATABASE_URL` says `postgres://`. Same queries, same
+//! migrations (one set per dialect).
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sqlx::any::AnyPoolOptions;
+use sqlx::AnyPool;
+
+/// Which database the pool talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// SQLite.
+    Sqlite,
+    /// PostgreSQL.
+    Postgres,
+}
+
+const SQLITE: &[(&str, &str)] = &[("001_init", include_str!("../migrations/sqlite/001_init.sql"))];
+const POSTGRES: &[(&str, &str)] = &[("001_init", include_str!("../migrations/postgres/001_init.sql"))];
+
+/// Connects and brings the schema up to date.
+///
+/// # Errors
+///
+/// When the database cannot be reached or a migration fails.
+pub async fn connect(url: &str) -> Result<(AnyPool, Backend), sqlx::Error> {
+    sqlx::any::install_default_drivers();
+    let backend = if url.starts_with("postgres") { Backend::Postgres } else { Backend::Sqlite };
+    // SQLite allows one writer at a time: one connection avoids lock errors.
+    let max = if backend == Backend::Sqlite { 1 } else { 10 };
+    let pool = AnyPoolOptions::new().max_connections(max).connect(url).await?;
+    migrate(&pool, backend).await?;
+    Ok((pool, backend))
+}
+
+async fn migrate(pool: &AnyPool, backend: Backend) -> Result<(), sqlx::Error> {
+    sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version TEXT PRIMARY KEY)").execute(pool).await?;
+    let migrations = if backend == Backend::Sqlite { SQLITE } else { POSTGRES };
+    for (version, sql) in migrations {
+        let done: Option<(String,)> = sqlx::query_as("SELECT version FROM schema_migrations WHERE version = $1")
+            .bind(*version)
+            .fetch_optional(pool)
+            .await?;
+        if done.is_some() {
+            continue;
+        }
+        for stmt in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+            sqlx::query(stmt).execute(pool).await?;
+        }
+        sqlx::query("INSERT INTO schema_migrations (version) VALUES ($1)").bind(*version).execute(pool).await?;
+        tracing::info!(version, "migrated");
+    }
+    Ok(())
+}
+
+/// Now, as an ISO 8601 UTC timestamp with milliseconds.
+pub fn now_iso() -> String {
+    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // days since the epoch to a civil date (Howard Hinnant's algorithm)
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn timestamps_look_right() {
+        let t = super::now_iso();
+        assert_eq!(t.len(), 24, "{t}");
+        assert!(t.starts_with("20") && t.ends_with('Z'));
+    }
+}

@@ -1,0 +1,118 @@
+//! fawkes-chat: a chat on Fawkes.
+//!
+//! | piece | where |
+//! | --- | --- |
+//! | database, migrations (SQLite or PostgreSQL) | [`db`] |
+//! | users, sign-in tokens, block lists | [`accounts`] |
+//! | rooms, memberships, messages | [`chat`] |
+//! | the JSON API | [`api`] |
+//! | the socket, `room:*` and `notifications:*` channels | [`socket`] |
+
+pub mod accounts;
+pub mod api;
+pub mod chat;
+pub mod db;
+pub mod socket;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use fawkes::{CheckOrigin, Endpoint, Presence, SocketHandler, SocketService};
+use parking_lot::Mutex;
+use serde_json::{json, Value};
+
+/// The application: contexts, endpoint and presence. Cheap to clone.
+#[derive(Clone)]
+pub struct App {
+    /// Users and tokens.
+    pub accounts: accounts::Accounts,
+    /// Rooms and messages.
+    pub chat: chat::Chat,
+    /// Broadcasts from anywhere.
+    pub endpoint: Endpoint,
+    /// Who is in each room.
+    pub presence: Presence,
+    message_buckets: Arc<Mutex<HashMap<i64, (f64, Instant)>>>,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("App")
+    }
+}
+
+/// Configuration, from the environment in `main`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `sqlite://...` or `postgres://...`.
+    pub database_url: String,
+    /// Signs tokens; when absent one is generated and stored in the database.
+    pub secret_key_base: Option<String>,
+}
+
+const INDEX: &str = include_str!("../static/index.html");
+const APP_JS: &str = include_str!("../static/app.js");
+const PHOENIX_JS: &str = include_str!(concat!(env!("OUT_DIR"), "/phoenix.mjs"));
+
+/// Builds the application: its router (page, API, socket) and its socket
+/// service (for tests without a network).
+///
+/// # Errors
+///
+/// When the database cannot be opened or migrated.
+pub async fn build(config: &Config) -> Result<(axum::Router, SocketService<socket::ChatSocket>, App), sqlx::Error> {
+    let (pool, backend) = db::connect(&config.database_url).await?;
+    tracing::info!(?backend, "database ready");
+    let accounts = accounts::Accounts::new(pool.clone(), config.secret_key_base.clone()).await?;
+    let endpoint = Endpoint::local();
+    let names = accounts.clone();
+    let presence = Presence::builder(&endpoint)
+        // the names of everyone in a presence list, in one query
+        .fetch(move |_topic, mut entries| {
+            let names = names.clone();
+            async move {
+                let ids: Vec<i64> = entries.keys().filter_map(|k| k.parse().ok()).collect();
+                let found = names.names(&ids).await.unwrap_or_default();
+                for (key, entry) in entries.iter_mut() {
+                    let id = key.parse::<i64>().unwrap_or_default();
+                    entry["user"] = json!({"id": id, "name": found.get(&id).cloned().unwrap_or_default()});
+                }
+                entries
+            }
+        })
+        .build();
+    let app = App {
+        accounts,
+        chat: chat::Chat::new(pool),
+        endpoint: endpoint.clone(),
+        presence,
+        message_buckets: Arc::default(),
+    };
+    let service = SocketHandler::new(socket::ChatSocket { app: app.clone() })
+        .channel::<socket::RoomChannel>("room:*")
+        .channel::<socket::NotificationsChannel>("notifications:*")
+        .configure(|c| {
+            c.longpoll = true;
+            // the page is served by this server: its origin is the request's
+            c.check_origin = CheckOrigin::Conn;
+        })
+        .build(&endpoint);
+    let router = axum::Router::new()
+        .route("/", get(|| async { ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], INDEX) }))
+        .route("/assets/app.js", get(|| async { ([(header::CONTENT_TYPE, "text/javascript")], APP_JS) }))
+        .route("/assets/phoenix.mjs", get(|| async { ([(header::CONTENT_TYPE, "text/javascript")], PHOENIX_JS) }))
+        .route("/health", get(|| async { axum::Json(json!({"status": "ok"})).into_response() }))
+        .merge(api::routes())
+        .with_state(app.clone())
+        .merge(service.router("/socket"));
+    Ok((router, service, app))
+}
+
+/// `{"error": ...}` for tests.
+pub fn error_status(v: &Value) -> Option<u64> {
+    v["error"]["status"].as_u64()
+}

@@ -1,0 +1,27 @@
+//! The chat server: `PORT` (4000), `DATABASE_URL` (a SQLite file by
+//! default), `SECRET_KEY_BASE` (generated and stored when absent).
+
+use std::net::SocketAddr;
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+    let port: u16 = std::env::var("PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(4000);
+    let config = fawkes_chat::Config {
+        database_url: std::env::var("DATABASE_URL").unwrap_or_else(|_| "sqlite://fawkes-chat.db?mode=rwc".into()),
+        secret_key_base: std::env::var("SECRET_KEY_BASE").ok(),
+    };
+    let (router, service, _app) = fawkes_chat::build(&config).await?;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    tracing::info!("fawkes-chat on http://127.0.0.1:{port}");
+    let endpoint = service.endpoint().clone();
+    axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(async move {
+            let _ = tokio::signal::ctrl_c().await;
+            endpoint.shutdown();
+        })
+        .await?;
+    Ok(())
+}

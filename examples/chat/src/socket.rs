@@ -1,0 +1,198 @@
+//! The socket and channels: `room:<id>` (history, messages, typing,
+//! presence with a status, per-recipient block lists) and the private
+//! `notifications:<user_id>`.
+
+use std::time::{Duration, Instant};
+
+use fawkes::{
+    Channel, ChannelContext, ChannelError, ConnectError, ConnectInfo, Flow, HandleIn, Join, Outgoing, Params, Payload,
+    Socket,
+};
+use serde_json::{json, Value};
+
+use crate::accounts::User;
+use crate::App;
+
+/// The chat's socket: `connect` verifies the sign-in token.
+#[derive(Clone, Debug)]
+pub struct ChatSocket {
+    /// The application.
+    pub app: App,
+}
+
+impl Socket for ChatSocket {
+    type Assigns = User;
+
+    async fn connect(&self, params: &Params, _: &ConnectInfo) -> Result<User, ConnectError> {
+        let id = self.app.accounts.verify(params.get_str("token")).map_err(|_| ConnectError::Refused)?;
+        self.app.accounts.get(id).await.map_err(|e| ConnectError::Failed(Box::new(e)))?.ok_or(ConnectError::Refused)
+    }
+
+    fn id(&self, user: &User) -> Option<String> {
+        Some(format!("user_socket:{}", user.id))
+    }
+}
+
+/// One joined room.
+#[derive(Debug)]
+pub struct RoomChannel {
+    room: i64,
+}
+
+/// What a room channel sends itself.
+#[derive(Debug)]
+pub enum RoomInfo {
+    /// Push history and presence, and track the user.
+    AfterJoin,
+}
+
+const STATUSES: [&str; 3] = ["online", "away", "busy"];
+
+/// The `new_message` rate per user: a burst of 10, then 5 per second.
+const MESSAGE_BURST: f64 = 10.0;
+const MESSAGE_RATE: f64 = 5.0;
+
+impl App {
+    /// Takes a token from `user`'s message bucket, or says how long to wait.
+    fn allow_message(&self, user: i64) -> Result<(), Duration> {
+        let mut buckets = self.message_buckets.lock();
+        let now = Instant::now();
+        let (tokens, last) = buckets.entry(user).or_insert((MESSAGE_BURST, now));
+        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * MESSAGE_RATE).min(MESSAGE_BURST);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - *tokens) / MESSAGE_RATE))
+        }
+    }
+}
+
+impl Channel<ChatSocket> for RoomChannel {
+    type Info = RoomInfo;
+    const INTERCEPT: &'static [&'static str] = &["new_message"];
+
+    async fn join(
+        topic: &str,
+        _: Payload,
+        ctx: &mut ChannelContext<ChatSocket, RoomInfo>,
+    ) -> Result<Join<Self>, ChannelError> {
+        let Some(room) = topic.strip_prefix("room:").and_then(|id| id.parse::<i64>().ok()) else {
+            return Ok(Join::refuse(json!({"reason": "not_found"})));
+        };
+        let app = &ctx.socket().app;
+        if app.chat.room(room).await?.is_none() {
+            return Ok(Join::refuse(json!({"reason": "not_found"})));
+        }
+        if !app.chat.is_member(room, ctx.assigns().id).await? {
+            return Ok(Join::refuse(json!({"reason": "not_a_member"})));
+        }
+        ctx.channel_ref().send(RoomInfo::AfterJoin)?;
+        Ok(Join::ok(RoomChannel { room }))
+    }
+
+    async fn handle_info(
+        &mut self,
+        info: RoomInfo,
+        ctx: &mut ChannelContext<ChatSocket, RoomInfo>,
+    ) -> Result<Flow, ChannelError> {
+        match info {
+            RoomInfo::AfterJoin => {
+                let app = ctx.socket().app.clone();
+                let history = app.chat.history(self.room, None, 50).await?;
+                ctx.push("message_history", json!({"messages": history}))?;
+                let state = app.presence.list(ctx.topic()).await;
+                ctx.push("presence_state", Value::Object(state))?;
+                let user = ctx.assigns().id.to_string();
+                app.presence.track(ctx, &user, json!({"status": "online", "online_at": crate::db::now_iso()}))?;
+            }
+        }
+        Ok(Flow::Continue)
+    }
+
+    async fn handle_in(
+        &mut self,
+        event: &str,
+        payload: Payload,
+        ctx: &mut ChannelContext<ChatSocket, RoomInfo>,
+    ) -> Result<HandleIn, ChannelError> {
+        let app = ctx.socket().app.clone();
+        let me = ctx.assigns().id;
+        let p = payload.to_value().unwrap_or(Value::Null);
+        match event {
+            "new_message" => {
+                if let Err(wait) = app.allow_message(me) {
+                    return Ok(HandleIn::error(
+                        json!({"reason": "rate_limited", "retry_after": wait.as_millis().max(1) as u64}),
+                    ));
+                }
+                let body = match crate::api::message_body(&p) {
+                    Ok(b) => b,
+                    Err(why) => return Ok(HandleIn::error(json!({"reason": "invalid", "errors": {"body": why}}))),
+                };
+                let msg = app.chat.post(self.room, me, &body).await?;
+                ctx.broadcast("new_message", json!(msg))?;
+                Ok(HandleIn::ok(json!({"message_id": msg.id})))
+            }
+            "typing" => {
+                let typing = p.get("typing").and_then(Value::as_bool).unwrap_or(false);
+                ctx.broadcast_from("user_typing", json!({"user_id": me, "typing": typing}))?;
+                Ok(HandleIn::ok(json!({})))
+            }
+            "update_status" => {
+                let status = p.get("status").and_then(Value::as_str).unwrap_or("");
+                if !STATUSES.contains(&status) {
+                    return Ok(HandleIn::error(
+                        json!({"reason": "invalid", "errors": {"status": "must be online, away or busy"}}),
+                    ));
+                }
+                let status = status.to_owned();
+                app.presence.update(ctx, &me.to_string(), |old| {
+                    let mut m = old.clone();
+                    m.remove("phx_ref");
+                    m.remove("phx_ref_prev");
+                    m.insert("status".into(), Value::String(status));
+                    Value::Object(m)
+                })?;
+                Ok(HandleIn::ok(json!({})))
+            }
+            _ => Ok(HandleIn::error(json!({"reason": "unknown_event"}))),
+        }
+    }
+
+    /// Applies the recipient's block list.
+    async fn handle_out(
+        &mut self,
+        _: &str,
+        payload: Payload,
+        ctx: &mut ChannelContext<ChatSocket, RoomInfo>,
+    ) -> Result<Outgoing, ChannelError> {
+        let author = payload.to_value()?.get("user_id").and_then(Value::as_i64);
+        let blocked = ctx.socket().app.accounts.blocked_by(ctx.assigns().id).await?;
+        Ok(match author {
+            Some(a) if blocked.contains(&a) => Outgoing::Drop,
+            _ => Outgoing::Push(payload),
+        })
+    }
+}
+
+/// `notifications:<user_id>`: only that user may join.
+#[derive(Debug)]
+pub struct NotificationsChannel;
+
+impl Channel<ChatSocket> for NotificationsChannel {
+    type Info = ();
+
+    async fn join(
+        topic: &str,
+        _: Payload,
+        ctx: &mut ChannelContext<ChatSocket, ()>,
+    ) -> Result<Join<Self>, ChannelError> {
+        if topic.strip_prefix("notifications:") == Some(ctx.assigns().id.to_string().as_str()) {
+            Ok(Join::ok(NotificationsChannel))
+        } else {
+            Ok(Join::refuse(json!({"reason": "unauthorized"})))
+        }
+    }
+}
