@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs every check and test of the project: formatting, lints, unit,
-# integration and doc tests. Needs only the Rust toolchain so far; anything
-# else a test needs is installed here.
+# integration and doc tests, the end-to-end tests with the official phoenix
+# client (Node), the chat on PostgreSQL and in headless Chromium. A machine
+# with the Rust toolchain, Node 20 and apt is enough: the rest (npm packages,
+# PostgreSQL, Chromium) is installed here when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,4 +24,21 @@ cargo build -p conformance-server
     npm ci --no-audit --no-fund --loglevel=error
   fi
   node --test --test-concurrency=1 --test-timeout=120000 test/*.test.js
+)
+
+echo "== the chat on PostgreSQL (a throwaway server; PostgreSQL is installed with apt if missing)"
+./scripts/with-postgres.sh cargo test -p fawkes-chat --test chat
+
+echo "== the chat in headless Chromium (installed with apt if missing)"
+if ! command -v chromium >/dev/null 2>&1; then
+  apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
+cargo build -p fawkes-chat
+(
+  cd examples/chat/web
+  if [ ! -d node_modules/playwright-core ]; then
+    npm ci --no-audit --no-fund --loglevel=error
+  fi
+  node --test --test-timeout=120000 e2e.test.mjs
 )
