@@ -42,17 +42,25 @@ async fn migrate(pool: &AnyPool, backend: Backend) -> Result<(), sqlx::Error> {
         sqlx::query("SELECT pg_advisory_lock(747001)").execute(&mut *conn).await?;
     }
     let result = async {
-        sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version TEXT PRIMARY KEY)").execute(&mut *conn).await?;
+        sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version TEXT PRIMARY KEY)")
+            .execute(&mut *conn)
+            .await?;
         let migrations = if backend == Backend::Sqlite { SQLITE } else { POSTGRES };
         for (version, sql) in migrations {
-            let done: Option<(String,)> = sqlx::query_as("SELECT version FROM schema_migrations WHERE version = $1").bind(*version).fetch_optional(&mut *conn).await?;
+            let done: Option<(String,)> = sqlx::query_as("SELECT version FROM schema_migrations WHERE version = $1")
+                .bind(*version)
+                .fetch_optional(&mut *conn)
+                .await?;
             if done.is_some() {
                 continue;
             }
             for stmt in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
                 sqlx::query(stmt).execute(&mut *conn).await?;
             }
-            sqlx::query("INSERT INTO schema_migrations (version) VALUES ($1)").bind(*version).execute(&mut *conn).await?;
+            sqlx::query("INSERT INTO schema_migrations (version) VALUES ($1)")
+                .bind(*version)
+                .execute(&mut *conn)
+                .await?;
             tracing::info!(version, "migrated");
         }
         Ok::<(), sqlx::Error>(())
