@@ -111,6 +111,11 @@ impl PubSub {
         PubSub { inner: Arc::new(Inner { node: node_name.into(), registry: Registry::new(), adapter: Some(adapter) }) }
     }
 
+    /// True when broadcasts also go to other nodes (an adapter is set).
+    pub fn is_distributed(&self) -> bool {
+        self.inner.adapter.is_some()
+    }
+
     /// This node's name, unique in the cluster.
     pub fn node_name(&self) -> &str {
         &self.inner.node

@@ -207,3 +207,57 @@ async fn disconnect_ends_the_session_and_limits_hold() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(lp(addr, "POST", &q, "[]").await, json!({"status": 410}));
 }
+
+/// Two nodes whose PubSubs are linked in memory: what one publishes, the
+/// other receives, as over Redis.
+struct Link(std::sync::Mutex<Vec<fawkes::PubSub>>);
+
+impl fawkes::pubsub::Adapter for Link {
+    fn publish(&self, msg: fawkes::pubsub::RemoteMessage) -> Result<(), fawkes::pubsub::PubSubError> {
+        let nodes = self.0.lock().unwrap().clone();
+        for ps in nodes {
+            ps.deliver_remote(msg.clone());
+        }
+        Ok(())
+    }
+}
+
+async fn serve_on(endpoint: fawkes::Endpoint) -> std::net::SocketAddr {
+    let app = endpoint.socket("/socket", app());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+#[tokio::test]
+async fn a_request_reaching_another_node_is_carried_to_the_session_s_node() {
+    let link = std::sync::Arc::new(Link(std::sync::Mutex::new(Vec::new())));
+    let (pa, pb) =
+        (fawkes::PubSub::with_adapter("node-a", link.clone()), fawkes::PubSub::with_adapter("node-b", link.clone()));
+    link.0.lock().unwrap().extend([pa.clone(), pb.clone()]);
+    let (a, b) = (serve_on(fawkes::Endpoint::new(pa)).await, serve_on(fawkes::Endpoint::new(pb.clone())).await);
+    let token = lp(a, "GET", "vsn=2.0.0&user_id=x", "").await["token"].as_str().unwrap().to_owned();
+    let q = format!("vsn=2.0.0&token={}", enc(&token));
+    // POST and GET on node b, for a session of node a
+    let body = [
+        json!(["1", "1", "room:relay", "phx_join", {}]).to_string(),
+        json!(["1", "2", "room:relay", "echo", {"via": "b"}]).to_string(),
+    ]
+    .join("\n");
+    assert_eq!(lp(b, "POST", &q, &body).await, json!({"status": 200}));
+    let got = collect(b, &q, 3).await;
+    assert!(
+        got.contains(&json!(["1", "2", "room:relay", "phx_reply", {"status": "ok", "response": {"via": "b"}}])),
+        "{got:?}"
+    );
+    // a broadcast made on node b reaches the session on node a
+    fawkes::Endpoint::new(pb).broadcast("room:relay", "news", json!({"from": "b"})).unwrap();
+    assert!(collect(a, &q, 1).await.contains(&json!([null, null, "room:relay", "news", {"from": "b"}])));
+    // a session gone from node a: node b opens a new session on GET, 410 on POST
+    let dead = format!("vsn=2.0.0&token={}", enc(&format!("{}.nope", token.split('.').next().unwrap())));
+    assert_eq!(lp(b, "POST", &dead, "[]").await, json!({"status": 410}));
+    let fresh = lp(b, "GET", &dead, "").await;
+    assert_eq!(fresh["status"], 410);
+    assert_ne!(fresh["token"], json!(token));
+}

@@ -7,10 +7,12 @@
 //! socket session; what it would write to a WebSocket it keeps in a bounded
 //! buffer until the next poll.
 //!
-//! Tokens name the node that holds the session (`<node>.<id>`, the id 128
-//! random bits), so that a cluster can carry a request to that node over
-//! PubSub; a token of another node is, for now, a session that cannot be
-//! reached, which Phoenix answers as a session that is gone.
+//! Sessions need no sticky routing: a token names the node that holds its
+//! session (`<node>.<id>`, the id 128 random bits), and a request that
+//! reaches another node is carried there over PubSub (a direct broadcast to
+//! the session's private topic `phx:lp:<token>`, answered on a reply topic).
+//! No answer within a poll window is a session that is gone, which Phoenix
+//! answers by opening a new one (GET) or with `410` (POST).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -33,6 +35,8 @@ use tracing::Instrument;
 use crate::conn::{ConnState, SocketShared};
 use crate::session::{Action, Blocked, Session};
 use crate::{ConnectInfo, Params, Socket};
+use fawkes_protocol::{Broadcast, Payload};
+use fawkes_pubsub::{Delivery, FrameCache, Subscriber, Subscription};
 
 use fawkes_protocol::longpoll::MAX_BATCH;
 
@@ -99,13 +103,113 @@ pub(crate) async fn handle<S: Socket>(State(shared): State<Arc<SocketShared<S>>>
         shared.endpoint.metrics().refused();
         return body(json!({"status": 403}));
     }
-    let registry = &shared.longpoll;
-    let session = token_of(req.headers(), &params).and_then(|t| registry.sessions.lock().get(&t).cloned());
-    match (method, session) {
-        (Method::GET, Some(session)) => poll(&shared, session, req).await,
-        (Method::GET, None) => open(&shared, params, req).await,
-        (_, Some(session)) => publish(&shared, session, req).await,
-        (_, None) => body(json!({"status": 410})),
+    let token = token_of(req.headers(), &params);
+    let local = token.as_ref().and_then(|t| shared.longpoll.sessions.lock().get(t).cloned());
+    let is_get = method == Method::GET;
+    if let Some(session) = local {
+        return if is_get { poll(&shared, session, params, req).await } else { publish(&shared, session, req).await };
+    }
+    // A session of another node: carried there over PubSub.
+    if let Some((token, node)) = token
+        .and_then(|t| owner_of(&t).map(|n| (t, n)))
+        .filter(|(_, n)| shared.endpoint.pubsub().is_distributed() && n != shared.endpoint.pubsub().node_name())
+    {
+        let relayed = if is_get {
+            relay(&shared, &token, &node, "poll", json!({})).await
+        } else {
+            match read_body(&shared, req).await {
+                Ok((ndjson, data)) => {
+                    let b64 = base64::engine::general_purpose::STANDARD.encode(&data);
+                    return body(
+                        relay(&shared, &token, &node, "publish", json!({"ndjson": ndjson, "body": b64}))
+                            .await
+                            .unwrap_or_else(|| json!({"status": 410})),
+                    );
+                }
+                Err(res) => return res,
+            }
+        };
+        return match relayed {
+            Some(v) => body(v),
+            None => open(&shared, params, req).await,
+        };
+    }
+    if is_get {
+        open(&shared, params, req).await
+    } else {
+        body(json!({"status": 410}))
+    }
+}
+
+/// The node named in a token (`<node, base64url>.<id>`).
+fn owner_of(token: &str) -> Option<String> {
+    let (node, _) = token.split_once('.')?;
+    String::from_utf8(base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(node).ok()?).ok()
+}
+
+/// Asks the node holding a session to run a poll or a publish, and waits for
+/// its answer (a poll window and a margin at most). `None` when no answer
+/// came, or the session is gone.
+async fn relay<S: Socket>(
+    shared: &Arc<SocketShared<S>>,
+    token: &str,
+    node: &str,
+    event: &str,
+    mut payload: Value,
+) -> Option<Value> {
+    let pubsub = shared.endpoint.pubsub();
+    let reply_to = format!("phx:lp:reply:{}", random_id());
+    let (tx, rx) = oneshot::channel::<Payload>();
+    let tx = Mutex::new(Some(tx));
+    let _sub = pubsub.subscribe_fn(&reply_to, move |b| {
+        if let Some(tx) = tx.lock().take() {
+            let _ = tx.send(b.payload.clone());
+        }
+    });
+    payload["reply_to"] = Value::String(reply_to);
+    let request = Broadcast::new(format!("phx:lp:{token}"), event, Payload::from(payload));
+    if pubsub.direct_broadcast(node, request).is_err() {
+        return None;
+    }
+    let wait = shared.config.longpoll_window + Duration::from_secs(2);
+    let answer = tokio::time::timeout(wait, rx).await.ok()?.ok()?.to_value().ok()?;
+    (answer.get("gone") != Some(&Value::Bool(true))).then_some(answer)
+}
+
+/// Runs relayed requests for one local session.
+struct RelaySubscriber<S: Socket> {
+    shared: std::sync::Weak<SocketShared<S>>,
+    session: Arc<LpSession>,
+}
+
+impl<S: Socket> Subscriber for RelaySubscriber<S> {
+    fn deliver(&self, msg: &Broadcast, _: &mut FrameCache<'_>) -> Delivery {
+        let Some(shared) = self.shared.upgrade() else { return Delivery::Gone };
+        let Ok(req) = msg.payload.to_value() else { return Delivery::Delivered };
+        let Some(reply_to) = req.get("reply_to").and_then(Value::as_str).map(str::to_owned) else {
+            return Delivery::Delivered;
+        };
+        let session = self.session.clone();
+        let event = msg.event.clone();
+        tokio::spawn(async move {
+            let answer = match event.as_str() {
+                "poll" => poll_core(&shared, &session).await.unwrap_or_else(|| json!({"gone": true})),
+                "publish" => {
+                    let ndjson = req.get("ndjson").and_then(Value::as_bool).unwrap_or(false);
+                    match req
+                        .get("body")
+                        .and_then(Value::as_str)
+                        .map(|b| base64::engine::general_purpose::STANDARD.decode(b))
+                    {
+                        Some(Ok(data)) => publish_core(&shared, &session, ndjson, Bytes::from(data)).await,
+                        _ => json!({"status": 408}),
+                    }
+                }
+                _ => return,
+            };
+            let _ = shared.endpoint.pubsub().broadcast(Broadcast::new(reply_to, "reply", Payload::from(answer)));
+        });
+        Delivery::Delivered
     }
 }
 
@@ -160,8 +264,12 @@ async fn open<S: Socket>(shared: &Arc<SocketShared<S>>, params: Params, req: Req
         last_poll: Mutex::new(Instant::now()),
     });
     shared.longpoll.sessions.lock().insert(token.clone(), session.clone());
+    let relay_sub = shared.endpoint.pubsub().subscribe(
+        &format!("phx:lp:{token}"),
+        Arc::new(RelaySubscriber { shared: Arc::downgrade(shared), session: session.clone() }),
+    );
     let span = tracing::info_span!("socket", transport = "longpoll", vsn = vsn.as_str());
-    tokio::spawn(run(shared.clone(), conn, session, rx).instrument(span));
+    tokio::spawn(run(shared.clone(), conn, session, rx, relay_sub).instrument(span));
     body(json!({"status": 410, "token": token, "messages": []}))
 }
 
@@ -182,61 +290,82 @@ fn take_messages(session: &LpSession) -> Option<Result<Vec<Value>, ()>> {
 }
 
 /// A GET with a live session: everything buffered at once, or wait up to
-/// the window.
-async fn poll<S: Socket>(shared: &Arc<SocketShared<S>>, session: Arc<LpSession>, req: Request) -> Response {
+/// the window. A session that ended meanwhile: a new one, as Phoenix's GET
+/// for a gone session.
+async fn poll<S: Socket>(
+    shared: &Arc<SocketShared<S>>,
+    session: Arc<LpSession>,
+    params: Params,
+    req: Request,
+) -> Response {
+    match poll_core(shared, &session).await {
+        Some(v) => body(v),
+        None => open(shared, params, req).await,
+    }
+}
+
+/// The body of a poll's answer; `None` when the session is gone.
+async fn poll_core<S: Socket>(shared: &SocketShared<S>, session: &LpSession) -> Option<Value> {
     *session.last_poll.lock() = Instant::now();
     let deadline = Instant::now() + shared.config.longpoll_window;
     loop {
         let ready = session.ready.notified();
         tokio::pin!(ready);
         ready.as_mut().enable();
-        match take_messages(&session) {
-            Some(Ok(messages)) => return body(json!({"status": 200, "token": session.token, "messages": messages})),
-            // The session ended while we waited: a GET for a gone session
-            // opens a new one, as Phoenix's does.
-            Some(Err(())) => {
-                let params = Params::from_query(req.uri().query().unwrap_or(""));
-                return open(shared, params, req).await;
-            }
+        match take_messages(session) {
+            Some(Ok(messages)) => return Some(json!({"status": 200, "token": session.token, "messages": messages})),
+            Some(Err(())) => return None,
             None => {}
         }
         if tokio::time::timeout_at(deadline, ready).await.is_err() {
             *session.last_poll.lock() = Instant::now();
-            return body(json!({"status": 204, "token": session.token, "messages": []}));
+            return Some(json!({"status": 204, "token": session.token, "messages": []}));
         }
+    }
+}
+
+/// The body of a POST, and whether it is ndjson; an HTTP 413 when too large.
+async fn read_body<S: Socket>(shared: &SocketShared<S>, req: Request) -> Result<(bool, Bytes), Response> {
+    let ndjson = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.starts_with("application/x-ndjson"));
+    match to_bytes(req.into_body(), shared.config.longpoll_max_body).await {
+        Ok(d) => Ok((ndjson, d)),
+        Err(_) => Err((StatusCode::PAYLOAD_TOO_LARGE, axum::Json(json!({"status": 413, "error": "body too large"})))
+            .into_response()),
     }
 }
 
 /// A POST: hand each frame to the session in order, each acknowledged.
 async fn publish<S: Socket>(shared: &Arc<SocketShared<S>>, session: Arc<LpSession>, req: Request) -> Response {
-    let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let data = match to_bytes(req.into_body(), shared.config.longpoll_max_body).await {
-        Ok(d) => d,
-        Err(_) => {
-            return (StatusCode::PAYLOAD_TOO_LARGE, axum::Json(json!({"status": 413, "error": "body too large"})))
-                .into_response()
-        }
-    };
-    let ndjson = content_type.as_deref().is_some_and(|c| c.starts_with("application/x-ndjson"));
+    match read_body(shared, req).await {
+        Ok((ndjson, data)) => body(publish_core(shared, &session, ndjson, data).await),
+        Err(res) => res,
+    }
+}
+
+async fn publish_core<S: Socket>(shared: &SocketShared<S>, session: &LpSession, ndjson: bool, data: Bytes) -> Value {
     let Ok(frames) = fawkes_protocol::longpoll::decode_body(ndjson, &data) else {
         // a line that is neither a JSON frame nor base64: the session dies
         // as on any frame it cannot decode
         shared.longpoll.remove(&session.token);
         session.close_now();
-        return body(json!({"status": 408}));
+        return json!({"status": 408});
     };
     let window = shared.config.longpoll_window;
     for frame in frames {
         let (ack, acked) = oneshot::channel();
         if session.frames_in.send((frame, ack)).await.is_err() {
-            return body(json!({"status": 410}));
+            return json!({"status": 410});
         }
         match tokio::time::timeout(window, acked).await {
             Ok(Ok(true)) => {}
-            _ => return body(json!({"status": 408})),
+            _ => return json!({"status": 408}),
         }
     }
-    body(json!({"status": 200}))
+    json!({"status": 200})
 }
 
 impl LpSession {
@@ -276,6 +405,7 @@ async fn run<S: Socket>(
     conn: Arc<ConnState<S>>,
     session: Arc<LpSession>,
     mut frames_in: mpsc::Receiver<(Frame, oneshot::Sender<bool>)>,
+    _relay: Subscription,
 ) {
     let mut socket = Session::new(conn.clone());
     let mut shutdown = shared.endpoint.shutdown_signal();
