@@ -4,6 +4,7 @@
 use std::any::Any;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -46,11 +47,15 @@ fn panic_text(p: Box<dyn Any + Send>) -> String {
         .unwrap_or_else(|| "panic".to_owned())
 }
 
-/// Runs a callback future, turning a panic into an error. The callback's
-/// future is boxed: an idle channel task then holds no room for the largest
-/// of its callbacks, which keeps each joined channel small.
-async fn guarded<T>(f: impl Future<Output = Result<T, ChannelError>>) -> Result<T, String> {
-    match AssertUnwindSafe(Box::pin(f)).catch_unwind().await {
+/// A callback's future, boxed.
+type Callback<'a, T> = Pin<Box<dyn Future<Output = Result<T, ChannelError>> + Send + 'a>>;
+
+/// Runs a callback future, turning a panic into an error. Callers box the
+/// callback's future (`Box::pin` at the call site, so that not even this
+/// function's arguments hold it inline): an idle channel task then keeps no
+/// room for the largest of its callbacks, which keeps each channel small.
+async fn guarded<T>(f: Callback<'_, T>) -> Result<T, String> {
+    match AssertUnwindSafe(f).catch_unwind().await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(e.to_string()),
         Err(p) => Err(panic_text(p)),
@@ -152,7 +157,7 @@ async fn run<S: Socket, C: Channel<S>>(args: StartArgs<S>, inbox: Arc<Mailbox<Ch
     };
     let mut task: Task<S, C> = Task { ctx, instance };
     let started = Instant::now();
-    let joined = guarded(C::join(&topic, join.payload.clone(), &mut task.ctx)).await;
+    let joined = guarded(Box::pin(C::join(&topic, join.payload.clone(), &mut task.ctx))).await;
     let (mut channel, reply) = match joined {
         Ok(Join::Ok { channel, reply }) => (channel, reply),
         Ok(Join::Refused(reply)) => {
@@ -218,7 +223,7 @@ async fn terminate<S: Socket, C: Channel<S>>(
         channel.terminate(reason, ctx).await;
         Ok(())
     };
-    if let Err(why) = guarded(run).await {
+    if let Err(why) = guarded(Box::pin(run)).await {
         tracing::error!(error = %why, "terminate panicked");
     }
 }
@@ -233,7 +238,7 @@ async fn serve<S: Socket, C: Channel<S>>(task: &mut Task<S, C>, channel: &mut C)
             ChannelMsg::In(m) => {
                 let started = Instant::now();
                 task.ctx.current_ref = m.ref_.clone();
-                let result = guarded(channel.handle_in(&m.event, m.payload.clone(), &mut task.ctx)).await;
+                let result = guarded(Box::pin(channel.handle_in(&m.event, m.payload.clone(), &mut task.ctx))).await;
                 task.ctx.current_ref = None;
                 telemetry::channel_handled_in(&task.ctx.topic, &m.event, started);
                 let join_ref = task.ctx.join_ref.clone();
@@ -257,7 +262,8 @@ async fn serve<S: Socket, C: Channel<S>>(task: &mut Task<S, C>, channel: &mut C)
                 task.reply(&m, "ok".into(), Payload::empty(), join_ref);
                 return StopReason::Left;
             }
-            ChannelMsg::Out(b) => match guarded(channel.handle_out(&b.event, b.payload, &mut task.ctx)).await {
+            ChannelMsg::Out(b) => match guarded(Box::pin(channel.handle_out(&b.event, b.payload, &mut task.ctx))).await
+            {
                 Ok(Outgoing::Push(payload)) => {
                     if let Err(e) = task.ctx.push(&b.event, payload) {
                         tracing::error!(topic = %task.ctx.topic, error = %e, "channel crashed in handle_out");
@@ -270,7 +276,7 @@ async fn serve<S: Socket, C: Channel<S>>(task: &mut Task<S, C>, channel: &mut C)
                     return StopReason::Crashed(why);
                 }
             },
-            ChannelMsg::Info(info) => match guarded(channel.handle_info(info, &mut task.ctx)).await {
+            ChannelMsg::Info(info) => match guarded(Box::pin(channel.handle_info(info, &mut task.ctx))).await {
                 Ok(Flow::Continue) => {}
                 Ok(Flow::Stop(reason)) => return reason,
                 Err(why) => {

@@ -2,7 +2,6 @@
 //! each decoded message by Phoenix's rules, starts and tracks channel tasks,
 //! and turns their exits into `phx_close`/`phx_error` frames.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use fawkes_protocol::{event, Broadcast, Frame, Message, Payload, Reply};
@@ -24,11 +23,51 @@ struct Entry {
     task: tokio::task::JoinHandle<()>,
 }
 
+/// The joined topics of one connection: a short list (at most
+/// `max_channels`, usually a handful), cheaper to hold than a hash map.
+#[derive(Default)]
+struct Channels(Vec<(String, Entry)>);
+
+impl Channels {
+    fn get(&self, topic: &str) -> Option<&Entry> {
+        self.0.iter().find(|(t, _)| t == topic).map(|(_, e)| e)
+    }
+
+    fn get_mut(&mut self, topic: &str) -> Option<&mut Entry> {
+        self.0.iter_mut().find(|(t, _)| t == topic).map(|(_, e)| e)
+    }
+
+    fn contains_key(&self, topic: &str) -> bool {
+        self.get(topic).is_some()
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn remove(&mut self, topic: &str) -> Option<Entry> {
+        let i = self.0.iter().position(|(t, _)| t == topic)?;
+        let entry = self.0.swap_remove(i).1;
+        if self.0.capacity() > 8 && self.0.len() < self.0.capacity() / 4 {
+            self.0.shrink_to_fit();
+        }
+        Some(entry)
+    }
+
+    fn insert(&mut self, topic: String, entry: Entry) {
+        if self.0.capacity() == 0 {
+            self.0.reserve_exact(1);
+        }
+        self.0.push((topic, entry));
+    }
+}
+
 /// A client message waiting for room in a channel's mailbox. The transport
 /// stops reading from the client until [`Session::retry`] accepts it.
 pub(crate) struct Blocked {
     inbox: Arc<dyn ChannelInbox>,
-    msg: Message,
+    // boxed: the connection's loop holds an `Option<Blocked>` at all times
+    msg: Box<Message>,
 }
 
 impl Blocked {
@@ -61,7 +100,7 @@ impl Subscriber for IdSubscriber {
 
 pub(crate) struct Session<S: Socket> {
     conn: Arc<ConnState<S>>,
-    channels: HashMap<String, Entry>,
+    channels: Channels,
     joins: Option<Bucket>,
     events: Option<Bucket>,
     next_instance: u64,
@@ -75,7 +114,7 @@ impl<S: Socket> Session<S> {
             .as_ref()
             .map(|id| conn.shared.endpoint.pubsub().subscribe(id, Arc::new(IdSubscriber(conn.outbox.clone()))));
         conn.shared.endpoint.metrics().connection_opened();
-        Session { conn, channels: HashMap::new(), joins: None, events: None, next_instance: 0, _id: id }
+        Session { conn, channels: Channels::default(), joins: None, events: None, next_instance: 0, _id: id }
     }
 
     fn reply(&self, msg: &Message, join_ref: Option<fawkes_protocol::Ref>, status: &'static str, payload: Payload) {
@@ -151,7 +190,7 @@ impl<S: Socket> Session<S> {
     fn deliver(&mut self, inbox: Arc<dyn ChannelInbox>, msg: Message) -> Option<Blocked> {
         match inbox.client(msg) {
             None => None,
-            Some((msg, Pushed::Full)) => Some(Blocked { inbox, msg }),
+            Some((msg, Pushed::Full)) => Some(Blocked { inbox, msg: Box::new(msg) }),
             // The channel ended a moment ago: the topic is no longer joined.
             Some((msg, _)) => {
                 self.unmatched(&msg);
@@ -162,7 +201,7 @@ impl<S: Socket> Session<S> {
 
     /// Tries again a message that found its channel's mailbox full.
     pub(crate) fn retry(&mut self, blocked: Blocked) -> Option<Blocked> {
-        self.deliver(blocked.inbox, blocked.msg)
+        self.deliver(blocked.inbox, *blocked.msg)
     }
 
     fn join(&mut self, msg: Message, now: tokio::time::Instant) {
@@ -232,7 +271,7 @@ impl<S: Socket> Drop for Session<S> {
     /// nothing more is queued for the client.
     fn drop(&mut self) {
         self.conn.outbox.close();
-        for (_, entry) in self.channels.drain() {
+        for (_, entry) in self.channels.0.drain(..) {
             entry.inbox.transport_closed();
         }
         self.conn.shared.endpoint.metrics().connection_closed();
