@@ -4,8 +4,9 @@
 
 use base64::Engine as _;
 use fawkes_protocol::{Broadcast, Payload};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::value::RawValue;
+use serde_json::Value;
 
 use crate::PubSubError;
 
@@ -43,16 +44,16 @@ pub trait Adapter: Send + Sync + 'static {
 #[error("invalid remote message: {0}")]
 pub struct WireError(String);
 
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 struct Envelope<'a> {
     v: u8,
     mode: &'a str,
     node: &'a str,
     topic: &'a str,
     event: &'a str,
-    #[serde(borrow, skip_serializing_if = "Option::is_none", default)]
+    #[serde(borrow, default)]
     json: Option<&'a RawValue>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
+    #[serde(default)]
     b64: Option<String>,
 }
 
@@ -67,16 +68,28 @@ impl RemoteMessage {
             Target::Only(n) => ("only", n.as_str()),
         };
         let b = &self.broadcast;
-        let raw;
-        let (json, b64) = match &b.payload {
+        // Strings through serde_json (escaping); the payload's JSON is
+        // already valid and goes in as it is, without a second parse.
+        let s = |v: &str| Value::from(v).to_string();
+        let mut out = format!(
+            "{{\"v\":{WIRE_VERSION},\"mode\":\"{mode}\",\"node\":{},\"topic\":{},\"event\":{},",
+            s(node),
+            s(&b.topic),
+            s(&b.event)
+        )
+        .into_bytes();
+        match &b.payload {
             Payload::Json(j) => {
-                raw = String::from_utf8_lossy(j.as_bytes()).into_owned();
-                (serde_json::from_str::<&RawValue>(&raw).ok(), None)
+                out.extend_from_slice(b"\"json\":");
+                out.extend_from_slice(j.as_bytes());
             }
-            Payload::Binary(bytes) => (None, Some(base64::engine::general_purpose::STANDARD.encode(bytes))),
-        };
-        let env = Envelope { v: WIRE_VERSION, mode, node, topic: &b.topic, event: &b.event, json, b64 };
-        serde_json::to_vec(&env).unwrap_or_default()
+            Payload::Binary(bytes) => {
+                out.extend_from_slice(b"\"b64\":");
+                out.extend_from_slice(s(&base64::engine::general_purpose::STANDARD.encode(bytes)).as_bytes());
+            }
+        }
+        out.push(b'}');
+        out
     }
 
     /// Decodes an envelope made by [`RemoteMessage::encode`].

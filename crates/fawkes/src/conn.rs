@@ -38,12 +38,11 @@ pub(crate) trait FrameSink: Send + Sync + 'static {
 }
 
 impl<S: Socket> ConnState<S> {
-    /// Queues a frame; a full outbox marks the connection as a slow consumer
-    /// (the transport closes it) and the frame is dropped.
+    /// Queues a frame. A full outbox marks the connection as a slow
+    /// consumer and drops the frame: the transport then closes the connection
+    /// (1013) and counts it; a closed outbox means the connection is gone.
     pub(crate) fn push_frame(&self, frame: Frame) {
-        if self.outbox.push_frame(frame) == Pushed::Full {
-            self.shared.endpoint.metrics().note_overflow();
-        }
+        let _: Pushed = self.outbox.push_frame(frame);
     }
 
     pub(crate) fn erase(self: Arc<Self>) -> Arc<dyn FrameSink> {

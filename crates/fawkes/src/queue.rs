@@ -162,6 +162,9 @@ struct BoxState<T> {
 /// A channel task's inbox: bounded, one consumer.
 pub(crate) struct Mailbox<T> {
     state: Mutex<BoxState<T>>,
+    /// `closed`, readable without the lock: PubSub checks it for every
+    /// delivery to the channel.
+    closed_flag: std::sync::atomic::AtomicBool,
     notify: Notify,
     space: Notify,
     limit: usize,
@@ -171,6 +174,7 @@ impl<T> Mailbox<T> {
     pub(crate) fn new(limit: usize) -> Mailbox<T> {
         Mailbox {
             state: Mutex::new(BoxState { queue: VecDeque::new(), closed: false, full_waiters: false }),
+            closed_flag: std::sync::atomic::AtomicBool::new(false),
             notify: Notify::new(),
             space: Notify::new(),
             limit,
@@ -198,7 +202,7 @@ impl<T> Mailbox<T> {
 
     /// True once closed.
     pub(crate) fn is_closed(&self) -> bool {
-        self.state.lock().closed
+        self.closed_flag.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Queues `item` whatever the limit (for the few control messages that
@@ -250,6 +254,7 @@ impl<T> Mailbox<T> {
     /// Refuses later pushes; queued items can still be received.
     pub(crate) fn close(&self) {
         self.state.lock().closed = true;
+        self.closed_flag.store(true, std::sync::atomic::Ordering::Release);
         self.notify.notify_one();
         self.space.notify_one();
     }

@@ -95,8 +95,6 @@ impl Metrics {
         self.channels.fetch_sub(1, Ordering::Relaxed);
     }
 
-    pub(crate) fn note_overflow(&self) {}
-
     pub(crate) fn slow_consumer(&self) {
         self.slow_consumers.fetch_add(1, Ordering::Relaxed);
     }

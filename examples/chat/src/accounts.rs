@@ -68,6 +68,11 @@ impl Accounts {
                 }
             }
         };
+        if secret.len() < token::MIN_SECRET_LEN {
+            return Err(sqlx::Error::Configuration(
+                format!("SECRET_KEY_BASE must be at least {} bytes", token::MIN_SECRET_LEN).into(),
+            ));
+        }
         Ok(Accounts { db, secret_key_base: secret.into(), blocks: Arc::default() })
     }
 
@@ -129,9 +134,14 @@ impl Accounts {
     }
 
     /// A Phoenix.Token for the user's socket.
-    pub fn token_for(&self, user: &User) -> String {
+    ///
+    /// # Errors
+    ///
+    /// None in practice: the secret's length is checked at start and an id
+    /// is always a term.
+    pub fn token_for(&self, user: &User) -> Result<String, token::SignError> {
         let opts = SignOptions { signed_at_ms: None, max_age: MaxAge::Seconds(TOKEN_MAX_AGE) };
-        token::sign(&self.secret_key_base, TOKEN_SALT, &serde_json::json!(user.id), &opts).unwrap_or_default()
+        token::sign(&self.secret_key_base, TOKEN_SALT, &serde_json::json!(user.id), &opts)
     }
 
     /// The user id in a token.

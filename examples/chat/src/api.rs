@@ -118,7 +118,9 @@ fn created(v: Value) -> Response {
 async fn sign_in(State(app): State<App>, bytes: axum::body::Bytes) -> ApiResult {
     let b = body(&bytes)?;
     let user = app.accounts.sign_in(&name_field(&b, 40)?).await?;
-    Ok(created(json!({"token": app.accounts.token_for(&user), "user": user})))
+    let token =
+        app.accounts.token_for(&user).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok(created(json!({"token": token, "user": user})))
 }
 
 async fn list_rooms(State(app): State<App>, _: Auth) -> ApiResult {
