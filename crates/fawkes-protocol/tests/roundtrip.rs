@@ -72,3 +72,13 @@ proptest! {
         }
     }
 }
+
+/// A float ref with more digits than an `f64` holds decodes, re-encodes and
+/// decodes to the same message (found by the `decode` fuzz target).
+#[test]
+fn long_float_ref_round_trips() {
+    let frame = Frame::text(&br#"[8299999999999999999999222.222222888888888,0,"","Z",{}]"#[..]);
+    let msg = Vsn::V2.decode(&frame).expect("decodes");
+    let again = Vsn::V2.encode_client(&msg).expect("encodes");
+    assert_eq!(Vsn::V2.decode(&again).expect("decodes again"), msg);
+}
