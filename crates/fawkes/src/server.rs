@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use fawkes_protocol::{event, Broadcast, Frame, Message, Payload, Reply};
-use fawkes_pubsub::{Delivery, FrameCache, Subscriber};
+use fawkes_pubsub::{Delivery, FrameCache, Subscriber, Subscription};
 use futures_util::FutureExt;
 use serde_json::json;
 use tracing::Instrument;
@@ -36,7 +36,11 @@ pub(crate) struct StartArgs<S: Socket> {
 pub(crate) fn start<S: Socket, C: Channel<S>>(args: StartArgs<S>) -> ChannelHandle {
     let inbox: Arc<Mailbox<ChannelMsg<C::Info>>> = Arc::new(Mailbox::new(args.conn.shared.config.mailbox_limit));
     let span = tracing::info_span!("channel", topic = %args.join.topic);
-    let task = tokio::spawn(run::<S, C>(args, inbox.clone()).instrument(span));
+    // The join runs in its own boxed future, freed once it is done: the
+    // task then holds only the joined channel's state and its idle wait,
+    // not room for the join message, the join callback and its reply.
+    let joining = Box::pin(join::<S, C>(args, inbox.clone()));
+    let task = tokio::spawn(joining.then(live::<S, C>).instrument(span));
     ChannelHandle { inbox, task }
 }
 
@@ -55,6 +59,12 @@ type Callback<'a, T> = Pin<Box<dyn Future<Output = Result<T, ChannelError>> + Se
 /// function's arguments hold it inline): an idle channel task then keeps no
 /// room for the largest of its callbacks, which keeps each channel small.
 async fn guarded<T>(f: Callback<'_, T>) -> Result<T, String> {
+    caught(f).await
+}
+
+/// Runs a callback future in place, turning a panic into an error (for
+/// futures that are already inside a boxed step).
+async fn caught<T>(f: impl Future<Output = Result<T, ChannelError>>) -> Result<T, String> {
     match AssertUnwindSafe(f).catch_unwind().await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(e.to_string()),
@@ -141,7 +151,19 @@ impl<S: Socket, C: Channel<S>> Task<S, C> {
     }
 }
 
-async fn run<S: Socket, C: Channel<S>>(args: StartArgs<S>, inbox: Arc<Mailbox<ChannelMsg<C::Info>>>) {
+/// A joined channel: everything its task keeps between messages.
+struct Live<S: Socket, C: Channel<S>> {
+    task: Task<S, C>,
+    channel: C,
+    _subscription: Subscription,
+}
+
+/// Runs the join and, when it is accepted, subscribes, replies and sends
+/// what the join pushed. `None` when the join was refused or crashed.
+async fn join<S: Socket, C: Channel<S>>(
+    args: StartArgs<S>,
+    inbox: Arc<Mailbox<ChannelMsg<C::Info>>>,
+) -> Option<Live<S, C>> {
     let StartArgs { conn, join, instance, after_reply } = args;
     let topic: Arc<str> = Arc::from(join.topic.as_str());
     let ctx = ChannelContext {
@@ -157,31 +179,29 @@ async fn run<S: Socket, C: Channel<S>>(args: StartArgs<S>, inbox: Arc<Mailbox<Ch
     };
     let mut task: Task<S, C> = Task { ctx, instance };
     let started = Instant::now();
-    let joined = guarded(Box::pin(C::join(&topic, join.payload.clone(), &mut task.ctx))).await;
-    let (mut channel, reply) = match joined {
+    let joined = caught(C::join(&topic, join.payload.clone(), &mut task.ctx)).await;
+    let (channel, reply) = match joined {
         Ok(Join::Ok { channel, reply }) => (channel, reply),
         Ok(Join::Refused(reply)) => {
             task.reply(&join, "error".into(), reply, join.join_ref.clone());
             telemetry::channel_joined(&topic, "error", started);
             task.refuse_queued();
-            return;
+            return None;
         }
         Err(why) => {
             tracing::error!(topic = %topic, error = %why, "join crashed");
             task.reply(&join, "error".into(), json!({"reason": "join crashed"}).into(), join.join_ref.clone());
             telemetry::channel_joined(&topic, "crashed", started);
             task.refuse_queued();
-            return;
+            return None;
         }
     };
     // Subscribe before the reply, as Phoenix does, so that the client misses
     // nothing broadcast after it learns it joined.
-    let subscriber = ChannelSubscriber { conn: conn.clone(), inbox: inbox.clone(), intercept: C::INTERCEPT };
+    let subscriber = ChannelSubscriber { conn: conn.clone(), inbox, intercept: C::INTERCEPT };
     let subscription = conn.shared.endpoint.pubsub().subscribe(&topic, Arc::new(subscriber));
     task.ctx.sub_id = Some(subscription.id());
     task.reply(&join, "ok".into(), reply, join.join_ref.clone());
-    // not needed any more: freed now rather than held for the channel's life
-    drop(join);
     if let Some(frame) = after_reply {
         conn.push_frame(frame);
     }
@@ -190,11 +210,38 @@ async fn run<S: Socket, C: Channel<S>>(args: StartArgs<S>, inbox: Arc<Mailbox<Ch
     }
     telemetry::channel_joined(&topic, "ok", started);
     conn.shared.endpoint.metrics().channel_joined();
+    Some(Live { task, channel, _subscription: subscription })
+}
 
-    let reason = serve(&mut task, &mut channel).await;
-    drop(subscription);
-    inbox.close();
-    conn.shared.endpoint.metrics().channel_left();
+/// A joined channel's life: its mailbox, one message at a time, then its
+/// end. The state stays where it is (borrowed, never moved into a second
+/// slot of this future), and each message is handled in a boxed step, so
+/// an idle channel holds little more than its state and its wait.
+//
+// Not an `async fn`: its parameters would be moved into a second slot of the
+// future; the block's capture is used in place.
+fn live<S: Socket, C: Channel<S>>(mut state: Option<Live<S, C>>) -> impl Future<Output = ()> + Send {
+    async move {
+        let Some(live) = state.as_mut() else { return };
+        let reason = loop {
+            let Some(msg) = live.task.ctx.inbox.recv().await else {
+                break StopReason::Closed;
+            };
+            if let Some(reason) = Box::pin(step(live, msg)).await {
+                break reason;
+            }
+        };
+        let Some(live) = state.take() else { return };
+        Box::pin(end(live, reason)).await;
+    }
+}
+
+/// Unsubscribes, runs `terminate`, and tells the session how it ended.
+async fn end<S: Socket, C: Channel<S>>(live: Live<S, C>, reason: StopReason) {
+    let Live { mut task, mut channel, _subscription } = live;
+    drop(_subscription);
+    task.ctx.inbox.close();
+    task.ctx.conn.shared.endpoint.metrics().channel_left();
     let end = if reason.is_normal() { End::Close } else { End::Error };
     match reason {
         StopReason::Closed => {
@@ -228,65 +275,61 @@ async fn terminate<S: Socket, C: Channel<S>>(
     }
 }
 
-/// Handles the mailbox until the channel stops; returns why.
-async fn serve<S: Socket, C: Channel<S>>(task: &mut Task<S, C>, channel: &mut C) -> StopReason {
-    loop {
-        let Some(msg) = task.ctx.inbox.recv().await else {
-            return StopReason::Closed;
-        };
-        match msg {
-            ChannelMsg::In(m) => {
-                let started = Instant::now();
-                task.ctx.current_ref = m.ref_.clone();
-                let result = guarded(Box::pin(channel.handle_in(&m.event, m.payload.clone(), &mut task.ctx))).await;
-                task.ctx.current_ref = None;
-                telemetry::channel_handled_in(&task.ctx.topic, &m.event, started);
-                let join_ref = task.ctx.join_ref.clone();
-                match result {
-                    Ok(HandleIn::Reply { status, payload }) => task.reply(&m, status, payload, join_ref),
-                    Ok(HandleIn::NoReply) => {}
-                    Ok(HandleIn::Stop { reason, reply }) => {
-                        if let Some((status, payload)) = reply {
-                            task.reply(&m, status, payload, join_ref);
-                        }
-                        return reason;
+/// Handles one message of the mailbox; `Some` when the channel stops.
+async fn step<S: Socket, C: Channel<S>>(live: &mut Live<S, C>, msg: ChannelMsg<C::Info>) -> Option<StopReason> {
+    let Live { task, channel, .. } = live;
+    match msg {
+        ChannelMsg::In(m) => {
+            let started = Instant::now();
+            task.ctx.current_ref = m.ref_.clone();
+            let result = caught(channel.handle_in(&m.event, m.payload.clone(), &mut task.ctx)).await;
+            task.ctx.current_ref = None;
+            telemetry::channel_handled_in(&task.ctx.topic, &m.event, started);
+            let join_ref = task.ctx.join_ref.clone();
+            match result {
+                Ok(HandleIn::Reply { status, payload }) => task.reply(&m, status, payload, join_ref),
+                Ok(HandleIn::NoReply) => {}
+                Ok(HandleIn::Stop { reason, reply }) => {
+                    if let Some((status, payload)) = reply {
+                        task.reply(&m, status, payload, join_ref);
                     }
-                    Err(why) => {
-                        tracing::error!(topic = %task.ctx.topic, event = %m.event, error = %why, "channel crashed in handle_in");
-                        return StopReason::Crashed(why);
-                    }
+                    return Some(reason);
+                }
+                Err(why) => {
+                    tracing::error!(topic = %task.ctx.topic, event = %m.event, error = %why, "channel crashed in handle_in");
+                    return Some(StopReason::Crashed(why));
                 }
             }
-            ChannelMsg::Leave(m) => {
-                let join_ref = task.ctx.join_ref.clone();
-                task.reply(&m, "ok".into(), Payload::empty(), join_ref);
-                return StopReason::Left;
-            }
-            ChannelMsg::Out(b) => match guarded(Box::pin(channel.handle_out(&b.event, b.payload, &mut task.ctx))).await
-            {
-                Ok(Outgoing::Push(payload)) => {
-                    if let Err(e) = task.ctx.push(&b.event, payload) {
-                        tracing::error!(topic = %task.ctx.topic, error = %e, "channel crashed in handle_out");
-                        return StopReason::Crashed(e.to_string());
-                    }
-                }
-                Ok(Outgoing::Drop) => {}
-                Err(why) => {
-                    tracing::error!(topic = %task.ctx.topic, event = %b.event, error = %why, "channel crashed in handle_out");
-                    return StopReason::Crashed(why);
-                }
-            },
-            ChannelMsg::Info(info) => match guarded(Box::pin(channel.handle_info(info, &mut task.ctx))).await {
-                Ok(Flow::Continue) => {}
-                Ok(Flow::Stop(reason)) => return reason,
-                Err(why) => {
-                    tracing::error!(topic = %task.ctx.topic, error = %why, "channel crashed in handle_info");
-                    return StopReason::Crashed(why);
-                }
-            },
-            ChannelMsg::Closed => return StopReason::Closed,
         }
+        ChannelMsg::Leave(m) => {
+            let join_ref = task.ctx.join_ref.clone();
+            task.reply(&m, "ok".into(), Payload::empty(), join_ref);
+            return Some(StopReason::Left);
+        }
+        ChannelMsg::Out(b) => match caught(channel.handle_out(&b.event, b.payload, &mut task.ctx)).await {
+            Ok(Outgoing::Push(payload)) => {
+                if let Err(e) = task.ctx.push(&b.event, payload) {
+                    tracing::error!(topic = %task.ctx.topic, error = %e, "channel crashed in handle_out");
+                    return Some(StopReason::Crashed(e.to_string()));
+                }
+            }
+            Ok(Outgoing::Drop) => {}
+            Err(why) => {
+                tracing::error!(topic = %task.ctx.topic, event = %b.event, error = %why, "channel crashed in handle_out");
+                return Some(StopReason::Crashed(why));
+            }
+        },
+        ChannelMsg::Info(info) => match caught(channel.handle_info(info, &mut task.ctx)).await {
+            Ok(Flow::Continue) => {}
+            Ok(Flow::Stop(reason)) => return Some(reason),
+            Err(why) => {
+                tracing::error!(topic = %task.ctx.topic, error = %why, "channel crashed in handle_info");
+                return Some(StopReason::Crashed(why));
+            }
+        },
+        ChannelMsg::Closed => return Some(StopReason::Closed),
     }
+    None
 }
 
 /// The `phx_close`/`phx_error` frame that ends a join.
