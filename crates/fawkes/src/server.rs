@@ -220,6 +220,7 @@ async fn join<S: Socket, C: Channel<S>>(
 //
 // Not an `async fn`: its parameters would be moved into a second slot of the
 // future; the block's capture is used in place.
+#[allow(clippy::manual_async_fn)]
 fn live<S: Socket, C: Channel<S>>(mut state: Option<Live<S, C>>) -> impl Future<Output = ()> + Send {
     async move {
         let Some(live) = state.as_mut() else { return };
