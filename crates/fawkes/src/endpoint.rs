@@ -1,13 +1,15 @@
 //! The endpoint: the process-wide handle to PubSub, metrics and shutdown, and
 //! the place sockets are mounted.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 
 use fawkes_protocol::{Broadcast, Payload};
 use fawkes_pubsub::{PubSub, SubscriberId, Subscription};
-use tokio::sync::watch;
+use parking_lot::Mutex;
 
 use crate::channel::BroadcastError;
+use crate::queue::{Out, Outbox};
 use crate::telemetry::Metrics;
 use crate::{Socket, SocketHandler};
 
@@ -33,7 +35,64 @@ pub struct Endpoint {
 struct Inner {
     pubsub: PubSub,
     metrics: Metrics,
-    shutdown: watch::Sender<bool>,
+    shutdown: ShutdownList,
+}
+
+/// The endpoint's live connections, each told through its outbox when the
+/// endpoint shuts down: one weak pointer per connection, and no future or
+/// receiver per connection to wait on.
+#[derive(Debug, Default)]
+pub(crate) struct ShutdownList {
+    done: AtomicBool,
+    slots: Mutex<Slots>,
+}
+
+#[derive(Debug, Default)]
+struct Slots {
+    outboxes: Vec<Option<Weak<Outbox>>>,
+    free: Vec<usize>,
+}
+
+impl ShutdownList {
+    /// Adds a connection; returns its key. A connection that arrives after
+    /// the shutdown is told at once.
+    pub(crate) fn register(&self, outbox: &Arc<Outbox>) -> usize {
+        let weak = Some(Arc::downgrade(outbox));
+        let key = {
+            let mut s = self.slots.lock();
+            match s.free.pop() {
+                Some(key) => {
+                    s.outboxes[key] = weak;
+                    key
+                }
+                None => {
+                    s.outboxes.push(weak);
+                    s.outboxes.len() - 1
+                }
+            }
+        };
+        if self.done.load(Ordering::Acquire) {
+            outbox.push_control(Out::Shutdown);
+        }
+        key
+    }
+
+    /// Removes a connection.
+    pub(crate) fn deregister(&self, key: usize) {
+        let mut s = self.slots.lock();
+        if let Some(slot) = s.outboxes.get_mut(key) {
+            *slot = None;
+            s.free.push(key);
+        }
+    }
+
+    fn trigger(&self) {
+        self.done.store(true, Ordering::Release);
+        let live: Vec<Arc<Outbox>> = self.slots.lock().outboxes.iter().flatten().filter_map(Weak::upgrade).collect();
+        for outbox in live {
+            outbox.push_control(Out::Shutdown);
+        }
+    }
 }
 
 /// Checks a broadcast's payload as Phoenix does: a JSON object or binary.
@@ -47,7 +106,7 @@ pub(crate) fn checked(topic: &str, event: &str, payload: Payload) -> Result<Broa
 impl Endpoint {
     /// An endpoint over `pubsub`.
     pub fn new(pubsub: PubSub) -> Endpoint {
-        Endpoint { inner: Arc::new(Inner { pubsub, metrics: Metrics::default(), shutdown: watch::Sender::new(false) }) }
+        Endpoint { inner: Arc::new(Inner { pubsub, metrics: Metrics::default(), shutdown: ShutdownList::default() }) }
     }
 
     /// An endpoint with a local PubSub (a single node).
@@ -131,15 +190,15 @@ impl Endpoint {
     /// "service restart"); their channels run `terminate`. Pair it with the
     /// HTTP server's own graceful shutdown.
     pub fn shutdown(&self) {
-        self.inner.shutdown.send_replace(true);
+        self.inner.shutdown.trigger();
     }
 
     /// True once [`Endpoint::shutdown`] was called.
     pub fn is_shut_down(&self) -> bool {
-        *self.inner.shutdown.borrow()
+        self.inner.shutdown.done.load(Ordering::Acquire)
     }
 
-    pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {
-        self.inner.shutdown.subscribe()
+    pub(crate) fn shutdown_list(&self) -> &ShutdownList {
+        &self.inner.shutdown
     }
 }

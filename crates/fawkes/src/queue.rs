@@ -10,10 +10,11 @@
 //! caller and documented there.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Waker};
 
 use fawkes_protocol::Frame;
 use parking_lot::Mutex;
-use tokio::sync::Notify;
 
 /// How a channel ended, as the session must tell the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +37,8 @@ pub(crate) enum Out {
     ChannelExit { topic: String, instance: u64, end: End },
     /// A `disconnect` broadcast on the socket's id: close the connection.
     Disconnect,
+    /// The endpoint is shutting down: close the connection (1012).
+    Shutdown,
 }
 
 /// Limits of an outbox.
@@ -52,6 +55,17 @@ struct OutState {
     bytes: usize,
     overflowed: bool,
     closed: bool,
+    /// The transport's waker, while it waits for the outbox.
+    waker: Option<Waker>,
+}
+
+/// Stores `cx`'s waker in `slot` unless the one there already wakes the
+/// same task (the common case: no clone).
+fn register(slot: &mut Option<Waker>, cx: &Context<'_>) {
+    match slot {
+        Some(w) if w.will_wake(cx.waker()) => {}
+        _ => *slot = Some(cx.waker().clone()),
+    }
 }
 
 /// Result of a push into a queue.
@@ -62,10 +76,11 @@ pub(crate) enum Pushed {
     Closed,
 }
 
-/// A connection's outbound queue.
+/// A connection's outbound queue. One consumer (the transport) waits on it
+/// with [`Outbox::poll_ready`]: a waker kept under the queue's lock rather
+/// than a `Notify`, so that the wait is a poll, not a future to store.
 pub(crate) struct Outbox {
     state: Mutex<OutState>,
-    notify: Notify,
     limits: OutboxLimits,
 }
 
@@ -77,7 +92,7 @@ impl std::fmt::Debug for Outbox {
 
 impl Outbox {
     pub(crate) fn new(limits: OutboxLimits) -> Outbox {
-        Outbox { state: Mutex::new(OutState::default()), notify: Notify::new(), limits }
+        Outbox { state: Mutex::new(OutState::default()), limits }
     }
 
     /// Queues a frame. When the queue is over its limits the frame is dropped
@@ -94,25 +109,27 @@ impl Outbox {
         let len = frame.data.len();
         if s.frames >= self.limits.frames || s.bytes + len > self.limits.bytes.max(len) {
             s.overflowed = true;
+            let waker = s.waker.take();
             drop(s);
-            self.notify.notify_one();
+            wake(waker);
             return Pushed::Full;
         }
         s.frames += 1;
         s.bytes += len;
-        let was_empty = s.queue.is_empty();
         s.queue.push_back(Out::Frame(frame));
+        let waker = s.waker.take();
         drop(s);
-        if was_empty {
-            self.notify.notify_one();
-        }
+        wake(waker);
         Pushed::Queued
     }
 
     /// Marks the connection as a slow consumer without queueing anything.
     pub(crate) fn mark_overflow(&self) {
-        self.state.lock().overflowed = true;
-        self.notify.notify_one();
+        let mut s = self.state.lock();
+        s.overflowed = true;
+        let waker = s.waker.take();
+        drop(s);
+        wake(waker);
     }
 
     /// Queues a control event; these are few (one per channel at most) and
@@ -122,12 +139,10 @@ impl Outbox {
         if s.closed {
             return Pushed::Closed;
         }
-        let was_empty = s.queue.is_empty();
         s.queue.push_back(out);
+        let waker = s.waker.take();
         drop(s);
-        if was_empty {
-            self.notify.notify_one();
-        }
+        wake(waker);
         Pushed::Queued
     }
 
@@ -140,9 +155,20 @@ impl Outbox {
         (std::mem::take(&mut s.queue), s.overflowed)
     }
 
+    /// Ready when something is queued (or the outbox overflowed);
+    /// otherwise the task is woken when that happens.
+    pub(crate) fn poll_ready(&self, cx: &Context<'_>) -> Poll<()> {
+        let mut s = self.state.lock();
+        if !s.queue.is_empty() || s.overflowed {
+            return Poll::Ready(());
+        }
+        register(&mut s.waker, cx);
+        Poll::Pending
+    }
+
     /// Waits until something is queued (or the outbox overflowed).
     pub(crate) async fn ready(&self) {
-        self.notify.notified().await;
+        std::future::poll_fn(|cx| self.poll_ready(cx)).await;
     }
 
     /// Refuses every later push; producers see the connection as gone.
@@ -150,33 +176,41 @@ impl Outbox {
         let mut s = self.state.lock();
         s.closed = true;
         s.queue.clear();
+        s.waker = None;
+    }
+}
+
+fn wake(waker: Option<Waker>) {
+    if let Some(w) = waker {
+        w.wake();
     }
 }
 
 struct BoxState<T> {
     queue: VecDeque<T>,
     closed: bool,
-    full_waiters: bool,
+    /// The channel task's waker, while it waits for an item.
+    receiver: Option<Waker>,
+    /// The waker of a producer waiting for room (the connection, with a
+    /// client message the full mailbox refused).
+    space: Option<Waker>,
 }
 
-/// A channel task's inbox: bounded, one consumer.
+/// A channel task's inbox: bounded, one consumer, waited on by polls (a
+/// waker under the lock) so that waiting needs no stored future.
 pub(crate) struct Mailbox<T> {
     state: Mutex<BoxState<T>>,
     /// `closed`, readable without the lock: PubSub checks it for every
     /// delivery to the channel.
-    closed_flag: std::sync::atomic::AtomicBool,
-    notify: Notify,
-    space: Notify,
+    closed_flag: AtomicBool,
     limit: usize,
 }
 
 impl<T> Mailbox<T> {
     pub(crate) fn new(limit: usize) -> Mailbox<T> {
         Mailbox {
-            state: Mutex::new(BoxState { queue: VecDeque::new(), closed: false, full_waiters: false }),
-            closed_flag: std::sync::atomic::AtomicBool::new(false),
-            notify: Notify::new(),
-            space: Notify::new(),
+            state: Mutex::new(BoxState { queue: VecDeque::new(), closed: false, receiver: None, space: None }),
+            closed_flag: AtomicBool::new(false),
             limit,
         }
     }
@@ -188,21 +222,18 @@ impl<T> Mailbox<T> {
             return Err((item, Pushed::Closed));
         }
         if s.queue.len() >= self.limit {
-            s.full_waiters = true;
             return Err((item, Pushed::Full));
         }
-        let was_empty = s.queue.is_empty();
         s.queue.push_back(item);
+        let waker = s.receiver.take();
         drop(s);
-        if was_empty {
-            self.notify.notify_one();
-        }
+        wake(waker);
         Ok(())
     }
 
     /// True once closed.
     pub(crate) fn is_closed(&self) -> bool {
-        self.closed_flag.load(std::sync::atomic::Ordering::Acquire)
+        self.closed_flag.load(Ordering::Acquire)
     }
 
     /// Queues `item` whatever the limit (for the few control messages that
@@ -213,37 +244,45 @@ impl<T> Mailbox<T> {
             return Pushed::Closed;
         }
         s.queue.push_back(item);
+        let waker = s.receiver.take();
         drop(s);
-        self.notify.notify_one();
+        wake(waker);
         Pushed::Queued
     }
 
-    /// Waits until a push that found the mailbox full may succeed.
-    pub(crate) async fn space(&self) {
-        self.space.notified().await;
+    /// Ready when a push that found the mailbox full may succeed (there is
+    /// room, or the mailbox closed).
+    pub(crate) fn poll_space(&self, cx: &Context<'_>) -> Poll<()> {
+        let mut s = self.state.lock();
+        if s.closed || s.queue.len() < self.limit {
+            return Poll::Ready(());
+        }
+        register(&mut s.space, cx);
+        Poll::Pending
+    }
+
+    /// The next item: `Ready(None)` once closed and empty.
+    pub(crate) fn poll_recv(&self, cx: &Context<'_>) -> Poll<Option<T>> {
+        let mut s = self.state.lock();
+        if let Some(item) = s.queue.pop_front() {
+            let waker = if s.queue.len() < self.limit { s.space.take() } else { None };
+            if s.queue.is_empty() && s.queue.capacity() > 16 {
+                s.queue = VecDeque::new();
+            }
+            drop(s);
+            wake(waker);
+            return Poll::Ready(Some(item));
+        }
+        if s.closed {
+            return Poll::Ready(None);
+        }
+        register(&mut s.receiver, cx);
+        Poll::Pending
     }
 
     /// The next item; `None` once closed and empty.
     pub(crate) async fn recv(&self) -> Option<T> {
-        loop {
-            {
-                let mut s = self.state.lock();
-                if let Some(item) = s.queue.pop_front() {
-                    if s.full_waiters && s.queue.len() < self.limit {
-                        s.full_waiters = false;
-                        self.space.notify_one();
-                    }
-                    if s.queue.is_empty() && s.queue.capacity() > 16 {
-                        s.queue = VecDeque::new();
-                    }
-                    return Some(item);
-                }
-                if s.closed {
-                    return None;
-                }
-            }
-            self.notify.notified().await;
-        }
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
     }
 
     /// Items still queued, without waiting.
@@ -253,9 +292,12 @@ impl<T> Mailbox<T> {
 
     /// Refuses later pushes; queued items can still be received.
     pub(crate) fn close(&self) {
-        self.state.lock().closed = true;
-        self.closed_flag.store(true, std::sync::atomic::Ordering::Release);
-        self.notify.notify_one();
-        self.space.notify_one();
+        let mut s = self.state.lock();
+        s.closed = true;
+        self.closed_flag.store(true, Ordering::Release);
+        let wakers = (s.receiver.take(), s.space.take());
+        drop(s);
+        wake(wakers.0);
+        wake(wakers.1);
     }
 }

@@ -1,9 +1,8 @@
 //! Topic patterns and the type-erased channel factories behind them.
 
-use std::future::Future;
 use std::marker::PhantomData;
-use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use fawkes_protocol::Message;
 use tokio::task::JoinHandle;
@@ -80,8 +79,8 @@ pub(crate) trait ChannelInbox: Send + Sync + 'static {
     fn transport_closed(&self);
     /// The channel is being replaced: refuse everything from now on.
     fn kill(&self);
-    /// Resolves when a full mailbox has room again.
-    fn space(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+    /// Ready when a full mailbox has room again (or closed).
+    fn poll_space(&self, cx: &Context<'_>) -> Poll<()>;
 }
 
 impl<I: Send + 'static> ChannelInbox for Mailbox<ChannelMsg<I>> {
@@ -107,7 +106,7 @@ impl<I: Send + 'static> ChannelInbox for Mailbox<ChannelMsg<I>> {
         self.close();
     }
 
-    fn space(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
-        Box::pin(Mailbox::space(self))
+    fn poll_space(&self, cx: &Context<'_>) -> Poll<()> {
+        Mailbox::poll_space(self, cx)
     }
 }

@@ -71,8 +71,14 @@ pub(crate) struct Blocked {
 }
 
 impl Blocked {
+    /// Ready when the channel's mailbox may take the message.
+    pub(crate) fn poll_space(&self, cx: &std::task::Context<'_>) -> std::task::Poll<()> {
+        self.inbox.poll_space(cx)
+    }
+
+    /// Waits until the channel's mailbox may take the message.
     pub(crate) async fn space(&self) {
-        self.inbox.space().await;
+        std::future::poll_fn(|cx| self.poll_space(cx)).await;
     }
 }
 
@@ -80,7 +86,10 @@ impl Blocked {
 pub(crate) enum Action {
     Write(Frame),
     Nothing,
+    /// A `disconnect` broadcast to the socket's id.
     Disconnect,
+    /// The endpoint is shutting down.
+    Shutdown,
 }
 
 /// Closes the connection on a `disconnect` broadcast to the socket's id.
@@ -105,6 +114,8 @@ pub(crate) struct Session<S: Socket> {
     events: Option<Bucket>,
     next_instance: u64,
     _id: Option<Subscription>,
+    /// This connection's place in the endpoint's shutdown list.
+    shutdown_key: usize,
 }
 
 impl<S: Socket> Session<S> {
@@ -114,7 +125,16 @@ impl<S: Socket> Session<S> {
             .as_ref()
             .map(|id| conn.shared.endpoint.pubsub().subscribe(id, Arc::new(IdSubscriber(conn.outbox.clone()))));
         conn.shared.endpoint.metrics().connection_opened();
-        Session { conn, channels: Channels::default(), joins: None, events: None, next_instance: 0, _id: id }
+        let shutdown_key = conn.shared.endpoint.shutdown_list().register(&conn.outbox);
+        Session {
+            conn,
+            channels: Channels::default(),
+            joins: None,
+            events: None,
+            next_instance: 0,
+            _id: id,
+            shutdown_key,
+        }
     }
 
     fn reply(&self, msg: &Message, join_ref: Option<fawkes_protocol::Ref>, status: &'static str, payload: Payload) {
@@ -249,6 +269,7 @@ impl<S: Socket> Session<S> {
         match out {
             Out::Frame(f) => Action::Write(f),
             Out::Disconnect => Action::Disconnect,
+            Out::Shutdown => Action::Shutdown,
             Out::ChannelExit { topic, instance, end } => {
                 let owned = self.channels.get(&topic).is_some_and(|e| e.instance == instance);
                 if !owned {
@@ -271,6 +292,7 @@ impl<S: Socket> Drop for Session<S> {
     /// nothing more is queued for the client.
     fn drop(&mut self) {
         self.conn.outbox.close();
+        self.conn.shared.endpoint.shutdown_list().deregister(self.shutdown_key);
         for (_, entry) in self.channels.0.drain(..) {
             entry.inbox.transport_closed();
         }

@@ -81,7 +81,7 @@ impl<S: Socket> SocketService<S> {
                             match session.on_out(item) {
                                 Action::Write(f) => stop |= outbound.send(f).is_err(),
                                 Action::Nothing => {}
-                                Action::Disconnect => stop = true,
+                                Action::Disconnect | Action::Shutdown => stop = true,
                             }
                         }
                         if stop {

@@ -408,14 +408,12 @@ async fn run<S: Socket>(
     _relay: Subscription,
 ) {
     let mut socket = Session::new(conn.clone());
-    let mut shutdown = shared.endpoint.shutdown_signal();
     let window = shared.config.longpoll_window;
     let check_every = window.mul_f32(1.5).max(Duration::from_millis(10));
     let mut ticker = tokio::time::interval_at(Instant::now() + check_every, check_every);
     let mut blocked: Option<(Blocked, oneshot::Sender<bool>)> = None;
     loop {
         tokio::select! {
-            _ = shutdown.changed() => break,
             _ = session.killed.notified() => break,
             _ = ticker.tick() => {
                 if session.last_poll.lock().elapsed() > check_every || session.out.lock().closed {
@@ -456,7 +454,7 @@ async fn run<S: Socket>(
                             stop |= !buffer(&conn, &session, frame);
                         }
                         Action::Nothing => {}
-                        Action::Disconnect => stop = true,
+                        Action::Disconnect | Action::Shutdown => stop = true,
                     }
                 }
                 if any {

@@ -2,6 +2,7 @@
 //! then one task per connection that reads frames, routes them through the
 //! session and writes whatever the outbox holds.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,8 +11,9 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
-use bytes::Bytes;
 use fawkes_protocol::Vsn;
+use futures_util::future::Either;
+use futures_util::FutureExt;
 use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
@@ -113,21 +115,35 @@ async fn upgrade<S: Socket>(State(shared): State<Arc<SocketShared<S>>>, mut req:
     };
 
     let span = tracing::info_span!("socket", transport = "websocket", vsn = vsn.as_str());
-    tokio::spawn(
-        async move {
-            match on_upgrade.await {
-                Ok(upgraded) => match upgraded.downcast::<TokioIo<TcpStream>>() {
-                    // boxed: a future nested in this block would be laid
-                    // out beside its captures, doubling the task's size
-                    Ok(parts) => Box::pin(serve(parts.io.into_inner(), parts.read_buf, conn, deflate.is_some())).await,
-                    Err(upgraded) => {
-                        Box::pin(serve(Generic(TokioIo::new(upgraded)), Bytes::new(), conn, deflate.is_some())).await
-                    }
-                },
-                Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+    let config = &conn.shared.config;
+    let reader = WsReader::new(config.max_frame_size, deflate.is_some());
+    let compress = deflate.is_some();
+    // The upgrade runs in a boxed future that is freed once it resolves; the
+    // task then holds only the connection's loop.
+    let upgraded = Box::pin(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => match upgraded.downcast::<TokioIo<TcpStream>>() {
+                Ok(parts) => {
+                    Some(Either::Left(Conn::new(parts.io.into_inner(), &parts.read_buf, conn, reader, compress)))
+                }
+                Err(upgraded) => {
+                    Some(Either::Right(Conn::new(Generic(TokioIo::new(upgraded)), &[], conn, reader, compress)))
+                }
+            },
+            Err(e) => {
+                tracing::debug!(error = %e, "upgrade failed");
+                None
             }
         }
-        .instrument(span),
+    });
+    tokio::spawn(
+        upgraded
+            .then(|c| match c {
+                Some(Either::Left(c)) => Either::Left(serve(c)),
+                Some(Either::Right(c)) => Either::Right(Either::Left(serve(c))),
+                None => Either::Right(Either::Right(std::future::ready(()))),
+            })
+            .instrument(span),
     );
 
     let mut res = Response::new(Body::empty());
@@ -165,10 +181,73 @@ struct Conn<S: Socket, IO: WsIo> {
     conn: Arc<ConnState<S>>,
     reader: WsReader,
     deflate: bool,
+    /// Bytes for the client not yet written: empty (and unallocated) while
+    /// the connection is idle.
     out: Vec<u8>,
 }
 
+/// What woke a connection's loop (any number of them at once).
+#[derive(Default)]
+struct Woken {
+    outbox: bool,
+    space: bool,
+    read: Option<std::io::Result<usize>>,
+    idle: bool,
+}
+
+thread_local! {
+    /// A write buffer reused by every connection that a worker thread
+    /// serves: writes that complete at once allocate nothing.
+    static SCRATCH: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Largest buffer kept for reuse.
+const SCRATCH_KEEP: usize = 64 * 1024;
+
 impl<S: Socket, IO: WsIo> Conn<S, IO> {
+    fn new(io: IO, leftover: &[u8], conn: Arc<ConnState<S>>, mut reader: WsReader, deflate: bool) -> Self {
+        // What the client sent right behind its upgrade request. Copied out:
+        // the upgrade's buffer is hyper's whole read buffer, and holding a
+        // view of it would keep kilobytes alive for the connection's life.
+        reader.feed(leftover);
+        Conn { io, session: Session::new(conn.clone()), conn, reader, deflate, out: Vec::new() }
+    }
+
+    /// The buffer to write into: the pending bytes, or the thread's scratch.
+    fn out(&mut self) -> &mut Vec<u8> {
+        if self.out.capacity() == 0 {
+            self.out = SCRATCH.with(std::cell::Cell::take);
+        }
+        &mut self.out
+    }
+
+    /// Polls everything the connection waits for, and reports all that is
+    /// ready, so that a busy outbox cannot starve reads or the other way
+    /// around.
+    fn poll_woken(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        blocked: &Option<Blocked>,
+        idle: std::pin::Pin<&mut tokio::time::Sleep>,
+    ) -> std::task::Poll<Woken> {
+        use std::task::Poll;
+        let mut woken = Woken { outbox: self.conn.outbox.poll_ready(cx).is_ready(), ..Woken::default() };
+        match blocked {
+            Some(b) => woken.space = b.poll_space(cx).is_ready(),
+            None => {
+                if let Poll::Ready(r) = self.io.poll_read_into(cx, &mut self.reader) {
+                    woken.read = Some(r);
+                }
+            }
+        }
+        woken.idle = idle.poll(cx).is_ready();
+        if woken.outbox || woken.space || woken.read.is_some() || woken.idle {
+            Poll::Ready(woken)
+        } else {
+            Poll::Pending
+        }
+    }
+
     /// Handles every complete frame already read. Stops early when a
     /// channel's mailbox is full.
     /// Returns true when it stopped with complete frames still buffered.
@@ -194,7 +273,7 @@ impl<S: Socket, IO: WsIo> Conn<S, IO> {
                         return Err(Exit::Close(close::INTERNAL, "invalid message"));
                     }
                 },
-                WsEvent::Ping(data) => ws_codec::write_frame(&mut self.out, ws_codec::OP_PONG, false, &data),
+                WsEvent::Ping(data) => ws_codec::write_frame(self.out(), ws_codec::OP_PONG, false, &data),
                 WsEvent::Pong => {}
                 WsEvent::Close(code) => return Err(Exit::ClientClosed(code)),
             }
@@ -206,16 +285,24 @@ impl<S: Socket, IO: WsIo> Conn<S, IO> {
     fn drain_outbox(&mut self) -> Result<(), Exit> {
         let (items, overflowed) = self.conn.outbox.drain();
         let mut disconnect = false;
+        let mut shutdown = false;
         for item in items {
             match self.session.on_out(item) {
-                Action::Write(frame) => ws_codec::write_message(&mut self.out, &frame, self.deflate),
+                Action::Write(frame) => {
+                    let deflate = self.deflate;
+                    ws_codec::write_message(self.out(), &frame, deflate);
+                }
                 Action::Nothing => {}
                 Action::Disconnect => disconnect = true,
+                Action::Shutdown => shutdown = true,
             }
         }
         if overflowed {
             self.conn.shared.endpoint.metrics().slow_consumer();
             return Err(Exit::Close(1013, "slow consumer"));
+        }
+        if shutdown {
+            return Err(Exit::Close(1012, "service restart"));
         }
         if disconnect {
             return Err(Exit::Close(self.conn.shared.config.disconnect_close_code, "disconnected"));
@@ -223,10 +310,32 @@ impl<S: Socket, IO: WsIo> Conn<S, IO> {
         Ok(())
     }
 
+    /// Writes what is pending: at once when the socket takes it all (the
+    /// buffer then goes back to the thread), else in a boxed slow path.
     async fn flush(&mut self) -> Result<(), Exit> {
         if self.out.is_empty() {
             return Ok(());
         }
+        match self.io.try_write_now(&self.out) {
+            Ok(None) => {
+                let mut out = std::mem::take(&mut self.out);
+                if out.capacity() <= SCRATCH_KEEP {
+                    out.clear();
+                    SCRATCH.with(|s| s.set(out));
+                }
+                Ok(())
+            }
+            Ok(Some(n)) => {
+                self.out.drain(..n);
+                Box::pin(self.flush_slow()).await
+            }
+            Err(_) => Err(Exit::Gone),
+        }
+    }
+
+    /// Waits until the socket takes the rest of what is pending, at most the
+    /// write timeout (a client that stops reading is a slow consumer).
+    async fn flush_slow(&mut self) -> Result<(), Exit> {
         let out = std::mem::take(&mut self.out);
         let limit = self.conn.shared.config.write_timeout;
         match tokio::time::timeout(limit, self.io.write_all_bytes(&out)).await {
@@ -245,57 +354,45 @@ impl<S: Socket, IO: WsIo> Conn<S, IO> {
             Some(code) => ws_codec::write_close(&mut frame, code, reason),
             None => ws_codec::write_frame(&mut frame, ws_codec::OP_CLOSE, false, &[]),
         }
-        self.out.extend_from_slice(&frame);
+        self.out().extend_from_slice(&frame);
         if self.flush().await.is_ok() {
             self.io.close_write().await;
         }
     }
 }
 
-async fn serve<S: Socket, IO: WsIo>(io: IO, leftover: Bytes, conn: Arc<ConnState<S>>, deflate: bool) {
-    let shared = conn.shared.clone();
-    let config = &shared.config;
-    let mut shutdown = conn.shared.endpoint.shutdown_signal();
-    let mut c = Conn {
-        io,
-        session: Session::new(conn.clone()),
-        conn,
-        reader: WsReader::new(config.max_frame_size, deflate),
-        deflate,
-        out: Vec::new(),
-    };
-    c.reader.feed(&leftover);
-    // The leftover is a view of hyper's whole read buffer: holding it would
-    // keep kilobytes alive for the connection's lifetime.
-    drop(leftover);
-    let mut blocked: Option<Blocked> = None;
-    let mut last_activity = Instant::now();
-    let idle = tokio::time::sleep(config.timeout);
-    tokio::pin!(idle);
+/// A connection's loop. Not an `async fn`: its parameter would be moved
+/// into a second slot of the future; the block's capture is used in place.
+/// What it waits for is polled in place too (see [`Conn::poll_woken`]), so
+/// that an idle connection holds its state, its timer and little else.
+#[allow(clippy::manual_async_fn)]
+fn serve<S: Socket, IO: WsIo>(mut c: Conn<S, IO>) -> impl Future<Output = ()> + Send {
+    async move {
+        let timeout = c.conn.shared.config.timeout;
+        let mut blocked: Option<Blocked> = None;
+        let mut last_activity = Instant::now();
+        let idle = tokio::time::sleep(timeout);
+        tokio::pin!(idle);
 
-    let exit = loop {
-        let more = match c.process(&mut blocked) {
-            Ok(more) => more,
-            Err(exit) => break exit,
-        };
-        if more {
-            if let Err(exit) = c.drain_outbox() {
-                let _ = c.flush().await;
+        let exit = loop {
+            let more = match c.process(&mut blocked) {
+                Ok(more) => more,
+                Err(exit) => break exit,
+            };
+            if more {
+                if let Err(exit) = c.drain_outbox() {
+                    let _ = c.flush().await;
+                    break exit;
+                }
+            }
+            if let Err(exit) = c.flush().await {
                 break exit;
             }
-        }
-        if let Err(exit) = c.flush().await {
-            break exit;
-        }
-        if more {
-            continue;
-        }
-        if *shutdown.borrow() {
-            break Exit::Close(1012, "service restart");
-        }
-        tokio::select! {
-            _ = shutdown.changed() => break Exit::Close(1012, "service restart"),
-            _ = c.conn.outbox.ready() => {
+            if more {
+                continue;
+            }
+            let woken = std::future::poll_fn(|cx| c.poll_woken(cx, &blocked, idle.as_mut())).await;
+            if woken.outbox {
                 last_activity = Instant::now();
                 if let Err(exit) = c.drain_outbox() {
                     // write what was queued before the close
@@ -303,25 +400,26 @@ async fn serve<S: Socket, IO: WsIo>(io: IO, leftover: Bytes, conn: Arc<ConnState
                     break exit;
                 }
             }
-            _ = async { match &blocked { Some(b) => b.space().await, None => std::future::pending().await } } => {
+            if woken.space {
                 if let Some(b) = blocked.take() {
                     blocked = c.session.retry(b);
                 }
             }
-            read = c.io.read_into(&mut c.reader), if blocked.is_none() => match read {
-                Ok(0) | Err(_) => break Exit::Gone,
-                Ok(_) => last_activity = Instant::now(),
-            },
-            _ = &mut idle => {
-                let deadline = last_activity + config.timeout;
+            match woken.read {
+                Some(Ok(0) | Err(_)) => break Exit::Gone,
+                Some(Ok(_)) => last_activity = Instant::now(),
+                None => {}
+            }
+            if woken.idle {
+                let deadline = last_activity + timeout;
                 if Instant::now() >= deadline {
                     break Exit::Close(close::NORMAL, "idle timeout");
                 }
                 idle.as_mut().reset(deadline);
             }
-        }
-    };
-    Box::pin(finish(c, exit)).await;
+        };
+        Box::pin(finish(c, exit)).await;
+    }
 }
 
 /// Closes the connection as `exit` says (kept out of the connection's loop

@@ -2,13 +2,14 @@
 //!
 //! Reads go into a buffer on the stack of one poll (or, on a plain TCP
 //! stream, wait for readiness first), so an idle connection holds no read
-//! buffer at all.
+//! buffer at all. Writes are tried at once, and only what the socket does
+//! not take is waited for.
 
 use std::future::Future;
 use std::io;
 
 use std::pin::Pin;
-use std::task::Poll;
+use std::task::{Context, Poll, Waker};
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
@@ -16,8 +17,18 @@ use tokio::net::TcpStream;
 use super::ws_codec::WsReader;
 
 pub(crate) trait WsIo: Send + Unpin + 'static {
+    /// Reads what is available into `reader`; `Ready(Ok(0))` at end of
+    /// stream; `Pending` (and a wake-up later) when nothing is available.
+    fn poll_read_into(&mut self, cx: &mut Context<'_>, reader: &mut WsReader) -> Poll<io::Result<usize>>;
     /// Reads what is available into `reader`; `Ok(0)` at end of stream.
-    fn read_into(&mut self, reader: &mut WsReader) -> impl Future<Output = io::Result<usize>> + Send;
+    fn read_into(&mut self, reader: &mut WsReader) -> impl Future<Output = io::Result<usize>> + Send {
+        std::future::poll_fn(move |cx| self.poll_read_into(cx, reader))
+    }
+    /// Writes what the stream takes now, without waiting. `Ok(None)`: all
+    /// of it was written and flushed; `Ok(Some(n))`: `n` bytes were taken,
+    /// and [`WsIo::write_all_bytes`] must finish with the rest (which may be
+    /// empty when only the flush is left).
+    fn try_write_now(&mut self, buf: &[u8]) -> io::Result<Option<usize>>;
     /// Writes all of `buf`.
     fn write_all_bytes(&mut self, buf: &[u8]) -> impl Future<Output = io::Result<()>> + Send;
     /// Closes the write side.
@@ -34,14 +45,32 @@ fn read_ready(stream: &TcpStream, reader: &mut WsReader) -> io::Result<usize> {
 }
 
 impl WsIo for TcpStream {
-    async fn read_into(&mut self, reader: &mut WsReader) -> io::Result<usize> {
+    fn poll_read_into(&mut self, cx: &mut Context<'_>, reader: &mut WsReader) -> Poll<io::Result<usize>> {
         loop {
-            self.readable().await?;
+            match self.poll_read_ready(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
             match read_ready(self, reader) {
+                // readiness was stale: tokio cleared it, poll again
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                other => return other,
+                other => return Poll::Ready(other),
             }
         }
+    }
+
+    fn try_write_now(&mut self, buf: &[u8]) -> io::Result<Option<usize>> {
+        let mut done = 0;
+        while done < buf.len() {
+            match self.try_write(&buf[done..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Some(done)),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(None)
     }
 
     async fn write_all_bytes(&mut self, buf: &[u8]) -> io::Result<()> {
@@ -57,22 +86,40 @@ impl WsIo for TcpStream {
 pub(crate) struct Generic<T>(pub(crate) T);
 
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> WsIo for Generic<T> {
-    async fn read_into(&mut self, reader: &mut WsReader) -> io::Result<usize> {
+    fn poll_read_into(&mut self, cx: &mut Context<'_>, reader: &mut WsReader) -> Poll<io::Result<usize>> {
         // The buffer lives on the stack of one poll only: while the read is
         // pending, the connection holds no buffer.
-        std::future::poll_fn(|cx| {
-            let mut chunk = [0u8; CHUNK];
-            let mut buf = ReadBuf::new(&mut chunk);
-            match Pin::new(&mut self.0).poll_read(cx, &mut buf) {
-                Poll::Ready(Ok(())) => {
-                    reader.feed(buf.filled());
-                    Poll::Ready(Ok(buf.filled().len()))
-                }
-                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-                Poll::Pending => Poll::Pending,
+        let mut chunk = [0u8; CHUNK];
+        let mut buf = ReadBuf::new(&mut chunk);
+        match Pin::new(&mut self.0).poll_read(cx, &mut buf) {
+            Poll::Ready(Ok(())) => {
+                reader.feed(buf.filled());
+                Poll::Ready(Ok(buf.filled().len()))
             }
-        })
-        .await
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn try_write_now(&mut self, buf: &[u8]) -> io::Result<Option<usize>> {
+        // Polled with a waker that does nothing: a stream that is not ready
+        // is then waited for properly by `write_all_bytes`.
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut done = 0;
+        while done < buf.len() {
+            match Pin::new(&mut self.0).poll_write(&mut cx, &buf[done..]) {
+                Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+                Poll::Ready(Ok(n)) => done += n,
+                Poll::Ready(Err(e)) => return Err(e),
+                Poll::Pending => return Ok(Some(done)),
+            }
+        }
+        match Pin::new(&mut self.0).poll_flush(&mut cx) {
+            Poll::Ready(Ok(())) => Ok(None),
+            Poll::Ready(Err(e)) => Err(e),
+            // all taken, not yet flushed: the flush is left
+            Poll::Pending => Ok(Some(done)),
+        }
     }
 
     async fn write_all_bytes(&mut self, buf: &[u8]) -> io::Result<()> {
