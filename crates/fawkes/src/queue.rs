@@ -301,3 +301,84 @@ impl<T> Mailbox<T> {
         wake(wakers.1);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+
+    fn frame(n: usize) -> Frame {
+        Frame::text(vec![b'x'; n])
+    }
+
+    async fn soon<F: std::future::Future>(f: F) -> F::Output {
+        tokio::time::timeout(Duration::from_secs(5), f).await.expect("woken")
+    }
+
+    #[tokio::test]
+    async fn a_push_wakes_the_waiting_transport() {
+        let outbox = Arc::new(Outbox::new(OutboxLimits { frames: 10, bytes: 1000 }));
+        let waiter = tokio::spawn({
+            let outbox = outbox.clone();
+            async move { outbox.ready().await }
+        });
+        tokio::task::yield_now().await;
+        assert_eq!(outbox.push_frame(frame(3)), Pushed::Queued);
+        soon(waiter).await.unwrap();
+        let (items, overflowed) = outbox.drain();
+        assert_eq!(items.len(), 1);
+        assert!(!overflowed);
+    }
+
+    #[tokio::test]
+    async fn an_overflow_drops_the_frame_and_wakes_the_transport() {
+        let outbox = Arc::new(Outbox::new(OutboxLimits { frames: 2, bytes: 1000 }));
+        assert_eq!(outbox.push_frame(frame(1)), Pushed::Queued);
+        assert_eq!(outbox.push_frame(frame(1)), Pushed::Queued);
+        assert_eq!(outbox.push_frame(frame(1)), Pushed::Full);
+        assert_eq!(outbox.push_frame(frame(1)), Pushed::Full, "stays full until the transport closes");
+        soon(outbox.ready()).await;
+        let (items, overflowed) = outbox.drain();
+        assert_eq!(items.len(), 2);
+        assert!(overflowed);
+        outbox.close();
+        assert_eq!(outbox.push_frame(frame(1)), Pushed::Closed);
+    }
+
+    #[tokio::test]
+    async fn a_full_mailbox_reports_space_once_an_item_is_taken() {
+        let mailbox = Arc::new(Mailbox::new(2));
+        mailbox.try_push(1).unwrap();
+        mailbox.try_push(2).unwrap();
+        assert!(matches!(mailbox.try_push(3), Err((3, Pushed::Full))));
+        let space = tokio::spawn({
+            let mailbox = mailbox.clone();
+            async move { std::future::poll_fn(|cx| mailbox.poll_space(cx)).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!space.is_finished());
+        assert_eq!(mailbox.recv().await, Some(1));
+        soon(space).await.unwrap();
+        mailbox.try_push(3).unwrap();
+        assert_eq!(mailbox.force_push(4), Pushed::Queued, "control messages pass the limit");
+        assert_eq!((mailbox.recv().await, mailbox.recv().await, mailbox.recv().await), (Some(2), Some(3), Some(4)));
+    }
+
+    #[tokio::test]
+    async fn a_waiting_receiver_is_woken_by_a_push_and_by_close() {
+        let mailbox = Arc::new(Mailbox::new(4));
+        let receiver = tokio::spawn({
+            let mailbox = mailbox.clone();
+            async move { (mailbox.recv().await, mailbox.recv().await) }
+        });
+        tokio::task::yield_now().await;
+        mailbox.try_push("a").unwrap();
+        tokio::task::yield_now().await;
+        mailbox.close();
+        assert!(mailbox.is_closed());
+        assert_eq!(soon(receiver).await.unwrap(), (Some("a"), None));
+        assert!(matches!(mailbox.try_push("b"), Err(("b", Pushed::Closed))));
+    }
+}

@@ -356,3 +356,43 @@ async fn permessage_deflate_is_negotiated_when_enabled() {
         json!([null, "z", "room:none", "phx_reply", {"response": {"reason": "unmatched topic"}, "status": "error"}])
     );
 }
+
+/// A socket flooded with broadcasts still reads: its heartbeats are answered
+/// between the broadcasts, not after the flood.
+#[tokio::test]
+async fn heartbeats_are_answered_while_broadcasts_flood_the_socket() {
+    let (addr, endpoint) = serve(handler(Log::default())).await;
+    let mut ws = open(addr, "vsn=2.0.0&user_id=u1", None).await.unwrap();
+    send(&mut ws, json!(["1", "1", "room:flood", "phx_join", {}])).await;
+    assert_eq!(next_text(&mut ws).await[3], "phx_reply");
+    let flooding = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let flood = tokio::spawn({
+        let flooding = flooding.clone();
+        async move {
+            let mut n = 0u64;
+            while flooding.load(std::sync::atomic::Ordering::Relaxed) {
+                endpoint.broadcast("room:flood", "tick", json!({"n": n})).unwrap();
+                n += 1;
+                if n % 64 == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+        }
+    });
+    for i in 0..5 {
+        let r = format!("hb{i}");
+        send(&mut ws, json!([null, r, "phoenix", "heartbeat", {}])).await;
+        let mut seen = 0;
+        loop {
+            let v = next_text(&mut ws).await;
+            if v[3] == "phx_reply" {
+                assert_eq!(v[1], r.as_str());
+                break;
+            }
+            seen += 1;
+            assert!(seen < 200_000, "the heartbeat reply did not come between broadcasts");
+        }
+    }
+    flooding.store(false, std::sync::atomic::Ordering::Relaxed);
+    flood.await.unwrap();
+}

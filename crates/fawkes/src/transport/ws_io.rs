@@ -131,3 +131,75 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> WsIo for Generic<T> {
         let _ = self.0.shutdown().await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// A stream that takes at most `room` bytes before its reader drains it
+    /// reports what it took, and the slow path writes the rest in order.
+    #[tokio::test]
+    async fn generic_writes_what_fits_then_the_rest() {
+        let (a, mut b) = tokio::io::duplex(16);
+        let mut io = Generic(a);
+        let data: Vec<u8> = (0..100u8).collect();
+        let taken = io.try_write_now(&data).unwrap();
+        assert_eq!(taken, Some(16));
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            b.read_to_end(&mut got).await.unwrap();
+            got
+        });
+        io.write_all_bytes(&data[16..]).await.unwrap();
+        io.close_write().await;
+        drop(io);
+        assert_eq!(reader.await.unwrap(), data);
+    }
+
+    #[tokio::test]
+    async fn generic_writes_everything_when_there_is_room() {
+        let (a, mut b) = tokio::io::duplex(1024);
+        let mut io = Generic(a);
+        assert_eq!(io.try_write_now(b"hello").unwrap(), None);
+        let mut got = [0u8; 5];
+        b.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"hello");
+    }
+
+    /// On TCP, a peer that does not read fills the kernel's buffers: the
+    /// try reports a partial write instead of waiting.
+    #[tokio::test]
+    async fn tcp_reports_a_partial_write_to_a_peer_that_does_not_read() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        let (mut server, _) = accepted.unwrap();
+        let mut client = client.unwrap();
+        let data = vec![7u8; 64 * 1024 * 1024];
+        let Some(taken) = server.try_write_now(&data).unwrap() else {
+            panic!("64 MiB cannot fit in a socket's buffers");
+        };
+        assert!(taken < data.len());
+        let mut first = vec![0u8; 1024];
+        client.read_exact(&mut first).await.unwrap();
+        assert!(first.iter().all(|b| *b == 7));
+    }
+
+    #[tokio::test]
+    async fn tcp_reads_what_is_there_and_sees_the_end() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        let (mut server, _) = accepted.unwrap();
+        let mut client = client.unwrap();
+        client.write_all(&[0x89, 0x80, 1, 2, 3, 4]).await.unwrap(); // a masked, empty ping
+        let mut reader = WsReader::new(1024, false);
+        assert_eq!(server.read_into(&mut reader).await.unwrap(), 6);
+        assert!(matches!(reader.next_event(), Ok(Some(super::super::ws_codec::WsEvent::Ping(_)))));
+        drop(client);
+        assert_eq!(server.read_into(&mut reader).await.unwrap(), 0);
+    }
+}
