@@ -9,6 +9,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
+use bytes::Bytes;
 use fawkes_protocol::{Broadcast, EncodeError, Frame, Vsn};
 use parking_lot::RwLock;
 
@@ -135,12 +136,13 @@ impl Drop for Subscription {
 pub struct FrameCache<'a> {
     msg: &'a Broadcast,
     frames: [Option<Result<Frame, EncodeError>>; 2],
+    derived: [Option<Frame>; 2],
 }
 
 impl<'a> FrameCache<'a> {
     /// A cache for `msg`.
     pub fn new(msg: &'a Broadcast) -> FrameCache<'a> {
-        FrameCache { msg, frames: [None, None] }
+        FrameCache { msg, frames: [None, None], derived: [None, None] }
     }
 
     /// The broadcast encoded with `vsn`; `None` when it cannot be (for
@@ -152,6 +154,24 @@ impl<'a> FrameCache<'a> {
         }];
         let msg = self.msg;
         slot.get_or_insert_with(|| vsn.encode_broadcast(msg)).as_ref().ok()
+    }
+
+    /// The broadcast encoded with `vsn`, then transformed by `derive` (for
+    /// example compressed for a transport), once per dispatch: the bytes are
+    /// shared by every subscriber that asks. One dispatch caches one
+    /// transformation per serializer, so every caller must derive the same
+    /// way (in Fawkes, only the WebSocket's permessage-deflate does).
+    pub fn derived(&mut self, vsn: Vsn, derive: impl FnOnce(&Frame) -> Bytes) -> Option<&Frame> {
+        let i = match vsn {
+            Vsn::V1 => 0,
+            Vsn::V2 => 1,
+        };
+        if self.derived[i].is_none() {
+            let frame = self.frame(vsn)?;
+            let data = derive(frame);
+            self.derived[i] = Some(Frame { opcode: frame.opcode, data });
+        }
+        self.derived[i].as_ref()
     }
 }
 

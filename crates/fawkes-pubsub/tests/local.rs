@@ -168,3 +168,35 @@ fn concurrent_subscribe_and_broadcast_lose_nothing() {
     assert_eq!(count.load(Ordering::Relaxed), 100_000);
     assert_eq!(ps.subscriber_count("hot"), 100);
 }
+
+/// A subscriber that asks for a transformed frame (as a compressing
+/// transport does) and records it.
+struct Deriver(Arc<AtomicUsize>, Mutex<Vec<bytes::Bytes>>);
+impl Subscriber for Deriver {
+    fn deliver(&self, _: &Broadcast, frames: &mut FrameCache<'_>) -> Delivery {
+        let calls = self.0.clone();
+        let f = frames.derived(Vsn::V2, |f| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            bytes::Bytes::from(f.data.to_ascii_uppercase())
+        });
+        self.1.lock().unwrap().push(f.unwrap().data.clone());
+        Delivery::Delivered
+    }
+}
+
+#[test]
+fn a_derived_frame_is_made_once_per_dispatch_and_shared() {
+    let ps = PubSub::local("n1");
+    let calls = Arc::new(AtomicUsize::new(0));
+    let subs: Vec<_> = (0..5).map(|_| Arc::new(Deriver(calls.clone(), Mutex::new(vec![])))).collect();
+    let _guards: Vec<_> = subs.iter().map(|s| ps.subscribe("t", s.clone())).collect();
+    ps.broadcast(bc("t", "e")).unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    let first = subs[0].1.lock().unwrap()[0].clone();
+    assert_eq!(&first[..], br#"[NULL,NULL,"T","E",{"N":1}]"#);
+    for s in &subs {
+        assert_eq!(s.1.lock().unwrap()[0].as_ptr(), first.as_ptr());
+    }
+    ps.broadcast(bc("t", "e")).unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "one derivation per dispatch");
+}

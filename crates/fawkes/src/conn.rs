@@ -25,6 +25,10 @@ pub(crate) struct ConnState<S: Socket> {
     pub(crate) assigns: S::Assigns,
     pub(crate) outbox: Arc<Outbox>,
     pub(crate) vsn: Vsn,
+    /// Whether the transport compresses messages (WebSocket
+    /// permessage-deflate): broadcasts are then queued compressed, once per
+    /// dispatch for all such subscribers.
+    pub(crate) compress: bool,
     pub(crate) id: Option<String>,
     /// This connection's place in the connection limits.
     pub(crate) _slot: crate::limits::Slot,

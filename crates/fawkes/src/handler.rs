@@ -142,6 +142,7 @@ pub(crate) async fn connect<S: Socket>(
     info: &ConnectInfo,
     vsn: Vsn,
     transport: &'static str,
+    compress: bool,
 ) -> Result<Arc<ConnState<S>>, ConnectError> {
     let started = Instant::now();
     let result = match AssertUnwindSafe(shared.socket.connect(params, info)).catch_unwind().await {
@@ -173,6 +174,7 @@ pub(crate) async fn connect<S: Socket>(
         assigns,
         outbox: Arc::new(Outbox::new(limits)),
         vsn,
+        compress,
         id,
         _slot: slot,
     }))

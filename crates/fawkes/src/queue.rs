@@ -32,6 +32,9 @@ pub(crate) enum End {
 pub(crate) enum Out {
     /// A frame for the client.
     Frame(Frame),
+    /// A frame whose data is already compressed for permessage-deflate (a
+    /// broadcast, compressed once for every subscriber that asks).
+    Deflated(Frame),
     /// A channel task ended; the session frees the topic (if `instance` still
     /// owns it) and sends `phx_close`/`phx_error`.
     ChannelExit { topic: String, instance: u64, end: End },
@@ -99,6 +102,15 @@ impl Outbox {
     /// and the outbox is marked overflowed: the transport then closes the
     /// connection (a slow consumer), rather than letting memory grow.
     pub(crate) fn push_frame(&self, frame: Frame) -> Pushed {
+        self.push(frame, false)
+    }
+
+    /// Queues a frame already compressed for permessage-deflate.
+    pub(crate) fn push_deflated(&self, frame: Frame) -> Pushed {
+        self.push(frame, true)
+    }
+
+    fn push(&self, frame: Frame, deflated: bool) -> Pushed {
         let mut s = self.state.lock();
         if s.closed {
             return Pushed::Closed;
@@ -116,7 +128,7 @@ impl Outbox {
         }
         s.frames += 1;
         s.bytes += len;
-        s.queue.push_back(Out::Frame(frame));
+        s.queue.push_back(if deflated { Out::Deflated(frame) } else { Out::Frame(frame) });
         let waker = s.waker.take();
         drop(s);
         wake(waker);

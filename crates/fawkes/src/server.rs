@@ -97,10 +97,19 @@ impl<S: Socket, I: Send + 'static> Subscriber for ChannelSubscriber<S, I> {
                 }
             };
         }
-        let Some(frame) = frames.frame(self.conn.vsn) else {
+        let vsn = self.conn.vsn;
+        let Some(frame) = frames.frame(vsn) else {
             return Delivery::Delivered;
         };
-        match self.conn.outbox.push_frame(frame.clone()) {
+        let pushed = if self.conn.compress && crate::transport::ws_codec::worth_deflating(frame) {
+            match frames.derived(vsn, crate::transport::ws_codec::deflate_frame) {
+                Some(z) => self.conn.outbox.push_deflated(z.clone()),
+                None => return Delivery::Delivered,
+            }
+        } else {
+            self.conn.outbox.push_frame(frame.clone())
+        };
+        match pushed {
             Pushed::Queued => Delivery::Delivered,
             Pushed::Full => Delivery::Overflow,
             Pushed::Closed => Delivery::Gone,

@@ -84,7 +84,12 @@ impl Blocked {
 
 /// What the transport must do with an item of the outbox.
 pub(crate) enum Action {
-    Write(Frame),
+    /// Write a frame; `deflated` when its data is already compressed for
+    /// permessage-deflate.
+    Write {
+        frame: Frame,
+        deflated: bool,
+    },
     Nothing,
     /// A `disconnect` broadcast to the socket's id.
     Disconnect,
@@ -267,7 +272,8 @@ impl<S: Socket> Session<S> {
     /// Handles one item taken from the outbox.
     pub(crate) fn on_out(&mut self, out: Out) -> Action {
         match out {
-            Out::Frame(f) => Action::Write(f),
+            Out::Frame(frame) => Action::Write { frame, deflated: false },
+            Out::Deflated(frame) => Action::Write { frame, deflated: true },
             Out::Disconnect => Action::Disconnect,
             Out::Shutdown => Action::Shutdown,
             Out::ChannelExit { topic, instance, end } => {
@@ -279,7 +285,7 @@ impl<S: Socket> Session<S> {
                     return Action::Nothing;
                 };
                 match end_frame(self.conn.vsn, &topic, entry.join_ref, end) {
-                    Some(f) => Action::Write(f),
+                    Some(frame) => Action::Write { frame, deflated: false },
                     None => Action::Nothing,
                 }
             }

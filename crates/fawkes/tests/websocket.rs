@@ -305,10 +305,9 @@ async fn a_client_that_never_reads_is_dropped_and_others_are_unharmed() {
     drop(stalled);
 }
 
-#[tokio::test]
-async fn permessage_deflate_is_negotiated_when_enabled() {
-    use flate2::{Decompress, FlushDecompress};
-    let (addr, _) = serve(handler(Log::default()).configure(|c| c.compress = true)).await;
+/// Opens a raw connection that offers permessage-deflate; returns it after
+/// checking the server accepted the extension.
+async fn open_deflate(addr: std::net::SocketAddr) -> TcpStream {
     let mut s = TcpStream::connect(addr).await.unwrap();
     s.write_all(
         format!("GET /socket/websocket?vsn=2.0.0 HTTP/1.1\r\nhost: {addr}\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\nsec-websocket-extensions: permessage-deflate; client_max_window_bits\r\n\r\n").as_bytes(),
@@ -326,17 +325,29 @@ async fn permessage_deflate_is_negotiated_when_enabled() {
     assert!(head.contains(
         "sec-websocket-extensions: permessage-deflate; server_no_context_takeover; client_no_context_takeover"
     ));
-    // an uncompressed heartbeat with a large payload; the reply is compressed
-    let pad = "abc".repeat(100);
-    let text = json!([null, "z", "room:none", "echo", {"pad": pad}]).to_string();
-    let mut frame = vec![0x81u8, 0x80 | 126];
-    frame.extend_from_slice(&(text.len() as u16).to_be_bytes());
+    s
+}
+
+/// Sends an uncompressed, masked (with a zero mask) text frame.
+async fn send_raw_text(s: &mut TcpStream, text: &str) {
+    let mut frame = vec![0x81u8];
+    if text.len() < 126 {
+        frame.push(0x80 | text.len() as u8);
+    } else {
+        frame.push(0x80 | 126);
+        frame.extend_from_slice(&(text.len() as u16).to_be_bytes());
+    }
     frame.extend_from_slice(&[0, 0, 0, 0]);
     frame.extend_from_slice(text.as_bytes());
     s.write_all(&frame).await.unwrap();
+}
+
+/// Reads one server frame: its first byte and its message as JSON,
+/// inflated when RSV1 says it is compressed.
+async fn read_raw_json(s: &mut TcpStream) -> (u8, Value) {
+    use flate2::{Decompress, FlushDecompress};
     let mut h = [0u8; 2];
-    s.read_exact(&mut h).await.unwrap();
-    assert_eq!(h[0], 0xC1, "FIN + RSV1 + text");
+    tokio::time::timeout(Duration::from_secs(3), s.read_exact(&mut h)).await.expect("a frame in time").unwrap();
     let len = match h[1] {
         126 => {
             let mut l = [0u8; 2];
@@ -347,14 +358,77 @@ async fn permessage_deflate_is_negotiated_when_enabled() {
     };
     let mut body = vec![0u8; len];
     s.read_exact(&mut body).await.unwrap();
-    body.extend_from_slice(&[0, 0, 0xff, 0xff]);
-    let mut out = Vec::with_capacity(4096);
-    Decompress::new(false).decompress_vec(&body, &mut out, FlushDecompress::Sync).unwrap();
-    let v: Value = serde_json::from_slice(&out).unwrap();
+    if h[0] & 0x40 != 0 {
+        body.extend_from_slice(&[0, 0, 0xff, 0xff]);
+        let mut out = Vec::with_capacity(4096);
+        Decompress::new(false).decompress_vec(&body, &mut out, FlushDecompress::Sync).unwrap();
+        body = out;
+    }
+    (h[0], serde_json::from_slice(&body).unwrap())
+}
+
+#[tokio::test]
+async fn permessage_deflate_is_negotiated_when_enabled() {
+    let (addr, _) = serve(handler(Log::default()).configure(|c| c.compress = true)).await;
+    let mut s = open_deflate(addr).await;
+    // an uncompressed message with a large payload; the reply is compressed
+    let pad = "abc".repeat(100);
+    send_raw_text(&mut s, &json!([null, "z", "room:none", "echo", {"pad": pad}]).to_string()).await;
+    let (first, v) = read_raw_json(&mut s).await;
+    assert_eq!(first, 0xC1, "FIN + RSV1 + text");
     assert_eq!(
         v,
         json!([null, "z", "room:none", "phx_reply", {"response": {"reason": "unmatched topic"}, "status": "error"}])
     );
+}
+
+/// Broadcasts reach compressing sockets compressed (once per dispatch,
+/// shared: see fawkes-pubsub's tests), small ones uncompressed, and
+/// uncompressed sockets on the same topic get them plain.
+#[tokio::test]
+async fn broadcasts_reach_compressing_and_plain_sockets_alike() {
+    let (addr, endpoint) = serve(handler(Log::default()).configure(|c| c.compress = true)).await;
+    let mut zs = Vec::new();
+    for i in 0..2 {
+        let mut s = open_deflate(addr).await;
+        send_raw_text(&mut s, &json!(["1", "1", "room:z", "phx_join", {}]).to_string()).await;
+        loop {
+            let (_, v) = read_raw_json(&mut s).await;
+            if v[3] == "phx_reply" {
+                assert_eq!(v[4]["status"], "ok", "socket {i}");
+                break;
+            }
+        }
+        zs.push(s);
+    }
+    let mut plain = open(addr, "vsn=2.0.0", None).await.unwrap();
+    send(&mut plain, json!(["1", "1", "room:z", "phx_join", {}])).await;
+    assert_eq!(next_text(&mut plain).await[3], "phx_reply");
+    let big = json!({"text": "x".repeat(500)});
+    endpoint.broadcast("room:z", "big", big.clone()).unwrap();
+    endpoint.broadcast("room:z", "small", json!({"a": 1})).unwrap();
+    for s in &mut zs {
+        // (after the pushes the channel made after its join)
+        let (first, v) = loop {
+            let (first, v) = read_raw_json(s).await;
+            if v[3] == "big" {
+                break (first, v);
+            }
+        };
+        assert_eq!(first, 0xC1, "a large broadcast is compressed");
+        assert_eq!(v, json!([null, null, "room:z", "big", big]));
+        let (first, v) = read_raw_json(s).await;
+        assert_eq!(first, 0x81, "a small one is not");
+        assert_eq!(v, json!([null, null, "room:z", "small", {"a": 1}]));
+    }
+    loop {
+        let v = next_text(&mut plain).await;
+        if v[3] == "big" {
+            assert_eq!(v[4], big);
+            break;
+        }
+    }
+    assert_eq!(next_text(&mut plain).await[3], "small");
 }
 
 /// A socket flooded with broadcasts still reads: its heartbeats are answered

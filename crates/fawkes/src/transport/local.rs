@@ -54,7 +54,7 @@ impl<S: Socket> SocketService<S> {
     /// When the `vsn` is refused or `connect` refuses the connection.
     pub async fn connect_local(&self, params: Params, info: ConnectInfo) -> Result<LocalConnection, ConnectError> {
         let vsn = Vsn::negotiate(params.get_str("vsn")).map_err(|_| ConnectError::Refused)?;
-        let conn = crate::handler::connect(&self.shared, &params, &info, vsn, "local").await?;
+        let conn = crate::handler::connect(&self.shared, &params, &info, vsn, "local", false).await?;
         let (to_server, mut inbound) = mpsc::unbounded_channel::<Frame>();
         let (outbound, from_server) = mpsc::unbounded_channel::<Frame>();
         let mut session = Session::new(conn.clone());
@@ -79,7 +79,7 @@ impl<S: Socket> SocketService<S> {
                         let mut stop = overflowed;
                         for item in items {
                             match session.on_out(item) {
-                                Action::Write(f) => stop |= outbound.send(f).is_err(),
+                                Action::Write { frame, .. } => stop |= outbound.send(frame).is_err(),
                                 Action::Nothing => {}
                                 Action::Disconnect | Action::Shutdown => stop = true,
                             }

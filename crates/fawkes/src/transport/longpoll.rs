@@ -243,7 +243,7 @@ async fn open<S: Socket>(shared: &Arc<SocketShared<S>>, params: Params, req: Req
     }
     let peer = req.extensions().get::<axum::extract::ConnectInfo<SocketAddr>>().map(|c| c.0);
     let info = ConnectInfo::new(peer, req.uri().clone(), req.headers());
-    let Ok(conn) = crate::handler::connect(shared, &params, &info, vsn, "longpoll").await else {
+    let Ok(conn) = crate::handler::connect(shared, &params, &info, vsn, "longpoll", false).await else {
         return body(json!({"status": 403}));
     };
     let id = random_id();
@@ -449,7 +449,7 @@ async fn run<S: Socket>(
                 let mut any = false;
                 for item in items {
                     match socket.on_out(item) {
-                        Action::Write(frame) => {
+                        Action::Write { frame, .. } => {
                             any = true;
                             stop |= !buffer(&conn, &session, frame);
                         }

@@ -82,7 +82,12 @@ async fn upgrade<S: Socket>(State(shared): State<Arc<SocketShared<S>>>, mut req:
             return status(StatusCode::FORBIDDEN);
         }
     };
-    let conn = match crate::handler::connect(&shared, &params, &info, vsn, "websocket").await {
+    let deflate = if config.compress {
+        headers.get(header::SEC_WEBSOCKET_EXTENSIONS).and_then(|v| v.to_str().ok()).and_then(negotiate_deflate)
+    } else {
+        None
+    };
+    let conn = match crate::handler::connect(&shared, &params, &info, vsn, "websocket", deflate.is_some()).await {
         Ok(c) => c,
         Err(ConnectError::Status(code)) => return status(code),
         Err(_) => return status(StatusCode::FORBIDDEN),
@@ -102,11 +107,6 @@ async fn upgrade<S: Socket>(State(shared): State<Arc<SocketShared<S>>>, mut req:
         return (StatusCode::BAD_REQUEST, "'sec-websocket-key' header is missing").into_response();
     };
     let accept = ws_codec::accept_key(key.as_bytes());
-    let deflate = if config.compress {
-        headers.get(header::SEC_WEBSOCKET_EXTENSIONS).and_then(|v| v.to_str().ok()).and_then(negotiate_deflate)
-    } else {
-        None
-    };
     // The latest client sends its auth token as a subprotocol next to
     // `phoenix`; browsers fail a handshake that does not echo one they offered.
     let echo_phoenix = has_token(headers, header::SEC_WEBSOCKET_PROTOCOL, "phoenix");
@@ -288,10 +288,11 @@ impl<S: Socket, IO: WsIo> Conn<S, IO> {
         let mut shutdown = false;
         for item in items {
             match self.session.on_out(item) {
-                Action::Write(frame) => {
+                Action::Write { frame, deflated: false } => {
                     let deflate = self.deflate;
                     ws_codec::write_message(self.out(), &frame, deflate);
                 }
+                Action::Write { frame, deflated: true } => ws_codec::write_deflated(self.out(), &frame),
                 Action::Nothing => {}
                 Action::Disconnect => disconnect = true,
                 Action::Shutdown => shutdown = true,

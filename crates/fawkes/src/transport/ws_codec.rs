@@ -263,19 +263,38 @@ pub(crate) fn write_frame(out: &mut Vec<u8>, opcode: u8, rsv1: bool, payload: &[
     out.extend_from_slice(payload);
 }
 
-/// Appends a data frame for `frame`, compressed when `deflate` is on.
-pub(crate) fn write_message(out: &mut Vec<u8>, frame: &Frame, deflate: bool) {
-    let op = match frame.opcode {
+fn opcode(frame: &Frame) -> u8 {
+    match frame.opcode {
         Opcode::Text => OP_TEXT,
         Opcode::Binary => OP_BINARY,
-    };
-    // Tiny messages do not shrink; RFC 7692 lets each message choose.
-    if deflate && frame.data.len() > 64 {
-        let z = deflate_message(&frame.data);
-        write_frame(out, op, true, &z);
-    } else {
-        write_frame(out, op, false, &frame.data);
     }
+}
+
+/// Whether a message is worth compressing: tiny ones do not shrink, and
+/// RFC 7692 lets each message choose.
+pub(crate) fn worth_deflating(frame: &Frame) -> bool {
+    frame.data.len() > 64
+}
+
+/// A message's data compressed for permessage-deflate (no context
+/// takeover, so the same bytes serve every connection).
+pub(crate) fn deflate_frame(frame: &Frame) -> Bytes {
+    Bytes::from(deflate_message(&frame.data))
+}
+
+/// Appends a data frame for `frame`, compressed when `deflate` is on.
+pub(crate) fn write_message(out: &mut Vec<u8>, frame: &Frame, deflate: bool) {
+    if deflate && worth_deflating(frame) {
+        let z = deflate_message(&frame.data);
+        write_frame(out, opcode(frame), true, &z);
+    } else {
+        write_frame(out, opcode(frame), false, &frame.data);
+    }
+}
+
+/// Appends a data frame whose data [`deflate_frame`] already compressed.
+pub(crate) fn write_deflated(out: &mut Vec<u8>, frame: &Frame) {
+    write_frame(out, opcode(frame), true, &frame.data);
 }
 
 /// Appends a close frame.
