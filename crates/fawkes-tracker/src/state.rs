@@ -211,6 +211,11 @@ impl<P: Ord + Clone, M: Clone> Delta<P, M> {
 /// The presences of one topic: (pid, key) → (meta, tag).
 type TopicValues<P, M> = BTreeMap<(P, String), (M, Tag)>;
 
+/// The presences by dot: replica → clock → (topic, pid, key). Lets a merge
+/// find the removals a delta carries by looking up its dots, instead of
+/// scanning every presence.
+type Dots<P> = BTreeMap<ReplicaId, BTreeMap<u64, (String, P, String)>>;
+
 /// The presences that joined and those that left, as a merge reports them.
 pub type Changes<P, M> = (Vec<Element<P, M>>, Vec<Element<P, M>>);
 
@@ -223,6 +228,7 @@ pub struct State<P, M> {
     /// topic → (pid, key) → (meta, tag)
     values: BTreeMap<String, TopicValues<P, M>>,
     pids: BTreeMap<P, BTreeSet<(String, String)>>,
+    dots: Dots<P>,
     replicas: BTreeMap<ReplicaId, ReplicaStatus>,
     delta: Delta<P, M>,
 }
@@ -239,6 +245,7 @@ impl<P: Ord + Clone, M: Clone> State<P, M> {
             clouds: Clouds::new(),
             values: BTreeMap::new(),
             pids: BTreeMap::new(),
+            dots: Dots::new(),
             delta,
         }
     }
@@ -306,7 +313,20 @@ impl<P: Ord + Clone, M: Clone> State<P, M> {
 
     fn insert_value(&mut self, pid: P, topic: String, key: String, meta: M, tag: Tag) {
         self.pids.entry(pid.clone()).or_default().insert((topic.clone(), key.clone()));
-        self.values.entry(topic).or_default().insert((pid, key), (meta, tag));
+        self.dots.entry(tag.replica.clone()).or_default().insert(tag.clock, (topic.clone(), pid.clone(), key.clone()));
+        let replaced = self.values.entry(topic).or_default().insert((pid, key), (meta, tag));
+        if let Some((_, old)) = replaced {
+            self.remove_dot(&old);
+        }
+    }
+
+    fn remove_dot(&mut self, tag: &Tag) {
+        if let Some(by_clock) = self.dots.get_mut(&tag.replica) {
+            by_clock.remove(&tag.clock);
+            if by_clock.is_empty() {
+                self.dots.remove(&tag.replica);
+            }
+        }
     }
 
     fn remove_value(&mut self, pid: &P, topic: &str, key: &str) -> Option<(M, Tag)> {
@@ -315,6 +335,7 @@ impl<P: Ord + Clone, M: Clone> State<P, M> {
         if by_topic.is_empty() {
             self.values.remove(topic);
         }
+        self.remove_dot(&removed.1);
         if let Some(set) = self.pids.get_mut(pid) {
             set.remove(&(topic.to_owned(), key.to_owned()));
             if set.is_empty() {
@@ -489,18 +510,35 @@ impl<P: Ord + Clone, M: Clone> State<P, M> {
             }
         }
         // observed removes: values of other replicas whose dot the remote
-        // has seen but no longer holds
+        // has seen but no longer holds. Found through the dot index: the
+        // remote's context covers clocks up to a bound (a range of the
+        // index), its clouds name single dots (lookups), so a delta costs
+        // what it carries rather than a scan of every presence.
         let mut removed = Vec::new();
-        for (topic, m) in &self.values {
-            for ((pid, key), (meta, tag)) in m {
-                if tag.replica != self.replica
-                    && !remote.values.contains_key(tag)
-                    && in_causal(&remote.context, &remote.clouds, tag)
-                {
+        for (r, by_clock) in &self.dots {
+            if *r == self.replica {
+                continue;
+            }
+            let upto = remote.context.get(r).copied().unwrap_or(0);
+            let mut probe = Tag { replica: r.clone(), clock: 0 };
+            let covered = by_clock.range(..=upto);
+            let clouded = remote
+                .clouds
+                .get(r)
+                .into_iter()
+                .flat_map(|cloud| cloud.range(upto + 1..))
+                .filter_map(|clock| by_clock.get_key_value(clock));
+            for (&clock, (topic, pid, key)) in covered.chain(clouded) {
+                probe.clock = clock;
+                if remote.values.contains_key(&probe) {
+                    continue;
+                }
+                if let Some((meta, tag)) = self.values.get(topic).and_then(|m| m.get(&(pid.clone(), key.clone()))) {
                     removed.push(Self::element(topic, pid, key, meta, tag));
                 }
             }
         }
+        removed.sort_by(|a, b| (&a.topic, &a.pid, &a.key).cmp(&(&b.topic, &b.pid, &b.key)));
         // The removed dots stay in the clouds (Phoenix drops them): a dot
         // seen stays seen, so a join delivered again later, out of order,
         // is not taken for a new one. Compaction folds them away.
@@ -557,12 +595,15 @@ impl<P: Ord + Clone, M: Clone> State<P, M> {
     }
 
     fn replica_users(&self, replica: &ReplicaId) -> Vec<Element<P, M>> {
-        self.values
-            .iter()
-            .flat_map(|(topic, m)| m.iter().map(move |((pid, key), (meta, tag))| (topic, pid, key, meta, tag)))
-            .filter(|(.., tag)| tag.replica == *replica)
-            .map(|(topic, pid, key, meta, tag)| Self::element(topic, pid, key, meta, tag))
-            .collect()
+        let mut users: Vec<Element<P, M>> = self
+            .dots
+            .get(replica)
+            .into_iter()
+            .flat_map(|by_clock| by_clock.values())
+            .filter_map(|(topic, pid, key)| self.get_by_pid(pid, topic, key))
+            .collect();
+        users.sort_by(|a, b| (&a.topic, &a.pid, &a.key).cmp(&(&b.topic, &b.pid, &b.key)));
+        users
     }
 
     /// Forgets a replica that is gone for good: its presences, context and
@@ -604,5 +645,61 @@ impl<P: Ord + Clone, M: Clone> State<P, M> {
         }
         self.clouds = kept;
         self.put_context(ctx);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The dot index holds exactly the presences' dots.
+    fn index_matches<P: Ord + Clone + fmt::Debug, M: Clone>(s: &State<P, M>) {
+        let mut rebuilt = Dots::new();
+        for (topic, m) in &s.values {
+            for ((pid, key), (_, tag)) in m {
+                rebuilt
+                    .entry(tag.replica.clone())
+                    .or_insert_with(BTreeMap::new)
+                    .insert(tag.clock, (topic.clone(), pid.clone(), key.clone()));
+            }
+        }
+        assert_eq!(s.dots, rebuilt);
+    }
+
+    #[test]
+    fn the_dot_index_follows_joins_leaves_updates_merges_and_permdowns() {
+        let (ra, rb) = (ReplicaId::new("a", 1), ReplicaId::new("b", 1));
+        let mut a: State<u32, u32> = State::new(ra.clone());
+        let mut b: State<u32, u32> = State::new(rb.clone());
+        a.replica_up(&rb);
+        b.replica_up(&ra);
+        for i in 0..20 {
+            a.join(i, "t", &format!("k{}", i % 7), i);
+            b.join(100 + i, "t", "k", i);
+        }
+        a.leave(&3, "t", "k3");
+        a.leave_join(&4, "t", "k4", 44);
+        a.leave_pid(&5);
+        b.leave(&101, "t", "k");
+        index_matches(&a);
+        let (da, db) = (a.delta().clone(), b.delta().clone());
+        a.merge(&db);
+        b.merge(&da);
+        index_matches(&a);
+        index_matches(&b);
+        a.reset_delta();
+        b.reset_delta();
+        b.leave(&102, "t", "k");
+        b.leave_join(&103, "t", "k", 7);
+        let (joined, left) = a.merge(&b.delta().clone());
+        assert_eq!(left.iter().map(|e| e.pid).collect::<Vec<_>>(), vec![102, 103]);
+        assert_eq!(joined.iter().map(|e| (e.pid, e.meta)).collect::<Vec<_>>(), vec![(103, 7)]);
+        index_matches(&a);
+        let full = b.extract(&ra, a.context());
+        a.merge(&full);
+        index_matches(&a);
+        a.remove_down_replicas(&rb);
+        index_matches(&a);
+        assert!(!a.dots.contains_key(&rb));
     }
 }
