@@ -1,5 +1,6 @@
 //! Token verification on any input: no panic; anything that is not a token
-//! signed with the key is invalid; the term decoder never panics.
+//! signed with the key is invalid; the term decoder never panics, and what
+//! it decodes encodes and decodes to the same term.
 #![no_main]
 
 use fawkes_token::{term_to_json, Key, VerifyError, VerifyOptions};
@@ -13,4 +14,8 @@ fuzz_target!(|data: &[u8]| {
         assert_ne!(r, Err(VerifyError::Missing));
     }
     let _ = term_to_json(data);
+    if let Ok(t) = fawkes_etf::decode(data) {
+        let _ = t.to_json_lenient();
+        assert_eq!(fawkes_etf::decode(&fawkes_etf::encode(&t)), Ok(t));
+    }
 });

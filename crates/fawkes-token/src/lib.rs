@@ -23,8 +23,6 @@
 //! assert_eq!(verify(secret, "user socket", None, &VerifyOptions::default()), Err(VerifyError::Missing));
 //! ```
 
-mod etf;
-
 use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -35,7 +33,8 @@ use parking_lot::Mutex;
 use serde_json::Value;
 use sha2::{Sha256, Sha384, Sha512};
 
-pub use etf::{json_to_term, term_to_json, TermError};
+use fawkes_etf::Term;
+pub use fawkes_etf::{json_to_term, term_to_json, TermError};
 
 /// Phoenix's default `max_age`: one day.
 pub const DEFAULT_MAX_AGE: MaxAge = MaxAge::Seconds(86_400.0);
@@ -108,9 +107,6 @@ pub enum SignError {
     /// The secret key base is shorter than [`MIN_SECRET_LEN`] bytes.
     #[error("the secret key base must be at least {MIN_SECRET_LEN} bytes")]
     SecretTooShort,
-    /// The data cannot be written as an Erlang term.
-    #[error(transparent)]
-    Term(#[from] TermError),
     /// A max age that is not finite.
     #[error("max_age must be a finite number of seconds or infinity")]
     MaxAge,
@@ -181,20 +177,15 @@ impl Key {
     ///
     /// See [`SignError`].
     pub fn sign(&self, data: &Value, opts: &SignOptions) -> Result<String, SignError> {
-        let mut payload = vec![131u8, 104, 3];
-        etf::encode_value(&mut payload, data)?;
         let signed = opts.signed_at_ms.unwrap_or_else(now_ms);
-        etf::encode_value(&mut payload, &Value::from(signed))?;
-        match opts.max_age {
-            MaxAge::Infinity => etf::encode_atom(&mut payload, "infinity"),
-            MaxAge::Seconds(s) if s.is_finite() && s.fract() == 0.0 && s.abs() < 9.0e15 => {
-                etf::encode_value(&mut payload, &Value::from(s as i64))?
-            }
-            MaxAge::Seconds(s) => etf::encode_value(
-                &mut payload,
-                &serde_json::Number::from_f64(s).map(Value::Number).ok_or(SignError::MaxAge)?,
-            )?,
-        }
+        let max_age = match opts.max_age {
+            MaxAge::Infinity => Term::atom("infinity"),
+            MaxAge::Seconds(s) if s.is_finite() && s.fract() == 0.0 && s.abs() < 9.0e15 => Term::Int(s as i128),
+            MaxAge::Seconds(s) if s.is_finite() => Term::Float(s),
+            MaxAge::Seconds(_) => return Err(SignError::MaxAge),
+        };
+        let payload =
+            fawkes_etf::encode(&Term::Tuple(vec![Term::from_json(data), Term::Int(i128::from(signed)), max_age]));
         let input = format!("{HS256}.{}", URL_SAFE_NO_PAD.encode(&payload));
         let tag = mac256(&self.0, input.as_bytes());
         Ok(format!("{input}.{}", URL_SAFE_NO_PAD.encode(tag)))
@@ -222,7 +213,7 @@ impl Key {
             return Err(VerifyError::Invalid);
         }
         let (data, signed_ms, stored_max_age) =
-            envelope(etf::decode(&payload_bytes).map_err(|_| VerifyError::Invalid)?)?;
+            envelope(fawkes_etf::decode(&payload_bytes).map_err(|_| VerifyError::Invalid)?)?;
         let max_age = opts.max_age.unwrap_or(stored_max_age);
         let now = opts.now_ms.unwrap_or_else(now_ms);
         match max_age {
@@ -240,28 +231,26 @@ impl Key {
     }
 }
 
-fn number_i128(v: &Value) -> Option<i128> {
-    v.as_i64().map(i128::from).or_else(|| v.as_u64().map(i128::from)).or_else(|| v.as_f64().map(|f| f.trunc() as i128))
-}
-
-fn max_age_of(t: etf::Term) -> Result<MaxAge, VerifyError> {
+fn max_age_of(t: Term) -> Result<MaxAge, VerifyError> {
     match t {
-        etf::Term::Atom(a) if a == "infinity" => Ok(MaxAge::Infinity),
-        etf::Term::Json(v) => v.as_f64().map(MaxAge::Seconds).ok_or(VerifyError::Invalid),
+        Term::Atom(a) if a == "infinity" => Ok(MaxAge::Infinity),
+        Term::Int(i) => Ok(MaxAge::Seconds(i as f64)),
+        Term::Float(f) => Ok(MaxAge::Seconds(f)),
         _ => Err(VerifyError::Invalid),
     }
 }
 
 /// `{data, signed_ms, max_age}`, or the legacy `{data, signed_ms}` and
 /// `%{data: d, signed: s}`.
-fn envelope(t: etf::Term) -> Result<(Value, i128, MaxAge), VerifyError> {
-    let signed = |t: etf::Term| match t {
-        etf::Term::Json(v) => number_i128(&v).ok_or(VerifyError::Invalid),
+fn envelope(t: Term) -> Result<(Value, i128, MaxAge), VerifyError> {
+    let signed = |t: Term| match t {
+        Term::Int(i) => Ok(i),
+        Term::Float(f) => Ok(f.trunc() as i128),
         _ => Err(VerifyError::Invalid),
     };
-    let data = |t: etf::Term| etf::json(t).map_err(|_| VerifyError::Invalid);
+    let data = |t: Term| t.to_json().map_err(|_| VerifyError::Invalid);
     match t {
-        etf::Term::Tuple(items) if items.len() == 3 => {
+        Term::Tuple(items) if items.len() == 3 => {
             let mut it = items.into_iter();
             let (d, s, m) = (it.next(), it.next(), it.next());
             match (d, s, m) {
@@ -269,20 +258,20 @@ fn envelope(t: etf::Term) -> Result<(Value, i128, MaxAge), VerifyError> {
                 _ => Err(VerifyError::Invalid),
             }
         }
-        etf::Term::Tuple(items) if items.len() == 2 => {
+        Term::Tuple(items) if items.len() == 2 => {
             let mut it = items.into_iter();
             match (it.next(), it.next()) {
                 (Some(d), Some(s)) => Ok((data(d)?, signed(s)?, DEFAULT_MAX_AGE)),
                 _ => Err(VerifyError::Invalid),
             }
         }
-        etf::Term::AtomMap(pairs) => {
+        Term::Map(pairs) => {
             let mut d = None;
             let mut s = None;
             for (k, v) in pairs {
-                match k {
-                    etf::Term::Atom(k) if k == "data" => d = Some(v),
-                    etf::Term::Atom(k) if k == "signed" => s = Some(v),
+                match k.as_atom() {
+                    Some("data") => d = Some(v),
+                    Some("signed") => s = Some(v),
                     _ => {}
                 }
             }
