@@ -3,9 +3,20 @@
 # integration and doc tests, the end-to-end tests with the official phoenix
 # client (Node), the chat on PostgreSQL and in headless Chromium. A machine
 # with the Rust toolchain, Node 20 and apt is enough: the rest (npm packages,
-# PostgreSQL, Chromium) is installed here when missing.
+# a Redis server for the cluster tests, PostgreSQL, Chromium) is installed
+# here when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+apt_updated=0
+need() { # need <command> <debian package>
+  if ! command -v "$1" >/dev/null 2>&1; then
+    if [ "$apt_updated" = 0 ]; then apt-get update -qq >/dev/null; apt_updated=1; fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
+  fi
+}
+# the cluster tests start and stop their own redis-server
+need redis-server redis-server
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
@@ -30,10 +41,7 @@ echo "== the chat on PostgreSQL (a throwaway server; PostgreSQL is installed wit
 ./scripts/with-postgres.sh cargo test -p fawkes-chat --test chat
 
 echo "== the chat in headless Chromium (installed with apt if missing)"
-if ! command -v chromium >/dev/null 2>&1; then
-  apt-get update -qq >/dev/null
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
-fi
+need chromium chromium
 cargo build -p fawkes-chat
 (
   cd examples/chat/web

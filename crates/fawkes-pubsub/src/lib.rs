@@ -81,6 +81,25 @@ pub struct Dispatched {
     pub overflowed: usize,
 }
 
+/// A PubSub handle that does not keep it alive (see [`PubSub::downgrade`]).
+#[derive(Clone)]
+pub struct WeakPubSub {
+    inner: std::sync::Weak<Inner>,
+}
+
+impl WeakPubSub {
+    /// The PubSub, while it lives.
+    pub fn upgrade(&self) -> Option<PubSub> {
+        self.inner.upgrade().map(|inner| PubSub { inner })
+    }
+}
+
+impl fmt::Debug for WeakPubSub {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WeakPubSub").field("alive", &(self.inner.strong_count() > 0)).finish()
+    }
+}
+
 /// The PubSub handle: cheap to clone, shared by the whole process.
 #[derive(Clone)]
 pub struct PubSub {
@@ -109,6 +128,12 @@ impl PubSub {
     /// Messages from other nodes are handed to [`PubSub::deliver_remote`].
     pub fn with_adapter(node_name: impl Into<String>, adapter: Arc<dyn Adapter>) -> PubSub {
         PubSub { inner: Arc::new(Inner { node: node_name.into(), registry: Registry::new(), adapter: Some(adapter) }) }
+    }
+
+    /// A handle that does not keep this PubSub alive: for an adapter's
+    /// receiving task, which must end when the PubSub is dropped.
+    pub fn downgrade(&self) -> WeakPubSub {
+        WeakPubSub { inner: Arc::downgrade(&self.inner) }
     }
 
     /// True when broadcasts also go to other nodes (an adapter is set).

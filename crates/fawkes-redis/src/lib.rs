@@ -1,0 +1,418 @@
+//! PubSub across nodes over Redis, as `phoenix_pubsub_redis` 3.x does it.
+//!
+//! Every node publishes its broadcasts to one Redis channel and subscribes
+//! to it; a node delivers what other nodes published to its local
+//! subscribers. Messages are written in `phoenix_pubsub_redis`'s format
+//! (see [`wire`]), so Fawkes nodes and Phoenix nodes configured with the
+//! same channel exchange channel broadcasts both ways.
+//!
+//! Delivery is at most once, as in Phoenix: a node that is disconnected from
+//! Redis misses what is published meanwhile, and what it publishes
+//! meanwhile is dropped (and counted). Both connections reconnect by
+//! themselves.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), fawkes_redis::RedisError> {
+//! let config = fawkes_redis::RedisConfig::new("redis://127.0.0.1:6379", "node-a");
+//! let pubsub = fawkes_redis::connect(config).await?;
+//! // then `fawkes::Endpoint::new(pubsub)`: broadcasts reach every node
+//! # let _ = pubsub; Ok(()) }
+//! ```
+
+mod resp;
+pub mod test_server;
+pub mod wire;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fawkes_pubsub::{Adapter, PubSub, PubSubError, RemoteMessage, WeakPubSub};
+use tokio::sync::{mpsc, watch};
+
+use crate::resp::{command, Conn, Value};
+
+/// How a node reaches Redis and names itself.
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// `redis://[[user]:password@]host[:port][/db]` (the database number
+    /// does not matter to PubSub and is ignored).
+    pub url: String,
+    /// This node's name, unique among the nodes sharing the channel.
+    pub node_name: String,
+    /// The Redis channel. Phoenix's is `phx:` followed by the PubSub's
+    /// adapter name, `phx:Elixir.MyApp.PubSub.Adapter` for `MyApp.PubSub`
+    /// (see [`RedisConfig::phoenix_pubsub`]).
+    pub channel: String,
+    /// Messages waiting to be published, at most; a broadcast that finds
+    /// the queue full fails with an error instead of growing memory.
+    pub queue_limit: usize,
+    /// Time between reconnection attempts (Phoenix's is 5 s).
+    pub reconnect_every: Duration,
+    /// Time allowed to connect (and authenticate).
+    pub connect_timeout: Duration,
+}
+
+impl RedisConfig {
+    /// A config with the default channel `phx:Fawkes.PubSub.Adapter`.
+    pub fn new(url: impl Into<String>, node_name: impl Into<String>) -> RedisConfig {
+        RedisConfig {
+            url: url.into(),
+            node_name: node_name.into(),
+            channel: "phx:Fawkes.PubSub.Adapter".into(),
+            queue_limit: 65_536,
+            reconnect_every: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// Uses the channel of a Phoenix application's PubSub named `name`
+    /// (for example `MyApp.PubSub`), to share broadcasts with its nodes.
+    #[must_use]
+    pub fn phoenix_pubsub(mut self, name: &str) -> RedisConfig {
+        self.channel = format!("phx:Elixir.{name}.Adapter");
+        self
+    }
+}
+
+/// Why a node could not join the cluster.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RedisError {
+    /// The URL is not `redis://...` with a host.
+    #[error("invalid redis url: {0}")]
+    Url(String),
+    /// An empty node name.
+    #[error("the node name must not be empty")]
+    NodeName,
+    /// Redis could not be reached, refused the credentials or the
+    /// subscription.
+    #[error("redis: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+struct Target {
+    addr: String,
+    user: Option<String>,
+    password: Option<String>,
+}
+
+impl Target {
+    fn auth(&self) -> Option<(Option<&str>, &str)> {
+        self.password.as_deref().map(|p| (self.user.as_deref(), p))
+    }
+}
+
+fn parse_url(url: &str) -> Result<Target, RedisError> {
+    let bad = || RedisError::Url(url.to_owned());
+    let rest = url.strip_prefix("redis://").ok_or_else(bad)?;
+    let authority = rest.split('/').next().unwrap_or("");
+    let (userinfo, hostport) = match authority.rsplit_once('@') {
+        Some((u, h)) => (Some(u), h),
+        None => (None, authority),
+    };
+    if hostport.is_empty() {
+        return Err(bad());
+    }
+    let addr = if hostport.starts_with('[') || hostport.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
+        hostport.to_owned()
+    } else {
+        format!("{hostport}:6379")
+    };
+    let (user, password) = match userinfo {
+        None => (None, None),
+        Some(u) => match u.split_once(':') {
+            Some((user, pass)) => ((!user.is_empty()).then(|| user.to_owned()), Some(pass.to_owned())),
+            None => (None, Some(u.to_owned())),
+        },
+    };
+    Ok(Target { addr, user, password })
+}
+
+/// Counts of what the adapter did.
+#[derive(Debug, Default)]
+pub struct RedisStats {
+    published: AtomicU64,
+    dropped: AtomicU64,
+    received: AtomicU64,
+    undecodable: AtomicU64,
+    reconnects: AtomicU64,
+}
+
+impl RedisStats {
+    /// Messages published.
+    pub fn published(&self) -> u64 {
+        self.published.load(Ordering::Relaxed)
+    }
+    /// Messages not published: the queue was full or Redis unreachable.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+    /// Messages received from other nodes (or for this one).
+    pub fn received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+    /// Messages on the channel that were not channel broadcasts of format 3.
+    pub fn undecodable(&self) -> u64 {
+        self.undecodable.load(Ordering::Relaxed)
+    }
+    /// Reconnections of either connection.
+    pub fn reconnects(&self) -> u64 {
+        self.reconnects.load(Ordering::Relaxed)
+    }
+}
+
+/// The adapter a [`PubSub`] publishes through.
+struct RedisAdapter {
+    queue: mpsc::Sender<Vec<u8>>,
+    stats: Arc<RedisStats>,
+    /// Dropped with the adapter (that is, with the PubSub): tells the
+    /// receiving task to stop.
+    _alive: watch::Sender<()>,
+}
+
+impl Adapter for RedisAdapter {
+    fn publish(&self, msg: RemoteMessage) -> Result<(), PubSubError> {
+        match self.queue.try_send(wire::encode(&msg)) {
+            Ok(()) => Ok(()),
+            Err(_) => {
+                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                Err(PubSubError::Remote("the redis publish queue is full".into()))
+            }
+        }
+    }
+}
+
+/// A PubSub whose broadcasts span every node on the same Redis channel, and
+/// the adapter's counters.
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    /// The PubSub, to build an `Endpoint` with.
+    pub pubsub: PubSub,
+    /// What the adapter did so far.
+    pub stats: Arc<RedisStats>,
+}
+
+/// Connects to Redis and returns a PubSub that spans the cluster. Waits
+/// until the subscription is in place (so that nothing published after it
+/// returns is missed), then keeps both connections up in the background
+/// until the PubSub is dropped.
+///
+/// # Errors
+///
+/// A bad URL or node name, or Redis unreachable (or refusing the
+/// credentials) on the first try.
+pub async fn connect(config: RedisConfig) -> Result<PubSub, RedisError> {
+    Ok(connect_cluster(config).await?.pubsub)
+}
+
+/// As [`connect`], with the adapter's counters.
+///
+/// # Errors
+///
+/// As [`connect`].
+pub async fn connect_cluster(config: RedisConfig) -> Result<Cluster, RedisError> {
+    if config.node_name.is_empty() {
+        return Err(RedisError::NodeName);
+    }
+    let target = Arc::new(parse_url(&config.url)?);
+    let config = Arc::new(config);
+    // Fail early on a wrong address or password.
+    let first = subscribe(&target, &config).await?;
+    let publisher = Conn::open(&target.addr, target.auth(), config.connect_timeout).await?;
+    let stats = Arc::new(RedisStats::default());
+    let (queue, rx) = mpsc::channel(config.queue_limit.max(1));
+    let (alive, alive_rx) = watch::channel(());
+    let adapter = RedisAdapter { queue, stats: stats.clone(), _alive: alive };
+    let pubsub = PubSub::with_adapter(config.node_name.clone(), Arc::new(adapter));
+    tokio::spawn(publish_loop(target.clone(), config.clone(), publisher, rx, stats.clone()));
+    tokio::spawn(receive_loop(target, config, first, pubsub.downgrade(), alive_rx, stats.clone()));
+    Ok(Cluster { pubsub, stats })
+}
+
+/// Opens a connection and subscribes to the channel; returns once Redis
+/// confirmed the subscription.
+async fn subscribe(target: &Target, config: &RedisConfig) -> std::io::Result<Conn> {
+    let mut conn = Conn::open(&target.addr, target.auth(), config.connect_timeout).await?;
+    let mut out = Vec::new();
+    command(&mut out, &[b"SUBSCRIBE", config.channel.as_bytes()]);
+    conn.write(&out).await?;
+    let confirmed = tokio::time::timeout(config.connect_timeout, conn.read()).await;
+    match confirmed {
+        Ok(Ok(Value::Array(Some(items)))) if items.first().is_some_and(|k| is_bulk(k, b"subscribe")) => Ok(conn),
+        Ok(Ok(Value::Error(e))) => Err(std::io::Error::other(format!("SUBSCRIBE refused: {e}"))),
+        Ok(Ok(_)) => Err(std::io::Error::other("unexpected reply to SUBSCRIBE")),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "SUBSCRIBE timed out")),
+    }
+}
+
+fn is_bulk(v: &Value, s: &[u8]) -> bool {
+    matches!(v, Value::Bulk(Some(b)) if b.eq_ignore_ascii_case(s))
+}
+
+/// Most messages written to Redis in one batch.
+const BATCH: usize = 256;
+
+/// Publishes queued messages, pipelined in batches, and reconnects when the
+/// connection fails; ends when the adapter (the PubSub) is dropped.
+async fn publish_loop(
+    target: Arc<Target>,
+    config: Arc<RedisConfig>,
+    conn: Conn,
+    mut rx: mpsc::Receiver<Vec<u8>>,
+    stats: Arc<RedisStats>,
+) {
+    let mut conn = Some(conn);
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut out = Vec::new();
+    loop {
+        if rx.recv_many(&mut batch, BATCH).await == 0 {
+            return;
+        }
+        let c = match conn.as_mut() {
+            Some(c) => c,
+            None => match Conn::open(&target.addr, target.auth(), config.connect_timeout).await {
+                Ok(c) => {
+                    stats.reconnects.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!("redis publisher reconnected");
+                    conn.insert(c)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, dropped = batch.len(), "redis unreachable: dropping broadcasts");
+                    stats.dropped.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    batch.clear();
+                    tokio::time::sleep(config.reconnect_every).await;
+                    continue;
+                }
+            },
+        };
+        out.clear();
+        for msg in &batch {
+            command(&mut out, &[b"PUBLISH", config.channel.as_bytes(), msg]);
+        }
+        let n = batch.len();
+        batch.clear();
+        match send_batch(c, &out, n).await {
+            Ok(()) => {
+                stats.published.fetch_add(n as u64, Ordering::Relaxed);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, dropped = n, "redis publish failed; reconnecting");
+                stats.dropped.fetch_add(n as u64, Ordering::Relaxed);
+                conn = None;
+            }
+        }
+    }
+}
+
+/// Writes a pipelined batch and reads its `n` replies.
+async fn send_batch(conn: &mut Conn, out: &[u8], n: usize) -> std::io::Result<()> {
+    conn.write(out).await?;
+    for _ in 0..n {
+        match conn.read().await? {
+            Value::Int(_) => {}
+            Value::Error(e) => return Err(std::io::Error::other(format!("PUBLISH refused: {e}"))),
+            _ => return Err(std::io::Error::other("unexpected reply to PUBLISH")),
+        }
+    }
+    Ok(())
+}
+
+/// Delivers what other nodes publish, resubscribing after a failure; ends
+/// when the PubSub is dropped.
+async fn receive_loop(
+    target: Arc<Target>,
+    config: Arc<RedisConfig>,
+    first: Conn,
+    pubsub: WeakPubSub,
+    mut alive: watch::Receiver<()>,
+    stats: Arc<RedisStats>,
+) {
+    let mut conn = Some(first);
+    loop {
+        let c = match conn.take() {
+            Some(c) => c,
+            None => {
+                let retry = tokio::select! {
+                    _ = alive.changed() => return,
+                    r = subscribe(&target, &config) => r,
+                };
+                match retry {
+                    Ok(c) => {
+                        stats.reconnects.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!("redis subscriber reconnected");
+                        c
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "redis unreachable: retrying");
+                        tokio::select! {
+                            _ = alive.changed() => return,
+                            _ = tokio::time::sleep(config.reconnect_every) => {}
+                        }
+                        continue;
+                    }
+                }
+            }
+        };
+        tokio::select! {
+            _ = alive.changed() => return,
+            err = receive(c, &pubsub, &stats) => {
+                match err {
+                    Some(e) => tracing::warn!(error = %e, "redis subscription lost; resubscribing"),
+                    None => return,
+                }
+            }
+        }
+        tokio::select! {
+            _ = alive.changed() => return,
+            _ = tokio::time::sleep(config.reconnect_every) => {}
+        }
+    }
+}
+
+/// Reads pushes until the connection fails (`Some(error)`) or the PubSub
+/// is gone (`None`).
+async fn receive(mut conn: Conn, pubsub: &WeakPubSub, stats: &RedisStats) -> Option<std::io::Error> {
+    loop {
+        let v = match conn.read().await {
+            Ok(v) => v,
+            Err(e) => return Some(e),
+        };
+        let Value::Array(Some(items)) = v else { continue };
+        let [kind, _channel, Value::Bulk(Some(data))] = items.as_slice() else { continue };
+        if !is_bulk(kind, b"message") {
+            continue;
+        }
+        let pubsub = pubsub.upgrade()?;
+        match wire::decode(data) {
+            Ok(msg) => {
+                stats.received.fetch_add(1, Ordering::Relaxed);
+                pubsub.deliver_remote(msg);
+            }
+            Err(e) => {
+                stats.undecodable.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(error = %e, "ignoring a message on the redis channel");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_give_address_and_credentials() {
+        let t = parse_url("redis://127.0.0.1").unwrap();
+        assert_eq!((t.addr.as_str(), t.auth()), ("127.0.0.1:6379", None));
+        let t = parse_url("redis://:secret@localhost:7000/2").unwrap();
+        assert_eq!((t.addr.as_str(), t.auth()), ("localhost:7000", Some((None, "secret"))));
+        let t = parse_url("redis://app:pw@h:1").unwrap();
+        assert_eq!(t.auth(), Some((Some("app"), "pw")));
+        for bad in ["http://h", "redis://", "rediss://h:1"] {
+            assert!(matches!(parse_url(bad), Err(RedisError::Url(_))), "{bad}");
+        }
+    }
+}

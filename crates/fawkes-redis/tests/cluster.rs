@@ -1,0 +1,210 @@
+//! Nodes sharing a real Redis server (started and stopped by each test).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fawkes_pubsub::{Broadcast, Payload, PubSub, Subscription};
+use fawkes_redis::test_server::RedisServer;
+use fawkes_redis::{connect, connect_cluster, RedisConfig, RedisError};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+type Seen = Arc<Mutex<Vec<Broadcast>>>;
+
+fn record(ps: &PubSub, topic: &str) -> (Subscription, Seen) {
+    let seen: Seen = Arc::default();
+    let s = seen.clone();
+    (ps.subscribe_fn(topic, move |b| s.lock().unwrap().push(b.clone())), seen)
+}
+
+async fn node(server: &RedisServer, name: &str) -> PubSub {
+    connect(RedisConfig::new(server.url(), name)).await.unwrap()
+}
+
+/// Waits until `seen` holds `n` messages (or five seconds pass).
+async fn wait_for(seen: &Seen, n: usize) -> Vec<Broadcast> {
+    for _ in 0..500 {
+        if seen.lock().unwrap().len() >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    seen.lock().unwrap().clone()
+}
+
+fn bc(event: &str, n: u64) -> Broadcast {
+    Broadcast::new("room:1", event, Payload::from(json!({"n": n})))
+}
+
+/// A raw client: sends one command, returns the reply's bytes.
+async fn raw(server: &RedisServer, args: &[&[u8]]) -> Vec<u8> {
+    let mut s = TcpStream::connect(("127.0.0.1", server.port())).await.unwrap();
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        out.extend_from_slice(a);
+        out.extend_from_slice(b"\r\n");
+    }
+    s.write_all(&out).await.unwrap();
+    let mut buf = vec![0u8; 256];
+    let n = s.read(&mut buf).await.unwrap();
+    buf.truncate(n);
+    buf
+}
+
+async fn subscribers_of_channel(server: &RedisServer) -> String {
+    let reply = raw(server, &[b"PUBSUB", b"NUMSUB", b"phx:Fawkes.PubSub.Adapter"]).await;
+    String::from_utf8_lossy(&reply).lines().last().unwrap_or("").to_owned()
+}
+
+#[tokio::test]
+async fn a_broadcast_reaches_every_node_once() {
+    let server = RedisServer::start();
+    let (a, b) = (node(&server, "a").await, node(&server, "b").await);
+    let (_sa, seen_a) = record(&a, "room:1");
+    let (_sb, seen_b) = record(&b, "room:1");
+    let (_other, seen_other) = record(&b, "room:2");
+    a.broadcast(bc("from_a", 1)).unwrap();
+    b.broadcast(bc("from_b", 2)).unwrap();
+    let got_b = wait_for(&seen_b, 2).await;
+    let got_a = wait_for(&seen_a, 2).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let events = |s: &Seen| {
+        let mut e: Vec<String> = s.lock().unwrap().iter().map(|b| b.event.clone()).collect();
+        e.sort();
+        e
+    };
+    assert_eq!(events(&seen_a), ["from_a", "from_b"], "{got_a:?}");
+    assert_eq!(events(&seen_b), ["from_a", "from_b"], "{got_b:?}");
+    assert!(seen_other.lock().unwrap().is_empty());
+    assert_eq!(got_b.iter().find(|m| m.event == "from_a").unwrap().payload, Payload::from(json!({"n": 1})));
+}
+
+#[tokio::test]
+async fn a_direct_broadcast_reaches_the_named_node_only() {
+    let server = RedisServer::start();
+    let (a, b, c) = (node(&server, "a").await, node(&server, "b").await, node(&server, "c").await);
+    let (_sb, seen_b) = record(&b, "room:1");
+    let (_sc, seen_c) = record(&c, "room:1");
+    a.direct_broadcast("c", bc("direct", 1)).unwrap();
+    assert_eq!(wait_for(&seen_c, 1).await.len(), 1);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(seen_b.lock().unwrap().is_empty());
+    assert_eq!(seen_c.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn broadcasts_from_one_node_arrive_in_order_and_binary_intact() {
+    let server = RedisServer::start();
+    let (a, b) = (node(&server, "a").await, node(&server, "b").await);
+    let (_sb, seen_b) = record(&b, "room:1");
+    for i in 0..2000 {
+        a.broadcast(bc("seq", i)).unwrap();
+    }
+    a.broadcast(Broadcast::new("room:1", "bin", Payload::binary(vec![0u8, 255, 10, 13]))).unwrap();
+    let got = wait_for(&seen_b, 2001).await;
+    assert_eq!(got.len(), 2001);
+    for (i, m) in got[..2000].iter().enumerate() {
+        assert_eq!(m.payload, Payload::from(json!({"n": i})), "message {i}");
+    }
+    assert_eq!(got[2000].payload, Payload::binary(vec![0u8, 255, 10, 13]));
+}
+
+#[tokio::test]
+async fn nodes_reconnect_after_redis_restarts() {
+    let mut server = RedisServer::start();
+    let config = |name: &str| {
+        let mut c = RedisConfig::new(server.url(), name);
+        c.reconnect_every = Duration::from_millis(100);
+        c
+    };
+    let a = connect_cluster(config("a")).await.unwrap();
+    let b = connect_cluster(config("b")).await.unwrap();
+    let (_sb, seen_b) = record(&b.pubsub, "room:1");
+    a.pubsub.broadcast(bc("before", 0)).unwrap();
+    assert_eq!(wait_for(&seen_b, 1).await.len(), 1);
+
+    server.stop();
+    // published while Redis is down: dropped (at most once), counted
+    a.pubsub.broadcast(bc("lost", 0)).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.restart();
+    // until both connections are back, broadcasts may still be lost:
+    // retry until one gets through
+    let mut arrived = false;
+    for i in 0..100 {
+        a.pubsub.broadcast(bc("after", i)).unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if seen_b.lock().unwrap().iter().any(|m| m.event == "after") {
+            arrived = true;
+            break;
+        }
+    }
+    assert!(arrived, "no broadcast crossed after the restart");
+    assert!(a.stats.dropped() >= 1);
+    assert!(b.stats.reconnects() >= 1);
+    assert!(!seen_b.lock().unwrap().iter().any(|m| m.event == "lost"));
+}
+
+#[tokio::test]
+async fn passwords_are_sent_and_wrong_ones_refused() {
+    let server = RedisServer::start_with_password(Some("s3cret"));
+    let a = connect(RedisConfig::new(server.url(), "a")).await.unwrap();
+    let b = connect(RedisConfig::new(server.url(), "b")).await.unwrap();
+    let (_sb, seen_b) = record(&b, "room:1");
+    a.broadcast(bc("authed", 1)).unwrap();
+    assert_eq!(wait_for(&seen_b, 1).await.len(), 1);
+    let wrong = format!("redis://:nope@127.0.0.1:{}", server.port());
+    assert!(matches!(connect(RedisConfig::new(wrong, "c")).await, Err(RedisError::Io(_))));
+    let none = format!("redis://127.0.0.1:{}", server.port());
+    assert!(connect(RedisConfig::new(none, "d")).await.is_err(), "SUBSCRIBE without AUTH is refused");
+}
+
+#[tokio::test]
+async fn bad_configs_are_errors() {
+    assert!(matches!(connect(RedisConfig::new("http://x", "a")).await, Err(RedisError::Url(_))));
+    assert!(matches!(connect(RedisConfig::new("redis://127.0.0.1:1", "")).await, Err(RedisError::NodeName)));
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let nobody = format!("redis://127.0.0.1:{port}");
+    assert!(matches!(connect(RedisConfig::new(nobody, "a")).await, Err(RedisError::Io(_))));
+}
+
+/// What a Phoenix node publishes is delivered; anything else on the channel
+/// is counted and skipped, and the subscription keeps working.
+#[tokio::test]
+async fn phoenix_messages_are_delivered_and_garbage_is_skipped() {
+    let server = RedisServer::start();
+    let b = connect_cluster(RedisConfig::new(server.url(), "b")).await.unwrap();
+    let (_sb, seen_b) = record(&b.pubsub, "room:1");
+    let channel = b"phx:Fawkes.PubSub.Adapter";
+    raw(&server, &[b"PUBLISH", channel, b"not a term"]).await;
+    raw(&server, &[b"PUBLISH", channel, &[131, 104, 1, 97, 2]]).await;
+    let from_phoenix = fawkes_redis::wire::encode(&fawkes_pubsub::RemoteMessage {
+        target: fawkes_pubsub::Target::Except("phoenix@host".into()),
+        broadcast: bc("from_phoenix", 7),
+    });
+    raw(&server, &[b"PUBLISH", channel, &from_phoenix]).await;
+    let got = wait_for(&seen_b, 1).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].event, "from_phoenix");
+    assert_eq!(b.stats.undecodable(), 2);
+}
+
+#[tokio::test]
+async fn dropping_the_pubsub_unsubscribes_from_redis() {
+    let server = RedisServer::start();
+    let a = node(&server, "a").await;
+    assert_eq!(subscribers_of_channel(&server).await, ":1");
+    drop(a);
+    let mut count = String::new();
+    for _ in 0..100 {
+        count = subscribers_of_channel(&server).await;
+        if count == ":0" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(count, ":0");
+}
