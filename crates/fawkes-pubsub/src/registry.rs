@@ -136,7 +136,7 @@ impl Drop for Subscription {
 pub struct FrameCache<'a> {
     msg: &'a Broadcast,
     frames: [Option<Result<Frame, EncodeError>>; 2],
-    derived: [Option<Frame>; 2],
+    derived: [Option<(&'static str, Frame)>; 2],
 }
 
 impl<'a> FrameCache<'a> {
@@ -157,21 +157,24 @@ impl<'a> FrameCache<'a> {
     }
 
     /// The broadcast encoded with `vsn`, then transformed by `derive` (for
-    /// example compressed for a transport), once per dispatch: the bytes are
-    /// shared by every subscriber that asks. One dispatch caches one
-    /// transformation per serializer, so every caller must derive the same
-    /// way (in Fawkes, only the WebSocket's permessage-deflate does).
-    pub fn derived(&mut self, vsn: Vsn, derive: impl FnOnce(&Frame) -> Bytes) -> Option<&Frame> {
+    /// example compressed for a transport), once per dispatch and `kind`:
+    /// the bytes are shared by every subscriber that asks for the same
+    /// `kind`. One transformation per serializer is cached; a subscriber
+    /// asking for another `kind` gets its own, correct, uncached one.
+    pub fn derived(&mut self, vsn: Vsn, kind: &'static str, derive: impl FnOnce(&Frame) -> Bytes) -> Option<Frame> {
         let i = match vsn {
             Vsn::V1 => 0,
             Vsn::V2 => 1,
         };
-        if self.derived[i].is_none() {
-            let frame = self.frame(vsn)?;
-            let data = derive(frame);
-            self.derived[i] = Some(Frame { opcode: frame.opcode, data });
+        if let Some((k, frame)) = &self.derived[i] {
+            if *k == kind {
+                return Some(frame.clone());
+            }
         }
-        self.derived[i].as_ref()
+        let frame = self.frame(vsn)?;
+        let derived = Frame { opcode: frame.opcode, data: derive(frame) };
+        self.derived[i] = Some((kind, derived.clone()));
+        Some(derived)
     }
 }
 

@@ -171,13 +171,16 @@ fn concurrent_subscribe_and_broadcast_lose_nothing() {
 
 /// A subscriber that asks for a transformed frame (as a compressing
 /// transport does) and records it.
-struct Deriver(Arc<AtomicUsize>, Mutex<Vec<bytes::Bytes>>);
+struct Deriver(Arc<AtomicUsize>, Mutex<Vec<bytes::Bytes>>, &'static str);
 impl Subscriber for Deriver {
     fn deliver(&self, _: &Broadcast, frames: &mut FrameCache<'_>) -> Delivery {
         let calls = self.0.clone();
-        let f = frames.derived(Vsn::V2, |f| {
+        let f = frames.derived(Vsn::V2, self.2, |f| {
             calls.fetch_add(1, Ordering::SeqCst);
-            bytes::Bytes::from(f.data.to_ascii_uppercase())
+            match self.2 {
+                "upper" => bytes::Bytes::from(f.data.to_ascii_uppercase()),
+                _ => bytes::Bytes::from(f.data.len().to_string()),
+            }
         });
         self.1.lock().unwrap().push(f.unwrap().data.clone());
         Delivery::Delivered
@@ -188,8 +191,11 @@ impl Subscriber for Deriver {
 fn a_derived_frame_is_made_once_per_dispatch_and_shared() {
     let ps = PubSub::local("n1");
     let calls = Arc::new(AtomicUsize::new(0));
-    let subs: Vec<_> = (0..5).map(|_| Arc::new(Deriver(calls.clone(), Mutex::new(vec![])))).collect();
+    let subs: Vec<_> = (0..5).map(|_| Arc::new(Deriver(calls.clone(), Mutex::new(vec![]), "upper"))).collect();
     let _guards: Vec<_> = subs.iter().map(|s| ps.subscribe("t", s.clone())).collect();
+    let other_calls = Arc::new(AtomicUsize::new(0));
+    let other = Arc::new(Deriver(other_calls.clone(), Mutex::new(vec![]), "len"));
+    let _other = ps.subscribe("t", other.clone());
     ps.broadcast(bc("t", "e")).unwrap();
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     let first = subs[0].1.lock().unwrap()[0].clone();
@@ -197,6 +203,9 @@ fn a_derived_frame_is_made_once_per_dispatch_and_shared() {
     for s in &subs {
         assert_eq!(s.1.lock().unwrap()[0].as_ptr(), first.as_ptr());
     }
+    // another kind of derivation in the same dispatch gets its own bytes
+    assert_eq!(other_calls.load(Ordering::SeqCst), 1);
+    assert_eq!(&other.1.lock().unwrap()[0][..], b"27");
     ps.broadcast(bc("t", "e")).unwrap();
     assert_eq!(calls.load(Ordering::SeqCst), 2, "one derivation per dispatch");
 }

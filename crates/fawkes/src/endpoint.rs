@@ -80,8 +80,7 @@ impl ShutdownList {
     /// Removes a connection.
     pub(crate) fn deregister(&self, key: usize) {
         let mut s = self.slots.lock();
-        if let Some(slot) = s.outboxes.get_mut(key) {
-            *slot = None;
+        if s.outboxes.get_mut(key).and_then(Option::take).is_some() {
             s.free.push(key);
         }
     }

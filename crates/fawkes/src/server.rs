@@ -102,8 +102,8 @@ impl<S: Socket, I: Send + 'static> Subscriber for ChannelSubscriber<S, I> {
             return Delivery::Delivered;
         };
         let pushed = if self.conn.compress && crate::transport::ws_codec::worth_deflating(frame) {
-            match frames.derived(vsn, crate::transport::ws_codec::deflate_frame) {
-                Some(z) => self.conn.outbox.push_deflated(z.clone()),
+            match frames.derived(vsn, "permessage-deflate", crate::transport::ws_codec::deflate_frame) {
+                Some(z) => self.conn.outbox.push_deflated(z),
                 None => return Delivery::Delivered,
             }
         } else {
@@ -161,10 +161,13 @@ impl<S: Socket, C: Channel<S>> Task<S, C> {
 }
 
 /// A joined channel: everything its task keeps between messages.
+//
+// Fields drop in order: unsubscribed first, then the channel, then its
+// context (whose exit hooks untrack presences).
 struct Live<S: Socket, C: Channel<S>> {
-    task: Task<S, C>,
-    channel: C,
     _subscription: Subscription,
+    channel: C,
+    task: Task<S, C>,
 }
 
 /// Runs the join and, when it is accepted, subscribes, replies and sends
@@ -219,7 +222,7 @@ async fn join<S: Socket, C: Channel<S>>(
     }
     telemetry::channel_joined(&topic, "ok", started);
     conn.shared.endpoint.metrics().channel_joined();
-    Some(Live { task, channel, _subscription: subscription })
+    Some(Live { _subscription: subscription, channel, task })
 }
 
 /// A joined channel's life: its mailbox, one message at a time, then its
@@ -248,7 +251,7 @@ fn live<S: Socket, C: Channel<S>>(mut state: Option<Live<S, C>>) -> impl Future<
 
 /// Unsubscribes, runs `terminate`, and tells the session how it ended.
 async fn end<S: Socket, C: Channel<S>>(live: Live<S, C>, reason: StopReason) {
-    let Live { mut task, mut channel, _subscription } = live;
+    let Live { _subscription, mut channel, mut task } = live;
     drop(_subscription);
     task.ctx.inbox.close();
     task.ctx.conn.shared.endpoint.metrics().channel_left();

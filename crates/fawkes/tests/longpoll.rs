@@ -208,6 +208,21 @@ async fn disconnect_ends_the_session_and_limits_hold() {
     assert_eq!(lp(addr, "POST", &q, "[]").await, json!({"status": 410}));
 }
 
+/// The endpoint's shutdown ends long-poll sessions, including one opened
+/// after it.
+#[tokio::test]
+async fn shutdown_ends_sessions() {
+    let (addr, endpoint) = serve(app()).await;
+    let before = lp(addr, "GET", "vsn=2.0.0", "").await["token"].as_str().unwrap().to_owned();
+    endpoint.shutdown();
+    let after = lp(addr, "GET", "vsn=2.0.0", "").await["token"].as_str().unwrap().to_owned();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    for t in [before, after] {
+        let q = format!("vsn=2.0.0&token={}", enc(&t));
+        assert_eq!(lp(addr, "POST", &q, "[]").await, json!({"status": 410}));
+    }
+}
+
 /// Two nodes whose PubSubs are linked in memory: what one publishes, the
 /// other receives, as over Redis.
 struct Link(std::sync::Mutex<Vec<fawkes::PubSub>>);

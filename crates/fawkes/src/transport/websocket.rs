@@ -330,7 +330,11 @@ impl<S: Socket, IO: WsIo> Conn<S, IO> {
                 self.out.drain(..n);
                 Box::pin(self.flush_slow()).await
             }
-            Err(_) => Err(Exit::Gone),
+            Err(_) => {
+                // the connection is dead: nothing of this is sent again
+                self.out = Vec::new();
+                Err(Exit::Gone)
+            }
         }
     }
 
@@ -376,6 +380,11 @@ fn serve<S: Socket, IO: WsIo>(mut c: Conn<S, IO>) -> impl Future<Output = ()> + 
         tokio::pin!(idle);
 
         let exit = loop {
+            // The fast paths below (outbox, non-blocking writes) spend none
+            // of tokio's cooperative budget: spend one unit per turn, so that
+            // a connection kept busy by broadcasts still yields to the other
+            // tasks of its worker.
+            tokio::task::coop::consume_budget().await;
             let more = match c.process(&mut blocked) {
                 Ok(more) => more,
                 Err(exit) => break exit,
