@@ -219,7 +219,17 @@ async fn main() -> std::io::Result<()> {
         let _ = rlimit::Resource::NOFILE.set(hard, hard);
     }
 
-    let endpoint = Endpoint::local();
+    // REDIS_URL: join the cluster of every node on that Redis
+    let endpoint = match std::env::var("REDIS_URL") {
+        Ok(url) if !url.is_empty() => {
+            let node = std::env::var("NODE_NAME").unwrap_or_else(|_| format!("fawkes-{port}@127.0.0.1"));
+            let pubsub = fawkes_redis::connect(fawkes_redis::RedisConfig::new(url, node))
+                .await
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            Endpoint::new(pubsub)
+        }
+        _ => Endpoint::local(),
+    };
     let presence = Presence::builder(&endpoint).diff_window(window).build();
     let socket = SocketHandler::new(UserSocket { presence })
         .channel::<Room>("room:*")
