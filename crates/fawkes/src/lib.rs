@@ -75,7 +75,7 @@ pub use channel::{
 pub use config::{CheckOrigin, RateLimit, SocketConfig};
 pub use endpoint::Endpoint;
 pub use handler::{SocketHandler, SocketService};
-pub use presence::{Presence, PresenceBuilder, PresenceError, PresencePid};
+pub use presence::{Presence, PresenceBuilder, PresenceError, PresencePid, Replication};
 pub use socket::{ConnectError, ConnectInfo, Params, Socket};
 pub use transport::local::LocalConnection;
 

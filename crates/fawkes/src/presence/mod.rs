@@ -29,6 +29,10 @@ use tokio::sync::mpsc;
 
 use crate::{ChannelContext, Endpoint, Socket};
 
+mod replication;
+
+pub use replication::Replication;
+
 /// Who holds a presence: a channel of some node.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct PresencePid {
@@ -114,6 +118,8 @@ pub struct PresenceBuilder {
     endpoint: Endpoint,
     fetch: Option<Arc<FetchFn>>,
     window: Duration,
+    name: String,
+    replication: Replication,
 }
 
 impl std::fmt::Debug for PresenceBuilder {
@@ -144,7 +150,25 @@ impl PresenceBuilder {
         self
     }
 
-    /// Starts the tracker. Must be called inside a tokio runtime.
+    /// Names this tracker in the cluster: trackers of the same name on
+    /// different nodes replicate each other (default `Fawkes.Presence`; give
+    /// each tracker of an application its own).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Sets the replication periods (Phoenix's by default). Used only when
+    /// the endpoint's PubSub spans several nodes. The down period is raised
+    /// to twice the broadcast period and the permanent-down period above the
+    /// down period if they are shorter, as Phoenix requires.
+    pub fn replication(mut self, replication: Replication) -> Self {
+        self.replication = replication;
+        self
+    }
+
+    /// Starts the tracker (and, when the endpoint's PubSub spans several
+    /// nodes, its replication). Must be called inside a tokio runtime.
     pub fn build(self) -> Presence {
         let node = self.endpoint.pubsub().node_name().to_owned();
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
@@ -162,6 +186,13 @@ impl PresenceBuilder {
             node_hash,
         });
         tokio::spawn(diff_task(Arc::downgrade(&inner), rx, self.window));
+        if inner.endpoint.pubsub().is_distributed() {
+            let mut r = self.replication;
+            r.broadcast_period = r.broadcast_period.max(Duration::from_millis(1));
+            r.down_period = r.down_period.max(r.broadcast_period * 2);
+            r.permdown_period = r.permdown_period.max(r.down_period + Duration::from_millis(1));
+            replication::start(&inner, format!("phx_presence:{}", self.name), r);
+        }
         Presence { inner }
     }
 }
@@ -196,7 +227,13 @@ impl Presence {
 
     /// A builder, to set a fetch hook or a diff window.
     pub fn builder(endpoint: &Endpoint) -> PresenceBuilder {
-        PresenceBuilder { endpoint: endpoint.clone(), fetch: None, window: Duration::ZERO }
+        PresenceBuilder {
+            endpoint: endpoint.clone(),
+            fetch: None,
+            window: Duration::ZERO,
+            name: "Fawkes.Presence".into(),
+            replication: Replication::default(),
+        }
     }
 
     fn next_ref(&self) -> String {
