@@ -141,3 +141,24 @@ test("a long-poll client behind a load balancer without sticky sessions works ac
   assert.deepEqual(seen[0], { to: "lp" });
   assert.ok(lb.served[0] > 0 && lb.served[1] > 0, `both nodes served requests: ${lb.served}`);
 });
+
+test("presence spans the nodes: the official Presence on one node sees users of the other come and go", async (t) => {
+  const { a, b } = await cluster(t);
+  const { Presence } = await import("phoenix");
+  const topic = `presence:cluster-${Math.random().toString(36).slice(2)}`;
+  const observer = socketOn(t, b.url, { user_id: "watcher" }).channel(topic);
+  const presence = new Presence(observer);
+  await joined(observer);
+  const users = () => presence.list((key, { metas }) => `${key}:${metas.length}`).sort();
+  const annSocket = socketOn(t, a.url, { user_id: "ann" });
+  const ann = annSocket.channel(topic, { status: "away" });
+  await joined(ann);
+  const tab2 = socketOn(t, b.url, { user_id: "ann" }).channel(topic);
+  await joined(tab2);
+  await until(() => users().join() === "ann:2,watcher:1", 10000, `ann's two tabs on node b (saw ${users()})`);
+  const metas = presence.list((key, p) => (key === "ann" ? p.metas.map((m) => m.status).sort() : null)).filter(Boolean)[0];
+  assert.deepEqual(metas, ["away", "online"]);
+  ann.leave();
+  await until(() => users().join() === "ann:1,watcher:1", 10000, `ann's tab on node a to leave (saw ${users()})`);
+  annSocket.disconnect();
+});
