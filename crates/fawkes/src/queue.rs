@@ -60,6 +60,8 @@ struct OutState {
     closed: bool,
     /// The transport's waker, while it waits for the outbox.
     waker: Option<Waker>,
+    /// Channel tasks wait for room (see [`Outbox::room_for_replies`]).
+    room_waiters: bool,
 }
 
 /// Stores `cx`'s waker in `slot` unless the one there already wakes the
@@ -85,6 +87,8 @@ pub(crate) enum Pushed {
 pub(crate) struct Outbox {
     state: Mutex<OutState>,
     limits: OutboxLimits,
+    /// Wakes channel tasks waiting for room when the transport drains.
+    room: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Outbox {
@@ -95,7 +99,7 @@ impl std::fmt::Debug for Outbox {
 
 impl Outbox {
     pub(crate) fn new(limits: OutboxLimits) -> Outbox {
-        Outbox { state: Mutex::new(OutState::default()), limits }
+        Outbox { state: Mutex::new(OutState::default()), limits, room: tokio::sync::Notify::new() }
     }
 
     /// Queues a frame. When the queue is over its limits the frame is dropped
@@ -164,7 +168,35 @@ impl Outbox {
         let mut s = self.state.lock();
         s.frames = 0;
         s.bytes = 0;
-        (std::mem::take(&mut s.queue), s.overflowed)
+        let waiters = std::mem::take(&mut s.room_waiters);
+        let taken = (std::mem::take(&mut s.queue), s.overflowed);
+        drop(s);
+        if waiters {
+            self.room.notify_waiters();
+        }
+        taken
+    }
+
+    /// Waits while the outbox is more than three quarters full. A channel
+    /// calls it before handling a client's message, so that a client that
+    /// pipelines many requests gets its replies at the pace it reads them
+    /// (the channel slows down, its mailbox fills, the connection stops
+    /// reading the client) instead of overflowing its own outbox. A client
+    /// that stops reading is still caught by the write timeout.
+    pub(crate) async fn room_for_replies(&self) {
+        loop {
+            let notified = self.room.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut s = self.state.lock();
+                if s.closed || s.overflowed || s.frames < self.limits.frames - self.limits.frames / 4 {
+                    return;
+                }
+                s.room_waiters = true;
+            }
+            notified.await;
+        }
     }
 
     /// Ready when something is queued (or the outbox overflowed);
@@ -189,6 +221,8 @@ impl Outbox {
         s.closed = true;
         s.queue.clear();
         s.waker = None;
+        drop(s);
+        self.room.notify_waiters();
     }
 }
 
@@ -357,6 +391,35 @@ mod tests {
         assert!(overflowed);
         outbox.close();
         assert_eq!(outbox.push_frame(frame(1)), Pushed::Closed);
+    }
+
+    #[tokio::test]
+    async fn replies_wait_for_room_until_the_transport_drains_or_closes() {
+        let outbox = Arc::new(Outbox::new(OutboxLimits { frames: 8, bytes: 1000 }));
+        for _ in 0..5 {
+            outbox.push_frame(frame(1));
+        }
+        soon(outbox.room_for_replies()).await; // 5 of 8: room
+        outbox.push_frame(frame(1));
+        let waiter = tokio::spawn({
+            let outbox = outbox.clone();
+            async move { outbox.room_for_replies().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "6 of 8 is three quarters: wait");
+        let _ = outbox.drain();
+        soon(waiter).await.unwrap();
+        for _ in 0..7 {
+            outbox.push_frame(frame(1));
+        }
+        let waiter = tokio::spawn({
+            let outbox = outbox.clone();
+            async move { outbox.room_for_replies().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        outbox.close();
+        soon(waiter).await.unwrap();
     }
 
     #[tokio::test]

@@ -293,6 +293,9 @@ async fn step<S: Socket, C: Channel<S>>(live: &mut Live<S, C>, msg: ChannelMsg<C
     let Live { task, channel, .. } = live;
     match msg {
         ChannelMsg::In(m) => {
+            // back-pressure: the replies of a pipelining client go out at
+            // the pace it reads them
+            task.ctx.conn.outbox.room_for_replies().await;
             let started = Instant::now();
             task.ctx.current_ref = m.ref_.clone();
             let result = caught(channel.handle_in(&m.event, m.payload.clone(), &mut task.ctx)).await;

@@ -52,6 +52,9 @@ pub struct Config {
     pub database_url: String,
     /// Signs tokens; when absent one is generated and stored in the database.
     pub secret_key_base: Option<String>,
+    /// The PubSub to build the endpoint on: a cluster's (from
+    /// `fawkes_redis::connect`) to run several nodes; `None` for one node.
+    pub pubsub: Option<fawkes::PubSub>,
 }
 
 const INDEX: &str = include_str!("../static/index.html");
@@ -68,7 +71,10 @@ pub async fn build(config: &Config) -> Result<(axum::Router, SocketService<socke
     let (pool, backend) = db::connect(&config.database_url).await?;
     tracing::info!(?backend, "database ready");
     let accounts = accounts::Accounts::new(pool.clone(), config.secret_key_base.clone()).await?;
-    let endpoint = Endpoint::local();
+    let endpoint = match &config.pubsub {
+        Some(pubsub) => Endpoint::new(pubsub.clone()),
+        None => Endpoint::local(),
+    };
     let names = accounts.clone();
     let presence = Presence::builder(&endpoint)
         // the names of everyone in a presence list, in one query

@@ -23,27 +23,35 @@ fn unique(prefix: &str) -> String {
 struct Server {
     addr: SocketAddr,
     service: SocketService<ChatSocket>,
+    url: String,
     _dir: Option<std::path::PathBuf>,
 }
 
 async fn start() -> Server {
-    let (url, dir) = match std::env::var("CHAT_TEST_DATABASE_URL") {
+    start_node(None, None).await
+}
+
+/// A chat node: on `database` (a fresh one when `None`) and, with `pubsub`,
+/// in a cluster.
+async fn start_node(database: Option<(String, Option<std::path::PathBuf>)>, pubsub: Option<fawkes::PubSub>) -> Server {
+    let (url, dir) = database.unwrap_or_else(|| match std::env::var("CHAT_TEST_DATABASE_URL") {
         Ok(u) => (u, None),
         Err(_) => {
             let dir = std::env::temp_dir().join(unique("fawkes-chat-test-"));
             std::fs::create_dir_all(&dir).unwrap();
             (format!("sqlite://{}?mode=rwc", dir.join("chat.db").display()), Some(dir))
         }
-    };
+    });
     let config = fawkes_chat::Config {
-        database_url: url,
+        database_url: url.clone(),
         secret_key_base: Some("chat-test-secret-key-base-0123456789abcdef".into()),
+        pubsub,
     };
     let (router, service, _) = fawkes_chat::build(&config).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, router).await });
-    Server { addr, service, _dir: dir }
+    Server { addr, service, url, _dir: dir }
 }
 
 async fn http(addr: SocketAddr, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
@@ -244,4 +252,31 @@ async fn presence_has_names_statuses_and_one_entry_per_person() {
     assert_push!(c2, "presence_diff", |v: &Value| v["joins"][a.to_string()]["metas"][0]["status"] == "away");
     let r = c1.push("update_status", json!({"status": "sleeping"}));
     assert_reply!(c1, r, "error", any_payload);
+}
+
+/// Two chat nodes on one database and one Redis: a message sent on one node
+/// reaches members on the other, and a notification posted to one node's
+/// API reaches the user's socket on the other.
+#[tokio::test]
+async fn two_nodes_serve_one_chat() {
+    let redis = fawkes_redis::test_server::RedisServer::start();
+    let cluster = |name: &str| fawkes_redis::connect(fawkes_redis::RedisConfig::new(redis.url(), name));
+    let a = start_node(None, Some(cluster("chat-a").await.unwrap())).await;
+    let b = start_node(Some((a.url.clone(), None)), Some(cluster("chat-b").await.unwrap())).await;
+    let (ta, alice) = sign_in(&a, &unique("alice")).await;
+    let (tb, bob) = sign_in(&b, &unique("bob")).await;
+    let id = room(&a, &ta).await;
+    let (status, _) = http(b.addr, "POST", &format!("/api/v1/rooms/{id}/members"), Some(&tb), None).await;
+    assert_eq!(status, 201);
+    let (_sa, ca) = join(&a, &ta, id).await;
+    let (sb, cb) = join(&b, &tb, id).await;
+    let r = ca.push("new_message", json!({"body": "across nodes"}));
+    assert_reply!(ca, r, "ok", any_payload);
+    assert_push!(cb, "new_message", |v: &Value| v["body"] == "across nodes" && v["user_id"] == alice);
+    let (_, notes) = sb.join(&format!("notifications:{bob}"), json!({})).await.unwrap();
+    let (status, _) =
+        http(a.addr, "POST", "/api/v1/notifications", Some(&ta), Some(json!({"user_id": bob, "message": "psst"})))
+            .await;
+    assert_eq!(status, 201);
+    assert_push!(notes, "new_notification", |v: &Value| v["message"] == "psst");
 }
