@@ -56,10 +56,14 @@ pub fn encode(msg: &RemoteMessage) -> Vec<u8> {
         (Term::atom("payload"), payload),
         (Term::atom("topic"), Term::binary(&b.topic)),
     ]);
+    // Node names are atoms, as Phoenix's default; Erlang's atoms hold at
+    // most 255 characters, so a longer name goes as a string (which
+    // phoenix_pubsub_redis also accepts).
+    let node = if node.chars().count() <= 255 { Term::atom(node) } else { Term::binary(node) };
     fawkes_etf::encode(&Term::Tuple(vec![
         Term::Int(VERSION),
         Term::atom(mode),
-        Term::atom(node),
+        node,
         Term::binary(&b.topic),
         message,
         Term::atom(DISPATCHER),
