@@ -151,6 +151,7 @@ impl<S: Socket> Session<S> {
     }
 
     fn rate_limited(&self, msg: &Message, join_ref: Option<fawkes_protocol::Ref>, wait: std::time::Duration) {
+        self.conn.shared.endpoint.metrics().rate_limited();
         let retry_after = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
         self.reply(
             msg,
@@ -166,6 +167,7 @@ impl<S: Socket> Session<S> {
 
     /// Routes one client message (Phoenix's rules, in order).
     pub(crate) fn handle(&mut self, msg: Message) -> Option<Blocked> {
+        self.conn.shared.endpoint.metrics().message_in();
         if msg.topic == event::HEARTBEAT_TOPIC && msg.event == event::HEARTBEAT {
             self.reply(&msg, None, "ok", Payload::empty());
             return None;

@@ -9,6 +9,15 @@
 //!
 //! Each connection runs inside a `socket` span (`transport`, `vsn`) and each
 //! channel inside a `channel` span (`topic`). Payloads are never logged.
+//!
+//! The endpoint's counters ([`Metrics`]) render in Prometheus's text format
+//! with [`MetricsSnapshot::prometheus`], for a `/metrics` route:
+//!
+//! ```
+//! # let endpoint = fawkes::Endpoint::local();
+//! let text = endpoint.metrics().snapshot().prometheus();
+//! assert!(text.contains("# TYPE fawkes_connections gauge\nfawkes_connections 0\n"));
+//! ```
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -40,6 +49,8 @@ pub struct Metrics {
     channels: AtomicU64,
     slow_consumers: AtomicU64,
     decode_errors: AtomicU64,
+    messages_in: AtomicU64,
+    rate_limited: AtomicU64,
 }
 
 /// A snapshot of [`Metrics`].
@@ -58,6 +69,41 @@ pub struct MetricsSnapshot {
     pub slow_consumers: u64,
     /// Connections closed because they sent a frame that does not decode.
     pub decode_errors: u64,
+    /// Messages received from clients (heartbeats included).
+    pub messages_in: u64,
+    /// Client messages refused by a rate limit (joins and events).
+    pub rate_limited: u64,
+}
+
+impl MetricsSnapshot {
+    /// The counters in Prometheus's text exposition format.
+    pub fn prometheus(&self) -> String {
+        let rows: [(&str, &str, &str, u64); 8] = [
+            ("fawkes_connections", "gauge", "Connections open now.", self.connections),
+            ("fawkes_connections_total", "counter", "Connections accepted.", self.connections_total),
+            ("fawkes_connections_refused_total", "counter", "Connections refused.", self.refused),
+            ("fawkes_channels", "gauge", "Channels joined now.", self.channels),
+            (
+                "fawkes_slow_consumers_total",
+                "counter",
+                "Connections closed because they did not read what was sent to them.",
+                self.slow_consumers,
+            ),
+            (
+                "fawkes_decode_errors_total",
+                "counter",
+                "Connections closed because they sent a frame that does not decode.",
+                self.decode_errors,
+            ),
+            ("fawkes_messages_in_total", "counter", "Messages received from clients.", self.messages_in),
+            ("fawkes_rate_limited_total", "counter", "Client messages refused by a rate limit.", self.rate_limited),
+        ];
+        let mut out = String::new();
+        for (name, kind, help, value) in rows {
+            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"));
+        }
+        out
+    }
 }
 
 impl Metrics {
@@ -71,6 +117,8 @@ impl Metrics {
             channels: l(&self.channels),
             slow_consumers: l(&self.slow_consumers),
             decode_errors: l(&self.decode_errors),
+            messages_in: l(&self.messages_in),
+            rate_limited: l(&self.rate_limited),
         }
     }
 
@@ -101,5 +149,13 @@ impl Metrics {
 
     pub(crate) fn decode_error(&self) {
         self.decode_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn message_in(&self) {
+        self.messages_in.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn rate_limited(&self) {
+        self.rate_limited.fetch_add(1, Ordering::Relaxed);
     }
 }

@@ -245,6 +245,15 @@ async fn main() -> std::io::Result<()> {
         });
     let app = Router::new()
         .route("/health", get(|| async { "ok" }))
+        .route(
+            "/metrics",
+            get(|State(endpoint): State<Endpoint>| async move {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    endpoint.metrics().snapshot().prometheus(),
+                )
+            }),
+        )
         .route("/api/broadcast", post(api_broadcast))
         .route("/api/disconnect", post(api_disconnect))
         .with_state(endpoint.clone())

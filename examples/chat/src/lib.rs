@@ -18,6 +18,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -112,6 +113,12 @@ pub async fn build(config: &Config) -> Result<(axum::Router, SocketService<socke
         .route("/assets/app.js", get(|| async { ([(header::CONTENT_TYPE, "text/javascript")], APP_JS) }))
         .route("/assets/phoenix.mjs", get(|| async { ([(header::CONTENT_TYPE, "text/javascript")], PHOENIX_JS) }))
         .route("/health", get(|| async { axum::Json(json!({"status": "ok"})).into_response() }))
+        .route(
+            "/metrics",
+            get(|State(app): State<App>| async move {
+                ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], app.endpoint.metrics().snapshot().prometheus())
+            }),
+        )
         .merge(api::routes())
         .with_state(app.clone())
         .merge(service.router("/socket"));

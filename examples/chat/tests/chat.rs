@@ -122,6 +122,8 @@ async fn the_api_answers_in_its_documented_shapes() {
     assert_eq!(status, 404);
     let (status, v) = http(s.addr, "GET", "/health", None, None).await;
     assert_eq!((status, v), (200, json!({"status": "ok"})));
+    let (status, _) = http(s.addr, "GET", "/metrics", None, None).await;
+    assert_eq!(status, 200);
 }
 
 #[tokio::test]
