@@ -19,6 +19,7 @@ pub(crate) const USAGE: &str = "usage: fawkes bench <conns|fanout|echo|churn|pre
   --duration S      seconds of load (default 10)
   conns:    --n N (default 1000) --join false (connect only)
   fanout:   --subscribers S (1000) --rate R msgs/s (10) --bytes B (100)
+            --publish-url URL (publish through another node of a cluster)
   echo:     --clients C (20) --in-flight W (10)
   churn:    --rate R cycles/s (500)
   presence: --n N (1000)";
@@ -26,6 +27,8 @@ pub(crate) const USAGE: &str = "usage: fawkes bench <conns|fanout|echo|churn|pre
 /// Options common to every scenario, and each scenario's own.
 pub(crate) struct Opts {
     server: SocketAddr,
+    /// fanout: the node the publisher uses, when not `server`.
+    publish: Option<SocketAddr>,
     pid: Option<u32>,
     duration: Duration,
     args: std::collections::HashMap<String, String>,
@@ -41,21 +44,28 @@ impl Opts {
             map.insert(k.to_owned(), v.clone());
         }
         let url = map.remove("url").unwrap_or_else(|| "http://127.0.0.1:4000".into());
-        let hostport = url.trim_start_matches("http://").trim_start_matches("ws://").trim_end_matches('/');
-        let server = hostport.to_socket_addrs().map_err(|e| format!("{url}: {e}"))?.next().ok_or("no address")?;
-        if !server.ip().is_loopback() {
-            return Err(format!("refusing to load {server}: only loopback targets are allowed"));
-        }
+        let server = loopback(&url)?;
+        let publish = map.remove("publish-url").map(|u| loopback(&u)).transpose()?;
         let pid = map.remove("pid").map(|p| p.parse().map_err(|_| "invalid --pid")).transpose()?;
         let duration = Duration::from_secs_f64(
             map.remove("duration").map(|d| d.parse().map_err(|_| "invalid --duration")).transpose()?.unwrap_or(10.0),
         );
-        Ok(Opts { server, pid, duration, args: map })
+        Ok(Opts { server, publish, pid, duration, args: map })
     }
 
     fn num(&self, k: &str, default: u64) -> u64 {
         self.args.get(k).and_then(|v| v.parse().ok()).unwrap_or(default)
     }
+}
+
+/// The address of a URL, which must be on loopback.
+fn loopback(url: &str) -> Result<SocketAddr, String> {
+    let hostport = url.trim_start_matches("http://").trim_start_matches("ws://").trim_end_matches('/');
+    let server = hostport.to_socket_addrs().map_err(|e| format!("{url}: {e}"))?.next().ok_or("no address")?;
+    if !server.ip().is_loopback() {
+        return Err(format!("refusing to load {server}: only loopback targets are allowed"));
+    }
+    Ok(server)
 }
 
 /// Client source addresses spread over 127.0.0.0/8, so that 20 000
@@ -285,7 +295,9 @@ async fn fanout(o: &Opts) -> Result<(), String> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let joined = ready.load(Ordering::Relaxed);
-    let mut publisher = connect_joined(o.server, subs + 1, "", &topic, 64 * 1024).await.map_err(|e| e.to_string())?;
+    let mut publisher = connect_joined(o.publish.unwrap_or(o.server), subs + 1, "", &topic, 64 * 1024)
+        .await
+        .map_err(|e| e.to_string())?;
     // the publisher's replies are read and dropped
     let pad = "x".repeat(bytes.saturating_sub(40));
     let cpu0 = server_cpu(o.pid);
