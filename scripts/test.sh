@@ -24,6 +24,9 @@ cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
+echo "== cargo doc (broken links and missing docs are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --lib --quiet
+
 echo "== cargo test (unit, integration, doc)"
 cargo test --workspace
 
