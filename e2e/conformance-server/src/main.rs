@@ -3,7 +3,10 @@
 //!
 //! Environment: `PORT` (4000), `SOCKET_TIMEOUT_MS` (60000),
 //! `PRESENCE_DIFF_WINDOW_MS` (0: one presence diff per change),
-//! `RATE_LIMITS=off` (no join and event rate limits, for load tests).
+//! `RATE_LIMITS=off` (no join and event rate limits, for load tests),
+//! `REDIS_URL` and `NODE_NAME` (join the cluster of every node on that
+//! Redis: broadcasts, disconnects, presence and long-poll sessions span
+//! them). `GET /metrics` serves the endpoint's counters for Prometheus.
 
 use std::net::SocketAddr;
 use std::time::Duration;
