@@ -225,6 +225,15 @@ impl PubSub {
         }
     }
 
+    /// Resolves once every broadcast made before the call has left this
+    /// node (see [`Adapter::flush`]); at once without an adapter. Call it
+    /// before the process exits, so that last messages are not lost.
+    pub async fn flush(&self) {
+        if let Some(adapter) = &self.inner.adapter {
+            adapter.flush().await;
+        }
+    }
+
     /// Hands a message received from another node to the local subscribers,
     /// if it is meant for this node.
     pub fn deliver_remote(&self, msg: RemoteMessage) -> Dispatched {

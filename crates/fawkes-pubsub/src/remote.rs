@@ -37,6 +37,13 @@ pub trait Adapter: Send + Sync + 'static {
     ///
     /// When the message cannot be handed to the transport.
     fn publish(&self, msg: RemoteMessage) -> Result<(), PubSubError>;
+
+    /// Resolves once everything published before the call has been handed
+    /// to the transport (or dropped by it): for a node about to stop. The
+    /// default resolves at once (an adapter that publishes synchronously).
+    fn flush(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+        Box::pin(std::future::ready(()))
+    }
 }
 
 /// Why a remote envelope could not be decoded.

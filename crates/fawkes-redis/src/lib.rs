@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fawkes_pubsub::{Adapter, PubSub, PubSubError, RemoteMessage, WeakPubSub};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::resp::{command, Conn, Value};
 
@@ -163,9 +163,17 @@ impl RedisStats {
     }
 }
 
+/// What the publisher is asked to do.
+enum Outgoing {
+    /// Publish these bytes.
+    Message(Vec<u8>),
+    /// Tell when everything queued before has been written (or dropped).
+    Flush(oneshot::Sender<()>),
+}
+
 /// The adapter a [`PubSub`] publishes through.
 struct RedisAdapter {
-    queue: mpsc::Sender<Vec<u8>>,
+    queue: mpsc::Sender<Outgoing>,
     stats: Arc<RedisStats>,
     /// Dropped with the adapter (that is, with the PubSub): tells the
     /// receiving task to stop.
@@ -174,13 +182,23 @@ struct RedisAdapter {
 
 impl Adapter for RedisAdapter {
     fn publish(&self, msg: RemoteMessage) -> Result<(), PubSubError> {
-        match self.queue.try_send(wire::encode(&msg)) {
+        match self.queue.try_send(Outgoing::Message(wire::encode(&msg))) {
             Ok(()) => Ok(()),
             Err(_) => {
                 self.stats.dropped.fetch_add(1, Ordering::Relaxed);
                 Err(PubSubError::Remote("the redis publish queue is full".into()))
             }
         }
+    }
+
+    fn flush(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+        Box::pin(async move {
+            let (done, wait) = oneshot::channel();
+            // waits for room in the queue: a flush is never dropped
+            if self.queue.send(Outgoing::Flush(done)).await.is_ok() {
+                let _ = wait.await;
+            }
+        })
     }
 }
 
@@ -261,48 +279,71 @@ async fn publish_loop(
     target: Arc<Target>,
     config: Arc<RedisConfig>,
     conn: Conn,
-    mut rx: mpsc::Receiver<Vec<u8>>,
+    mut rx: mpsc::Receiver<Outgoing>,
     stats: Arc<RedisStats>,
 ) {
     let mut conn = Some(conn);
     let mut batch = Vec::with_capacity(BATCH);
+    let mut flushed = Vec::new();
     let mut out = Vec::new();
     loop {
         if rx.recv_many(&mut batch, BATCH).await == 0 {
             return;
         }
-        let c = match conn.as_mut() {
-            Some(c) => c,
-            None => match Conn::open(&target.addr, target.auth(), config.connect_timeout).await {
-                Ok(c) => {
-                    stats.reconnects.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!("redis publisher reconnected");
-                    conn.insert(c)
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, dropped = batch.len(), "redis unreachable: dropping broadcasts");
-                    stats.dropped.fetch_add(batch.len() as u64, Ordering::Relaxed);
-                    batch.clear();
-                    tokio::time::sleep(config.reconnect_every).await;
-                    continue;
-                }
-            },
-        };
         out.clear();
-        for msg in &batch {
-            command(&mut out, &[b"PUBLISH", config.channel.as_bytes(), msg]);
+        let mut n = 0;
+        for item in batch.drain(..) {
+            match item {
+                Outgoing::Message(msg) => {
+                    command(&mut out, &[b"PUBLISH", config.channel.as_bytes(), &msg]);
+                    n += 1;
+                }
+                Outgoing::Flush(done) => flushed.push(done),
+            }
         }
-        let n = batch.len();
-        batch.clear();
-        match send_batch(c, &out, n).await {
-            Ok(()) => {
-                stats.published.fetch_add(n as u64, Ordering::Relaxed);
+        if n > 0 {
+            publish(&target, &config, &mut conn, &out, n, &stats).await;
+        }
+        for done in flushed.drain(..) {
+            let _ = done.send(());
+        }
+    }
+}
+
+/// Publishes one pipelined batch of `n` commands, reconnecting first if
+/// needed; on failure the batch is dropped and counted.
+async fn publish(
+    target: &Target,
+    config: &RedisConfig,
+    conn: &mut Option<Conn>,
+    out: &[u8],
+    n: usize,
+    stats: &RedisStats,
+) {
+    let c = match conn.as_mut() {
+        Some(c) => c,
+        None => match Conn::open(&target.addr, target.auth(), config.connect_timeout).await {
+            Ok(c) => {
+                stats.reconnects.fetch_add(1, Ordering::Relaxed);
+                tracing::info!("redis publisher reconnected");
+                conn.insert(c)
             }
             Err(e) => {
-                tracing::warn!(error = %e, dropped = n, "redis publish failed; reconnecting");
+                tracing::warn!(error = %e, dropped = n, "redis unreachable: dropping broadcasts");
                 stats.dropped.fetch_add(n as u64, Ordering::Relaxed);
-                conn = None;
+                tokio::time::sleep(config.reconnect_every).await;
+                return;
             }
+        },
+    };
+    match send_batch(c, out, n).await {
+        Ok(()) => {
+            stats.published.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, dropped = n, "redis publish failed; reconnecting");
+            stats.dropped.fetch_add(n as u64, Ordering::Relaxed);
+            *conn = None;
         }
     }
 }

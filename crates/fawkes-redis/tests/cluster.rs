@@ -208,3 +208,16 @@ async fn dropping_the_pubsub_unsubscribes_from_redis() {
     }
     assert_eq!(count, ":0");
 }
+
+#[tokio::test]
+async fn flush_returns_once_everything_before_it_is_published() {
+    let server = RedisServer::start();
+    let a = connect_cluster(RedisConfig::new(server.url(), "a")).await.unwrap();
+    for i in 0..1000 {
+        a.pubsub.broadcast(bc("flushed", i)).unwrap();
+    }
+    a.pubsub.flush().await;
+    assert_eq!(a.stats.published(), 1000);
+    // and with nothing queued, at once
+    tokio::time::timeout(Duration::from_secs(1), a.pubsub.flush()).await.unwrap();
+}

@@ -126,3 +126,19 @@ async fn a_node_that_joins_late_gets_the_state_by_transfer() {
     eventually("c to list a's presences", async || keys(&c).await.len() == 3).await;
     assert_eq!(c.presence.get_by_key(TOPIC, "u2").await.unwrap()["metas"][0]["i"], 2);
 }
+
+#[tokio::test]
+async fn a_node_that_leaves_the_cluster_is_forgotten_at_once() {
+    let server = RedisServer::start();
+    let slow_down =
+        Replication { down_period: Duration::from_secs(60), permdown_period: Duration::from_secs(120), ..fast() };
+    let a = node(&server, "a", slow_down).await;
+    let b = node(&server, "b", slow_down).await;
+    a.presence.track_pid(pid("a", 1), TOPIC, "alice", json!({})).unwrap();
+    eventually("alice on b", async || keys(&b).await.len() == 1).await;
+    a.presence.leave_cluster();
+    a.endpoint.pubsub().flush().await;
+    drop(a);
+    eventually("alice to leave b long before the down period", async || keys(&b).await.is_empty()).await;
+    assert!(b.diffs.lock().unwrap().iter().any(|d| d["leaves"].get("alice").is_some()));
+}

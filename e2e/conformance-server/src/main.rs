@@ -234,6 +234,7 @@ async fn main() -> std::io::Result<()> {
         _ => Endpoint::local(),
     };
     let presence = Presence::builder(&endpoint).diff_window(window).build();
+    let leaving = presence.clone();
     let socket = SocketHandler::new(UserSocket { presence })
         .channel::<Room>("room:*")
         .channel::<PresenceRoom>("presence:*")
@@ -268,7 +269,10 @@ async fn main() -> std::io::Result<()> {
     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(async move {
             let _ = tokio::signal::ctrl_c().await;
+            leaving.leave_cluster();
             shutdown_endpoint.shutdown();
         })
-        .await
+        .await?;
+    let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.pubsub().flush()).await;
+    Ok(())
 }

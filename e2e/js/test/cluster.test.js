@@ -162,3 +162,21 @@ test("presence spans the nodes: the official Presence on one node sees users of 
   await until(() => users().join() === "ann:1,watcher:1", 10000, `ann's tab on node a to leave (saw ${users()})`);
   annSocket.disconnect();
 });
+
+test("a node stopped gracefully leaves the cluster: its users leave the other nodes at once", async (t) => {
+  const { a, b } = await cluster(t);
+  const { Presence } = await import("phoenix");
+  const topic = `presence:graceful-${Math.random().toString(36).slice(2)}`;
+  const observer = socketOn(t, b.url, { user_id: "watcher" }).channel(topic);
+  const presence = new Presence(observer);
+  await joined(observer);
+  const users = () => presence.list((key) => key).sort();
+  const s = socketOn(t, a.url, { user_id: "fay" }, { reconnectAfterMs: () => 60000 });
+  await joined(s.channel(topic));
+  await until(() => users().join() === "fay,watcher", 10000, `fay on node b (saw ${users()})`);
+  const started = Date.now();
+  a.interrupt();
+  // well before the 30 s down period
+  await until(() => users().join() === "watcher", 10000, `fay to leave node b (saw ${users()})`);
+  assert.ok(Date.now() - started < 10000);
+});

@@ -19,7 +19,7 @@ export function freePort() {
   });
 }
 
-/** Starts a server with `env`; resolves with {url, stop}. */
+/** Starts a server with `env`; resolves with {url, stop, interrupt}. */
 export async function startServer(t, env = {}) {
   const port = await freePort();
   const child = spawn(BIN, [], { env: { ...process.env, PORT: String(port), ...env }, stdio: ["ignore", "ignore", "inherit"] });
@@ -37,7 +37,9 @@ export async function startServer(t, env = {}) {
     if (Date.now() > deadline) throw new Error(`server did not start: ${BIN}`);
     await new Promise((r) => setTimeout(r, 50));
   }
-  return { url, stop };
+  // a graceful stop, as Ctrl-C: the server leaves its cluster and closes its sockets
+  const interrupt = () => child.kill("SIGINT");
+  return { url, stop, interrupt };
 }
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));

@@ -23,15 +23,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         secret_key_base: std::env::var("SECRET_KEY_BASE").ok(),
         pubsub,
     };
-    let (router, service, _app) = fawkes_chat::build(&config).await?;
+    let (router, service, app) = fawkes_chat::build(&config).await?;
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     tracing::info!("fawkes-chat on http://127.0.0.1:{port}");
     let endpoint = service.endpoint().clone();
+    let stopping = endpoint.clone();
     axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(async move {
             let _ = tokio::signal::ctrl_c().await;
-            endpoint.shutdown();
+            // the other nodes drop this one's presences at once
+            app.presence.leave_cluster();
+            stopping.shutdown();
         })
         .await?;
+    // what was broadcast last leaves before the process does
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), endpoint.pubsub().flush()).await;
     Ok(())
 }

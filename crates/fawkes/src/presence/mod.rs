@@ -104,6 +104,8 @@ struct Inner {
     diffs: mpsc::UnboundedSender<Change>,
     refs: AtomicU64,
     node_hash: u16,
+    /// The replication topic, when the endpoint's PubSub spans nodes.
+    replication: Option<String>,
 }
 
 /// One change, queued for the diff task.
@@ -175,6 +177,7 @@ impl PresenceBuilder {
         let replica = ReplicaId::new(node.clone(), u64::try_from(now.as_micros()).unwrap_or(u64::MAX));
         let node_hash = node.bytes().fold(0u16, |h, b| h.wrapping_mul(31).wrapping_add(u16::from(b)));
         let (tx, rx) = mpsc::unbounded_channel();
+        let distributed = self.endpoint.pubsub().is_distributed();
         let inner = Arc::new(Inner {
             id: PRESENCE_IDS.fetch_add(1, Ordering::Relaxed),
             endpoint: self.endpoint,
@@ -184,14 +187,15 @@ impl PresenceBuilder {
             diffs: tx,
             refs: AtomicU64::new(0),
             node_hash,
+            replication: distributed.then(|| format!("phx_presence:{}", self.name)),
         });
         tokio::spawn(diff_task(Arc::downgrade(&inner), rx, self.window));
-        if inner.endpoint.pubsub().is_distributed() {
+        if let Some(topic) = inner.replication.clone() {
             let mut r = self.replication;
             r.broadcast_period = r.broadcast_period.max(Duration::from_millis(1));
             r.down_period = r.down_period.max(r.broadcast_period * 2);
             r.permdown_period = r.permdown_period.max(r.down_period + Duration::from_millis(1));
-            replication::start(&inner, format!("phx_presence:{}", self.name), r);
+            replication::start(&inner, topic, r);
         }
         Presence { inner }
     }
@@ -343,6 +347,17 @@ impl Presence {
             leaves: vec![triple(old)],
         });
         Ok(phx_ref)
+    }
+
+    /// Tells the other nodes that this one is leaving for good, so that
+    /// they drop its presences at once instead of after the down period
+    /// (Phoenix's `graceful_permdown`). For a node about to stop: call it,
+    /// then `endpoint.pubsub().flush().await`, then exit. Does nothing on a
+    /// single node.
+    pub fn leave_cluster(&self) {
+        if let Some(topic) = &self.inner.replication {
+            replication::leave(&self.inner, topic);
+        }
     }
 
     /// The topic's presences, `{key: {"metas": [...]}}`, through the fetch

@@ -104,9 +104,36 @@ impl WireDelta {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum Msg {
-    Heartbeat { from: ReplicaId, clocks: Pairs, delta: Option<WireDelta> },
-    TransferReq { from: ReplicaId, clocks: Pairs },
-    TransferAck { from: ReplicaId, state: WireDelta },
+    Heartbeat {
+        from: ReplicaId,
+        clocks: Pairs,
+        delta: Option<WireDelta>,
+    },
+    TransferReq {
+        from: ReplicaId,
+        clocks: Pairs,
+    },
+    TransferAck {
+        from: ReplicaId,
+        state: WireDelta,
+    },
+    /// The sender is stopping for good: forget it now.
+    GracefulPermdown {
+        from: ReplicaId,
+    },
+}
+
+/// Broadcasts that this replica leaves the cluster for good.
+pub(super) fn leave(inner: &Inner, topic: &str) {
+    let msg = Msg::GracefulPermdown { from: inner.replica.clone() };
+    match serde_json::to_value(&msg) {
+        Ok(v) => {
+            if let Err(e) = inner.endpoint.pubsub().broadcast(Broadcast::new(topic, EVENT, Payload::from(v))) {
+                tracing::warn!(error = %e, "presence replication: leaving message not sent");
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "presence replication message not encoded"),
+    }
 }
 
 /// Hands replication broadcasts to the replication task.
@@ -384,6 +411,15 @@ impl Task {
                     WireDelta::from_delta(&state.extract(&from, &ctx_in(clocks)))
                 };
                 self.send(inner, Some(&from.name), &Msg::TransferAck { from: Self::me(inner).clone(), state });
+            }
+            Msg::GracefulPermdown { from } => {
+                if from == *Self::me(inner) {
+                    return;
+                }
+                tracing::info!(replica = %from, "presence replica left the cluster");
+                self.last_seen.remove(&from);
+                let mut state = inner.state.lock();
+                Self::permdown(inner, &mut state, &from);
             }
             Msg::TransferAck { from, state: remote } => {
                 if from == *Self::me(inner) {
