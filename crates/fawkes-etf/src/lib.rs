@@ -48,6 +48,9 @@ pub enum TermError {
     /// Nesting deeper than the decoder allows.
     #[error("term nested too deeply")]
     TooDeep,
+    /// More terms than one decode allows ([`MAX_TERMS`]).
+    #[error("too many terms")]
+    TooLarge,
 }
 
 /// The version byte every external term starts with.
@@ -71,6 +74,14 @@ const LARGE_BIG: u8 = 111;
 const MAP: u8 = 116;
 
 const MAX_DEPTH: usize = 128;
+/// Most terms one decode may produce. Each decoded term takes far more
+/// memory than its one-byte minimum on the wire (a `NIL`, a byte of a
+/// string): without a budget a small compressed input could decode into
+/// gigabytes.
+pub const MAX_TERMS: usize = 1 << 20;
+/// Largest capacity reserved ahead for a list, tuple or map: the rest grows
+/// as elements actually arrive.
+const MAX_RESERVE: usize = 1024;
 /// Largest inflated size of a compressed term.
 pub const MAX_INFLATED: usize = 16 << 20;
 
@@ -316,6 +327,8 @@ pub fn encode(term: &Term) -> Vec<u8> {
 struct Reader<'a> {
     data: &'a [u8],
     at: usize,
+    /// Terms that may still be decoded.
+    budget: usize,
 }
 
 impl<'a> Reader<'a> {
@@ -378,10 +391,17 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// Takes `n` terms from the budget.
+    fn spend(&mut self, n: usize) -> Result<(), TermError> {
+        self.budget = self.budget.checked_sub(n).ok_or(TermError::TooLarge)?;
+        Ok(())
+    }
+
     fn term(&mut self, depth: usize) -> Result<Term, TermError> {
         if depth > MAX_DEPTH {
             return Err(TermError::TooDeep);
         }
+        self.spend(1)?;
         let tag = self.u8()?;
         Ok(match tag {
             SMALL_INT => Term::Int(i128::from(self.u8()?)),
@@ -415,12 +435,13 @@ impl<'a> Reader<'a> {
             NIL => Term::List(Vec::new()),
             STRING => {
                 let n = self.u16()?;
+                self.spend(n)?;
                 Term::List(self.take(n)?.iter().map(|&b| Term::Int(i128::from(b))).collect())
             }
             LIST => {
                 let n = self.u32()?;
                 let n = self.count(n)?;
-                let mut items = Vec::with_capacity(n);
+                let mut items = Vec::with_capacity(n.min(MAX_RESERVE));
                 for _ in 0..n {
                     items.push(self.term(depth + 1)?);
                 }
@@ -432,7 +453,7 @@ impl<'a> Reader<'a> {
             SMALL_TUPLE | LARGE_TUPLE => {
                 let n = if tag == SMALL_TUPLE { usize::from(self.u8()?) } else { self.u32()? };
                 let n = self.count(n)?;
-                let mut items = Vec::with_capacity(n);
+                let mut items = Vec::with_capacity(n.min(MAX_RESERVE));
                 for _ in 0..n {
                     items.push(self.term(depth + 1)?);
                 }
@@ -441,7 +462,7 @@ impl<'a> Reader<'a> {
             MAP => {
                 let n = self.u32()?;
                 let n = self.count(n)?;
-                let mut pairs = Vec::with_capacity(n);
+                let mut pairs = Vec::with_capacity(n.min(MAX_RESERVE));
                 for _ in 0..n {
                     let k = self.term(depth + 1)?;
                     let v = self.term(depth + 1)?;
@@ -485,7 +506,7 @@ pub fn decode(data: &[u8]) -> Result<Term, TermError> {
     } else {
         rest
     };
-    let mut r = Reader { data: body, at: 0 };
+    let mut r = Reader { data: body, at: 0, budget: MAX_TERMS };
     let t = r.term(0)?;
     if r.at != body.len() {
         return Err(TermError::Truncated);
@@ -608,5 +629,33 @@ mod tests {
         let mut deep = vec![131u8];
         deep.extend(std::iter::repeat_n([LIST, 0, 0, 0, 1], 200).flatten());
         assert_eq!(decode(&deep), Err(TermError::TooDeep));
+    }
+
+    /// A small compressed input that would decode into millions of terms
+    /// is refused before it costs the memory.
+    #[test]
+    fn amplification_is_refused() {
+        use std::io::Write;
+        let n: u32 = 4 << 20;
+        let mut raw = vec![LIST];
+        raw.extend_from_slice(&n.to_be_bytes());
+        raw.extend(std::iter::repeat_n(NIL, n as usize));
+        raw.push(NIL);
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+        z.write_all(&raw).unwrap();
+        let mut data = vec![131, COMPRESSED];
+        data.extend_from_slice(&(raw.len() as u32).to_be_bytes());
+        data.extend(z.finish().unwrap());
+        assert!(data.len() < 64 * 1024, "{} bytes", data.len());
+        assert_eq!(decode(&data), Err(TermError::TooLarge));
+        let mut strings = vec![131u8, LIST, 0, 0, 0x40, 0];
+        for _ in 0..0x4000 {
+            strings.extend_from_slice(&[STRING, 0, 0x80]);
+            strings.extend(std::iter::repeat_n(1u8, 0x80));
+        }
+        strings.push(NIL);
+        assert_eq!(decode(&strings), Err(TermError::TooLarge), "string bytes count too");
+        // a large but reasonable term is fine
+        assert!(decode(&json_to_term(&serde_json::Value::Array(vec![1.into(); 100_000]))).is_ok());
     }
 }

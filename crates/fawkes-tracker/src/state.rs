@@ -568,10 +568,13 @@ impl<P: Ord + Clone, M: Clone> State<P, M> {
             });
             self.insert_value(e.pid, e.topic, e.key, e.meta, tag);
         }
+        // This replica's own clock is its own: a remote's idea of it is
+        // never taken (a bad message could otherwise push it to the end of
+        // the clock's range).
         let known_remote: Context = remote
             .context
             .iter()
-            .filter(|(r, _)| self.context.contains_key(*r))
+            .filter(|(r, _)| self.context.contains_key(*r) && **r != self.replica)
             .map(|(r, c)| (r.clone(), *c))
             .collect();
         let ctx = upperbound(&self.context, &known_remote);

@@ -142,3 +142,42 @@ async fn a_node_that_leaves_the_cluster_is_forgotten_at_once() {
     eventually("alice to leave b long before the down period", async || keys(&b).await.is_empty()).await;
     assert!(b.diffs.lock().unwrap().iter().any(|d| d["leaves"].get("alice").is_some()));
 }
+
+/// After leaving, a node stays gone even if its presences still change
+/// (its channels close as it stops): nothing of it comes back.
+#[tokio::test]
+async fn a_node_that_left_does_not_come_back() {
+    let server = RedisServer::start();
+    let a = node(&server, "a", fast()).await;
+    let b = node(&server, "b", fast()).await;
+    a.presence.track_pid(pid("a", 1), TOPIC, "alice", json!({})).unwrap();
+    a.presence.track_pid(pid("a", 2), TOPIC, "carol", json!({})).unwrap();
+    eventually("both on b", async || keys(&b).await.len() == 2).await;
+    a.presence.leave_cluster();
+    a.endpoint.pubsub().flush().await;
+    eventually("a's presences to leave b", async || keys(&b).await.is_empty()).await;
+    a.presence.untrack_pid(&pid("a", 1));
+    tokio::time::sleep(Duration::from_millis(500)).await; // ten broadcast periods
+    assert!(keys(&b).await.is_empty(), "a came back: {:?}", keys(&b).await);
+}
+
+/// Two trackers of the same name on one node do not take each other for a
+/// restarted peer.
+#[tokio::test]
+async fn two_trackers_of_one_name_on_a_node_leave_each_other_alone() {
+    let server = RedisServer::start();
+    let a = node(&server, "a", fast()).await;
+    let sibling = Presence::builder(&a.endpoint).replication(fast()).build();
+    sibling.track_pid(pid("a", 9), TOPIC, "sib", json!({})).unwrap();
+    a.presence.track_pid(pid("a", 1), TOPIC, "alice", json!({})).unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(keys(&a).await, [("alice".to_owned(), 1)]);
+    assert_eq!(sibling.list(TOPIC).await.keys().collect::<Vec<_>>(), ["sib"]);
+}
+
+#[tokio::test]
+async fn presences_belong_to_the_node_that_tracks_them() {
+    let server = RedisServer::start();
+    let a = node(&server, "a", fast()).await;
+    assert_eq!(a.presence.track_pid(pid("b", 1), TOPIC, "x", json!({})), Err(fawkes::PresenceError::ForeignPid));
+}

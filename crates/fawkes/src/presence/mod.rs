@@ -59,6 +59,10 @@ pub enum PresenceError {
     /// Metas must be JSON objects.
     #[error("presence metas must be JSON objects")]
     MetaNotAnObject,
+    /// A presence's owner must belong to this node (presences of other
+    /// nodes are theirs to track).
+    #[error("the pid belongs to another node")]
+    ForeignPid,
 }
 
 /// A presence tracker for an endpoint. Cheap to clone.
@@ -106,6 +110,8 @@ struct Inner {
     node_hash: u16,
     /// The replication topic, when the endpoint's PubSub spans nodes.
     replication: Option<String>,
+    /// Set once this tracker left the cluster.
+    left: std::sync::atomic::AtomicBool,
 }
 
 /// One change, queued for the diff task.
@@ -188,6 +194,7 @@ impl PresenceBuilder {
             refs: AtomicU64::new(0),
             node_hash,
             replication: distributed.then(|| format!("phx_presence:{}", self.name)),
+            left: std::sync::atomic::AtomicBool::new(false),
         });
         tokio::spawn(diff_task(Arc::downgrade(&inner), rx, self.window));
         if let Some(topic) = inner.replication.clone() {
@@ -288,11 +295,15 @@ impl Presence {
         key: &str,
         meta: impl Into<Value>,
     ) -> Result<String, PresenceError> {
+        if pid.node != self.inner.replica.name {
+            return Err(PresenceError::ForeignPid);
+        }
         let mut meta = as_meta(meta.into())?;
         let phx_ref = self.next_ref();
         meta.insert("phx_ref".into(), Value::String(phx_ref.clone()));
         let mut state = self.inner.state.lock();
         state.join(pid.clone(), topic, key, meta.clone()).ok_or(PresenceError::AlreadyTracked)?;
+        self.settle(&mut state);
         let change = Change { topic: topic.to_owned(), joins: vec![(key.to_owned(), pid, meta)], leaves: Vec::new() };
         // queued under the lock, so diffs keep the order of the changes
         let _ = self.inner.diffs.send(change);
@@ -307,6 +318,7 @@ impl Presence {
             let _ =
                 self.inner.diffs.send(Change { topic: el.topic.clone(), joins: Vec::new(), leaves: vec![triple(el)] });
         }
+        self.settle(&mut state);
     }
 
     /// Removes every presence of `pid`.
@@ -315,6 +327,16 @@ impl Presence {
         for el in state.leave_pid(pid) {
             let _ =
                 self.inner.diffs.send(Change { topic: el.topic.clone(), joins: Vec::new(), leaves: vec![triple(el)] });
+        }
+        self.settle(&mut state);
+    }
+
+    /// On a single node nothing is replicated: the delta is dropped and the
+    /// clock compacted after every change, so neither grows.
+    fn settle(&self, state: &mut State<PresencePid, Meta>) {
+        if self.inner.replication.is_none() {
+            state.reset_delta();
+            state.compact();
         }
     }
 
@@ -341,6 +363,7 @@ impl Presence {
             meta.insert("phx_ref_prev".into(), prev.clone());
         }
         let (old, _) = state.leave_join(&pid, ctx.topic(), key, meta.clone()).ok_or(PresenceError::NoPresence)?;
+        self.settle(&mut state);
         let _ = self.inner.diffs.send(Change {
             topic: ctx.topic().to_owned(),
             joins: vec![(key.to_owned(), pid, meta)],
@@ -475,5 +498,28 @@ async fn diff_task(inner: std::sync::Weak<Inner>, mut rx: mpsc::UnboundedReceive
                 .or_insert_with(|| (tokio::time::Instant::now() + window, Pending::default()));
             entry.1.add(change);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// On a single node, tracking and untracking for ever keeps the state's
+    /// bookkeeping (clouds, delta) from growing.
+    #[tokio::test]
+    async fn a_single_node_state_does_not_grow_with_churn() {
+        let endpoint = Endpoint::local();
+        let presence = Presence::new(&endpoint);
+        let node = endpoint.pubsub().node_name().to_owned();
+        for i in 0..2000 {
+            let pid = PresencePid { node: node.clone(), id: i };
+            presence.track_pid(pid.clone(), "t", "k", serde_json::json!({})).unwrap();
+            presence.untrack_pid(&pid);
+        }
+        let state = presence.inner.state.lock();
+        let dots: usize = state.clouds().values().map(|c| c.len()).sum();
+        assert_eq!((dots, state.delta().size()), (0, 0));
+        assert!(state.get_by_topic("t").is_empty());
     }
 }

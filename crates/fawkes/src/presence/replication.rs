@@ -123,8 +123,13 @@ enum Msg {
     },
 }
 
-/// Broadcasts that this replica leaves the cluster for good.
+/// Broadcasts that this replica leaves the cluster for good, and stops its
+/// replication: nothing more is sent or merged (anything more would bring
+/// it back on the other nodes).
 pub(super) fn leave(inner: &Inner, topic: &str) {
+    if inner.left.swap(true, std::sync::atomic::Ordering::AcqRel) {
+        return;
+    }
     let msg = Msg::GracefulPermdown { from: inner.replica.clone() };
     match serde_json::to_value(&msg) {
         Ok(v) => {
@@ -161,10 +166,13 @@ pub(super) fn start(inner: &Arc<Inner>, topic: String, config: Replication) {
         topic,
         config,
         subscription,
-        silent: 0,
+        // the first tick announces this replica
+        silent: MAX_SILENT_PERIODS,
         ticks: 0,
         last_seen: HashMap::new(),
+        departed: HashMap::new(),
         pending_clocks: Clocks::new(),
+        warned_sibling: false,
     };
     tokio::spawn(task.run(rx));
 }
@@ -177,7 +185,12 @@ struct Task {
     silent: u32,
     ticks: u32,
     last_seen: HashMap<ReplicaId, Instant>,
+    /// Replicas that left gracefully, ignored until the permanent-down
+    /// period has passed (a message of theirs still in flight must not bring
+    /// them back).
+    departed: HashMap<ReplicaId, Instant>,
     pending_clocks: Clocks,
+    warned_sibling: bool,
 }
 
 /// Groups elements by topic into changes for the diff task.
@@ -208,11 +221,17 @@ impl Task {
             tokio::select! {
                 _ = tick.tick() => {
                     let Some(inner) = self.inner.upgrade() else { return };
+                    if inner.left.load(std::sync::atomic::Ordering::Acquire) {
+                        return;
+                    }
                     self.on_tick(&inner);
                 }
                 msg = rx.recv() => {
                     let Some(msg) = msg else { return };
                     let Some(inner) = self.inner.upgrade() else { return };
+                    if inner.left.load(std::sync::atomic::Ordering::Acquire) {
+                        return;
+                    }
                     self.on_message(&inner, &msg);
                 }
             }
@@ -258,6 +277,10 @@ impl Task {
             if state.has_delta() {
                 let delta = WireDelta::from_delta(state.delta());
                 state.reset_delta();
+                // fold this replica's dots into its clock, as Phoenix does
+                // on every heartbeat: without it the clouds grow forever on a
+                // node that never merges anything
+                state.compact();
                 self.silent = 0;
                 Some(Msg::Heartbeat { from: Self::me(inner).clone(), clocks, delta: Some(delta) })
             } else if self.silent >= MAX_SILENT_PERIODS {
@@ -291,17 +314,21 @@ impl Task {
     /// heartbeats told, covers something this one has not seen.
     fn request_transfers(&mut self, inner: &Inner) {
         let mut clocks = std::mem::take(&mut self.pending_clocks);
-        let mine = inner.state.lock().context().clone();
-        clocks.append(Self::me(inner).clone(), mine.clone());
+        // without the replicas held for down: a transfer must not bring
+        // back presences this node hides
+        let mine = self.visible_clocks(&inner.state.lock());
+        clocks.append(Self::me(inner).clone(), ctx_in(mine.clone()));
         let from: Vec<ReplicaId> = clocks.replicas().filter(|r| *r != Self::me(inner)).cloned().collect();
         for r in from {
-            let req = Msg::TransferReq { from: Self::me(inner).clone(), clocks: ctx_out(&mine) };
+            let req = Msg::TransferReq { from: Self::me(inner).clone(), clocks: mine.clone() };
             self.send(inner, Some(&r.name), &req);
         }
     }
 
     fn detect_downs(&mut self, inner: &Inner) {
         let now = Instant::now();
+        let permdown = self.config.permdown_period;
+        self.departed.retain(|_, at| now.saturating_duration_since(*at) <= permdown);
         let mut gone = Vec::new();
         let mut state = inner.state.lock();
         for (r, seen) in &self.last_seen {
@@ -335,9 +362,14 @@ impl Task {
     /// back (its presences join again), and an older run of the same node is
     /// forgotten.
     fn saw(&mut self, inner: &Inner, state: &mut fawkes_tracker::State<PresencePid, Meta>, from: &ReplicaId) {
+        let me = Self::me(inner).clone();
         self.last_seen.insert(from.clone(), Instant::now());
-        let older: Vec<ReplicaId> =
-            state.replicas().keys().filter(|r| r.name == from.name && r.vsn != from.vsn).cloned().collect();
+        let older: Vec<ReplicaId> = state
+            .replicas()
+            .keys()
+            .filter(|r| r.name == from.name && r.vsn != from.vsn && **r != me)
+            .cloned()
+            .collect();
         for old in older {
             if old.vsn < from.vsn {
                 tracing::info!(replica = %old, "presence replica restarted");
@@ -369,6 +401,25 @@ impl Task {
                 return;
             }
         };
+        let from = match &msg {
+            Msg::Heartbeat { from, .. }
+            | Msg::TransferReq { from, .. }
+            | Msg::TransferAck { from, .. }
+            | Msg::GracefulPermdown { from } => from,
+        };
+        let me = Self::me(inner);
+        if from.name == me.name {
+            // this replica, or another tracker of the same name on this
+            // node (node names are unique): never a peer
+            if from != me && !self.warned_sibling {
+                self.warned_sibling = true;
+                tracing::warn!(name = %self.topic, "two presence trackers share a name on this node; give each its own");
+            }
+            return;
+        }
+        if self.departed.contains_key(from) {
+            return;
+        }
         match msg {
             Msg::Heartbeat { from, clocks, delta } => {
                 if from == *Self::me(inner) {
@@ -393,7 +444,7 @@ impl Task {
                 }
                 self.pending_clocks.append(from.clone(), ctx_in(clocks));
                 if transfer {
-                    let mine = ctx_out(inner.state.lock().context());
+                    let mine = self.visible_clocks(&inner.state.lock());
                     self.send(
                         inner,
                         Some(&from.name),
@@ -413,11 +464,9 @@ impl Task {
                 self.send(inner, Some(&from.name), &Msg::TransferAck { from: Self::me(inner).clone(), state });
             }
             Msg::GracefulPermdown { from } => {
-                if from == *Self::me(inner) {
-                    return;
-                }
                 tracing::info!(replica = %from, "presence replica left the cluster");
                 self.last_seen.remove(&from);
+                self.departed.insert(from.clone(), Instant::now());
                 let mut state = inner.state.lock();
                 Self::permdown(inner, &mut state, &from);
             }
