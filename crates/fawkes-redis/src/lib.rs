@@ -49,8 +49,13 @@ pub struct RedisConfig {
     pub queue_limit: usize,
     /// Time between reconnection attempts (Phoenix's is 5 s).
     pub reconnect_every: Duration,
-    /// Time allowed to connect (and authenticate).
+    /// Time allowed to connect (and authenticate), and for Redis to answer
+    /// a batch of publishes.
     pub connect_timeout: Duration,
+    /// The subscriber pings Redis this often; a subscription silent for
+    /// three of these periods is taken for dead (a half-open connection
+    /// after a failover, say) and made again.
+    pub keepalive: Duration,
 }
 
 impl RedisConfig {
@@ -63,6 +68,7 @@ impl RedisConfig {
             queue_limit: 65_536,
             reconnect_every: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(5),
+            keepalive: Duration::from_secs(10),
         }
     }
 
@@ -114,20 +120,39 @@ fn parse_url(url: &str) -> Result<Target, RedisError> {
     if hostport.is_empty() {
         return Err(bad());
     }
-    let addr = if hostport.starts_with('[') || hostport.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-    {
-        hostport.to_owned()
-    } else {
-        format!("{hostport}:6379")
+    let has_port = match hostport.strip_prefix('[') {
+        // [v6] or [v6]:port
+        Some(v6) => v6.split_once(']').is_some_and(|(_, rest)| rest.starts_with(':')),
+        None => hostport.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()),
     };
+    let addr = if has_port { hostport.to_owned() } else { format!("{hostport}:6379") };
     let (user, password) = match userinfo {
         None => (None, None),
         Some(u) => match u.split_once(':') {
-            Some((user, pass)) => ((!user.is_empty()).then(|| user.to_owned()), Some(pass.to_owned())),
-            None => (None, Some(u.to_owned())),
+            Some((user, pass)) => ((!user.is_empty()).then(|| percent_decode(user)), Some(percent_decode(pass))),
+            None => (None, Some(percent_decode(u))),
         },
     };
     Ok(Target { addr, user, password })
+}
+
+/// Decodes `%XX` escapes (a password may hold `@`, `:` or `/`).
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            if let Some(v) = s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Counts of what the adapter did.
@@ -182,7 +207,14 @@ struct RedisAdapter {
 
 impl Adapter for RedisAdapter {
     fn publish(&self, msg: RemoteMessage) -> Result<(), PubSubError> {
-        match self.queue.try_send(Outgoing::Message(wire::encode(&msg))) {
+        let bytes = match wire::encode(&msg) {
+            Ok(b) => b,
+            Err(e) => {
+                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                return Err(PubSubError::Remote(e.to_string()));
+            }
+        };
+        match self.queue.try_send(Outgoing::Message(bytes)) {
             Ok(()) => Ok(()),
             Err(_) => {
                 self.stats.dropped.fetch_add(1, Ordering::Relaxed);
@@ -301,8 +333,21 @@ async fn publish_loop(
                 Outgoing::Flush(done) => flushed.push(done),
             }
         }
-        if n > 0 {
-            publish(&target, &config, &mut conn, &out, n, &stats).await;
+        if n > 0 && !publish(&target, &config, &mut conn, &out, n, &stats).await {
+            // Redis is unreachable: what is queued now is dropped (at most
+            // once, as Phoenix), not delivered minutes late; then wait
+            while let Ok(item) = rx.try_recv() {
+                match item {
+                    Outgoing::Message(_) => {
+                        stats.dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Outgoing::Flush(done) => flushed.push(done),
+                }
+            }
+            for done in flushed.drain(..) {
+                let _ = done.send(());
+            }
+            tokio::time::sleep(config.reconnect_every).await;
         }
         for done in flushed.drain(..) {
             let _ = done.send(());
@@ -311,7 +356,8 @@ async fn publish_loop(
 }
 
 /// Publishes one pipelined batch of `n` commands, reconnecting first if
-/// needed; on failure the batch is dropped and counted.
+/// needed; on failure the batch is dropped and counted. False when Redis
+/// could not be reached at all.
 async fn publish(
     target: &Target,
     config: &RedisConfig,
@@ -319,7 +365,7 @@ async fn publish(
     out: &[u8],
     n: usize,
     stats: &RedisStats,
-) {
+) -> bool {
     let c = match conn.as_mut() {
         Some(c) => c,
         None => match Conn::open(&target.addr, target.auth(), config.connect_timeout).await {
@@ -331,12 +377,15 @@ async fn publish(
             Err(e) => {
                 tracing::warn!(error = %e, dropped = n, "redis unreachable: dropping broadcasts");
                 stats.dropped.fetch_add(n as u64, Ordering::Relaxed);
-                tokio::time::sleep(config.reconnect_every).await;
-                return;
+                return false;
             }
         },
     };
-    match send_batch(c, out, n).await {
+    let sent = match tokio::time::timeout(config.connect_timeout, send_batch(c, out, n)).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "redis did not answer")),
+    };
+    match sent {
         Ok(()) => {
             stats.published.fetch_add(n as u64, Ordering::Relaxed);
         }
@@ -346,6 +395,7 @@ async fn publish(
             *conn = None;
         }
     }
+    true
 }
 
 /// Writes a pipelined batch and reads its `n` replies.
@@ -399,7 +449,7 @@ async fn receive_loop(
         };
         tokio::select! {
             _ = alive.changed() => return,
-            err = receive(c, &pubsub, &stats) => {
+            err = receive(c, &pubsub, &stats, config.keepalive) => {
                 match err {
                     Some(e) => tracing::warn!(error = %e, "redis subscription lost; resubscribing"),
                     None => return,
@@ -413,14 +463,37 @@ async fn receive_loop(
     }
 }
 
-/// Reads pushes until the connection fails (`Some(error)`) or the PubSub
-/// is gone (`None`).
-async fn receive(mut conn: Conn, pubsub: &WeakPubSub, stats: &RedisStats) -> Option<std::io::Error> {
+/// Reads pushes until the connection fails or stays silent for three
+/// keepalive periods (`Some(error)`), or the PubSub is gone (`None`).
+async fn receive(
+    mut conn: Conn,
+    pubsub: &WeakPubSub,
+    stats: &RedisStats,
+    keepalive: Duration,
+) -> Option<std::io::Error> {
+    let keepalive = keepalive.max(Duration::from_millis(10));
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + keepalive, keepalive);
+    let mut heard = tokio::time::Instant::now();
+    let mut out = Vec::new();
+    command(&mut out, &[b"PING"]);
     loop {
-        let v = match conn.read().await {
-            Ok(v) => v,
-            Err(e) => return Some(e),
+        // (reading is cancel-safe: what arrived stays in the buffer)
+        let v = tokio::select! {
+            v = conn.read() => match v {
+                Ok(v) => v,
+                Err(e) => return Some(e),
+            },
+            _ = ping.tick() => {
+                if heard.elapsed() > keepalive * 3 {
+                    return Some(std::io::Error::new(std::io::ErrorKind::TimedOut, "the redis subscription went silent"));
+                }
+                if let Err(e) = conn.write(&out).await {
+                    return Some(e);
+                }
+                continue;
+            }
         };
+        heard = tokio::time::Instant::now();
         let Value::Array(Some(items)) = v else { continue };
         let [kind, _channel, Value::Bulk(Some(data))] = items.as_slice() else { continue };
         if !is_bulk(kind, b"message") {
@@ -452,6 +525,10 @@ mod tests {
         assert_eq!((t.addr.as_str(), t.auth()), ("localhost:7000", Some((None, "secret"))));
         let t = parse_url("redis://app:pw@h:1").unwrap();
         assert_eq!(t.auth(), Some((Some("app"), "pw")));
+        let t = parse_url("redis://u%40x:p%2Fw%3Ad@h:1").unwrap();
+        assert_eq!(t.auth(), Some((Some("u@x"), "p/w:d")));
+        assert_eq!(parse_url("redis://[::1]").unwrap().addr, "[::1]:6379");
+        assert_eq!(parse_url("redis://[::1]:7000").unwrap().addr, "[::1]:7000");
         for bad in ["http://h", "redis://", "rediss://h:1"] {
             assert!(matches!(parse_url(bad), Err(RedisError::Url(_))), "{bad}");
         }

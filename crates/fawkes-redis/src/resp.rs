@@ -61,10 +61,11 @@ fn parse_at(buf: &[u8], depth: usize) -> io::Result<Option<(Value, usize)>> {
         return Err(bad("nested too deeply"));
     }
     let Some((&kind, rest)) = buf.split_first() else { return Ok(None) };
-    if rest.len() > 64 * 1024 && line(&rest[..64 * 1024]).is_none() && kind != b'$' {
-        return Err(bad("line too long"));
-    }
-    let Some((head, used)) = line(rest) else { return Ok(None) };
+    // a status or error line may be long; a length or a number is short
+    let limit = if matches!(kind, b'+' | b'-') { 64 * 1024 } else { 32 };
+    let Some((head, used)) = line(&rest[..rest.len().min(limit + 2)]) else {
+        return if rest.len() > limit + 1 { Err(bad("line too long")) } else { Ok(None) };
+    };
     let used = used + 1;
     let text = || String::from_utf8_lossy(head).into_owned();
     Ok(Some(match kind {
@@ -220,5 +221,8 @@ mod tests {
         }
         let long = vec![b'+'; 100_000];
         assert!(parse(&long).is_err());
+        let mut long_length = b"$".to_vec();
+        long_length.extend(std::iter::repeat_n(b'9', 1000));
+        assert!(parse(&long_length).is_err(), "a length line without an end is refused, not buffered");
     }
 }

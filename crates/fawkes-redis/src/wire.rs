@@ -34,10 +34,18 @@ pub enum WireError {
     /// A payload with no JSON rendering (a struct, a tuple, ...).
     #[error("payload has no JSON rendering: {0}")]
     Payload(TermError),
+    /// A JSON payload with no Erlang rendering (a number beyond a float's
+    /// range, say).
+    #[error("payload has no Erlang term rendering: {0}")]
+    Json(String),
 }
 
 /// Encodes `msg` as a Phoenix node would.
-pub fn encode(msg: &RemoteMessage) -> Vec<u8> {
+///
+/// # Errors
+///
+/// [`WireError::Json`] for a JSON payload that has no term rendering.
+pub fn encode(msg: &RemoteMessage) -> Result<Vec<u8>, WireError> {
     let (mode, node) = match &msg.target {
         Target::Except(n) => ("except", n),
         Target::Only(n) => ("only", n),
@@ -45,7 +53,9 @@ pub fn encode(msg: &RemoteMessage) -> Vec<u8> {
     let b = &msg.broadcast;
     let payload = match &b.payload {
         // the payload's bytes are validated JSON
-        Payload::Json(j) => j.decode::<serde_json::Value>().map(|v| Term::from_json(&v)).unwrap_or(Term::Map(vec![])),
+        Payload::Json(j) => {
+            Term::from_json(&j.decode::<serde_json::Value>().map_err(|e| WireError::Json(e.to_string()))?)
+        }
         Payload::Binary(bytes) => Term::Tuple(vec![Term::atom("binary"), Term::Binary(bytes.to_vec())]),
     };
     // Elixir writes a struct's keys in term order: __struct__, event,
@@ -60,14 +70,14 @@ pub fn encode(msg: &RemoteMessage) -> Vec<u8> {
     // most 255 characters, so a longer name goes as a string (which
     // phoenix_pubsub_redis also accepts).
     let node = if node.chars().count() <= 255 { Term::atom(node) } else { Term::binary(node) };
-    fawkes_etf::encode(&Term::Tuple(vec![
+    Ok(fawkes_etf::encode(&Term::Tuple(vec![
         Term::Int(VERSION),
         Term::atom(mode),
         node,
         Term::binary(&b.topic),
         message,
         Term::atom(DISPATCHER),
-    ]))
+    ])))
 }
 
 fn text(t: &Term, what: &'static str) -> Result<String, WireError> {
@@ -132,7 +142,7 @@ mod tests {
             msg(Target::Except("a@host".into()), Payload::from(json!({"body": "hi", "n": [1, 2.5, null]}))),
             msg(Target::Only("b@host".into()), Payload::binary(vec![0u8, 159, 146, 150])),
         ] {
-            assert_eq!(decode(&encode(&m)).unwrap(), m);
+            assert_eq!(decode(&encode(&m).unwrap()).unwrap(), m);
         }
     }
 
@@ -168,7 +178,7 @@ mod tests {
         let m = decode(&t).unwrap();
         assert_eq!(m.target, Target::Except("a@h".into()));
         assert_eq!(m.broadcast, Broadcast::new("room:1", "e", Payload::from(json!({"a": 1}))));
-        assert_eq!(encode(&m), t, "and Fawkes writes the same bytes");
+        assert_eq!(encode(&m).unwrap(), t, "and Fawkes writes the same bytes");
     }
 
     #[test]
@@ -190,6 +200,12 @@ mod tests {
         let m = decode(&data).unwrap();
         assert_eq!(m.target, Target::Only("me".into()));
         assert_eq!(m.broadcast.payload, Payload::from(json!({"status": "away"})));
+    }
+
+    #[test]
+    fn payloads_without_a_term_rendering_are_errors_not_empty_maps() {
+        let m = msg(Target::Except("a".into()), Payload::json_text(&br#"{"x":1e400}"#[..]).unwrap());
+        assert!(matches!(encode(&m), Err(WireError::Json(_))));
     }
 
     #[test]

@@ -184,7 +184,8 @@ async fn phoenix_messages_are_delivered_and_garbage_is_skipped() {
     let from_phoenix = fawkes_redis::wire::encode(&fawkes_pubsub::RemoteMessage {
         target: fawkes_pubsub::Target::Except("phoenix@host".into()),
         broadcast: bc("from_phoenix", 7),
-    });
+    })
+    .unwrap();
     raw(&server, &[b"PUBLISH", channel, &from_phoenix]).await;
     let got = wait_for(&seen_b, 1).await;
     assert_eq!(got.len(), 1);
@@ -220,4 +221,49 @@ async fn flush_returns_once_everything_before_it_is_published() {
     assert_eq!(a.stats.published(), 1000);
     // and with nothing queued, at once
     tokio::time::timeout(Duration::from_secs(1), a.pubsub.flush()).await.unwrap();
+}
+
+/// A subscription that goes silent (a half-open connection after a
+/// failover, say) is taken for dead and made again.
+#[tokio::test]
+async fn a_silent_subscription_is_made_again() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // a fake Redis: confirms SUBSCRIBE, then never says a word, not even to PING
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let subscribes = Arc::new(AtomicUsize::new(0));
+    let counted = subscribes.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else { return };
+            let counted = counted.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut answered = false;
+                loop {
+                    let n = match sock.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    if !answered && buf[..n].windows(9).any(|w| w == b"SUBSCRIBE") {
+                        answered = true;
+                        counted.fetch_add(1, Ordering::SeqCst);
+                        let _ = sock.write_all(b"*3\r\n$9\r\nsubscribe\r\n$1\r\nx\r\n:1\r\n").await;
+                    }
+                }
+            });
+        }
+    });
+    let mut config = RedisConfig::new(format!("redis://127.0.0.1:{port}"), "a");
+    config.keepalive = Duration::from_millis(50);
+    config.reconnect_every = Duration::from_millis(50);
+    let cluster = connect_cluster(config).await.unwrap();
+    for _ in 0..200 {
+        if subscribes.load(Ordering::SeqCst) >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(subscribes.load(Ordering::SeqCst) >= 2, "the silent subscription was never made again");
+    assert!(cluster.stats.reconnects() >= 1);
 }
