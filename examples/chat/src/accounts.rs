@@ -176,19 +176,12 @@ impl Accounts {
     ///
     /// Database errors.
     pub async fn block(&self, user: i64, blocked: i64) -> Result<(), sqlx::Error> {
-        let exists: Option<(i64,)> =
-            sqlx::query_as("SELECT user_id FROM blocks WHERE user_id = $1 AND blocked_id = $2")
-                .bind(user)
-                .bind(blocked)
-                .fetch_optional(&self.db)
-                .await?;
-        if exists.is_none() {
-            sqlx::query("INSERT INTO blocks (user_id, blocked_id) VALUES ($1, $2)")
-                .bind(user)
-                .bind(blocked)
-                .execute(&self.db)
-                .await?;
-        }
+        // one statement: two concurrent blocks cannot both insert
+        sqlx::query("INSERT INTO blocks (user_id, blocked_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+            .bind(user)
+            .bind(blocked)
+            .execute(&self.db)
+            .await?;
         self.blocks.write().remove(&user);
         Ok(())
     }

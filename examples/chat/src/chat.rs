@@ -115,13 +115,12 @@ impl Chat {
     ///
     /// Database errors.
     pub async fn add_member(&self, room: i64, user: i64) -> Result<(), sqlx::Error> {
-        if !self.is_member(room, user).await? {
-            sqlx::query("INSERT INTO memberships (room_id, user_id) VALUES ($1, $2)")
-                .bind(room)
-                .bind(user)
-                .execute(&self.db)
-                .await?;
-        }
+        // one statement: two concurrent joins cannot both insert
+        sqlx::query("INSERT INTO memberships (room_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+            .bind(room)
+            .bind(user)
+            .execute(&self.db)
+            .await?;
         Ok(())
     }
 
