@@ -28,7 +28,9 @@ const TOKEN_MAX_AGE: f64 = 14.0 * 86_400.0;
 pub struct Accounts {
     db: AnyPool,
     secret_key_base: Arc<str>,
-    blocks: Arc<RwLock<HashMap<i64, HashSet<i64>>>>,
+    /// Block lists by user, read by every recipient of every message: an
+    /// `Arc` so that a read is a reference count, not a copy.
+    blocks: Arc<RwLock<HashMap<i64, Arc<HashSet<i64>>>>>,
 }
 
 impl std::fmt::Debug for Accounts {
@@ -49,23 +51,20 @@ impl Accounts {
         let secret = match secret_key_base {
             Some(s) => s,
             None => {
-                let stored: Option<(String,)> =
-                    sqlx::query_as("SELECT value FROM settings WHERE key = 'secret_key_base'")
-                        .fetch_optional(&db)
-                        .await?;
-                match stored {
-                    Some((s,)) => s,
-                    None => {
-                        let mut bytes = [0u8; 48];
-                        getrandom::fill(&mut bytes).map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
-                        let s: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-                        sqlx::query("INSERT INTO settings (key, value) VALUES ('secret_key_base', $1)")
-                            .bind(&s)
-                            .execute(&db)
-                            .await?;
-                        s
-                    }
-                }
+                // Generated once and stored: when several nodes start on a
+                // fresh database, the first insert wins and all read it back.
+                let mut bytes = [0u8; 48];
+                getrandom::fill(&mut bytes).map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+                let fresh: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+                sqlx::query(
+                    "INSERT INTO settings (key, value) VALUES ('secret_key_base', $1) ON CONFLICT (key) DO NOTHING",
+                )
+                .bind(&fresh)
+                .execute(&db)
+                .await?;
+                let (stored,): (String,) =
+                    sqlx::query_as("SELECT value FROM settings WHERE key = 'secret_key_base'").fetch_one(&db).await?;
+                stored
             }
         };
         if secret.len() < token::MIN_SECRET_LEN {
@@ -82,20 +81,14 @@ impl Accounts {
     ///
     /// Database errors.
     pub async fn sign_in(&self, name: &str) -> Result<User, sqlx::Error> {
-        if let Some(u) = self.by_name(name).await? {
-            return Ok(u);
-        }
-        let inserted: Result<(i64,), _> =
-            sqlx::query_as("INSERT INTO users (name, inserted_at) VALUES ($1, $2) RETURNING id")
-                .bind(name)
-                .bind(now_iso())
-                .fetch_one(&self.db)
-                .await;
-        match inserted {
-            Ok((id,)) => Ok(User { id, name: name.to_owned() }),
-            // created meanwhile by another sign-in
-            Err(_) => self.by_name(name).await?.ok_or(sqlx::Error::RowNotFound),
-        }
+        // one statement whether or not the user exists, and no race
+        // between two first sign-ins of one name
+        sqlx::query("INSERT INTO users (name, inserted_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
+            .bind(name)
+            .bind(now_iso())
+            .execute(&self.db)
+            .await?;
+        self.by_name(name).await?.ok_or(sqlx::Error::RowNotFound)
     }
 
     async fn by_name(&self, name: &str) -> Result<Option<User>, sqlx::Error> {
@@ -159,15 +152,21 @@ impl Accounts {
     /// # Errors
     ///
     /// Database errors.
-    pub async fn blocked_by(&self, user: i64) -> Result<HashSet<i64>, sqlx::Error> {
+    pub async fn blocked_by(&self, user: i64) -> Result<Arc<HashSet<i64>>, sqlx::Error> {
         if let Some(set) = self.blocks.read().get(&user) {
             return Ok(set.clone());
         }
         let rows: Vec<(i64,)> =
             sqlx::query_as("SELECT blocked_id FROM blocks WHERE user_id = $1").bind(user).fetch_all(&self.db).await?;
-        let set: HashSet<i64> = rows.into_iter().map(|(b,)| b).collect();
+        let set: Arc<HashSet<i64>> = Arc::new(rows.into_iter().map(|(b,)| b).collect());
         self.blocks.write().insert(user, set.clone());
         Ok(set)
+    }
+
+    /// Forgets `user`'s cached block list (it changed, here or on another
+    /// node).
+    pub fn forget_blocks(&self, user: i64) {
+        self.blocks.write().remove(&user);
     }
 
     /// `user` stops receiving `blocked`'s messages.
@@ -182,7 +181,7 @@ impl Accounts {
             .bind(blocked)
             .execute(&self.db)
             .await?;
-        self.blocks.write().remove(&user);
+        self.forget_blocks(user);
         Ok(())
     }
 
@@ -197,7 +196,7 @@ impl Accounts {
             .bind(blocked)
             .execute(&self.db)
             .await?;
-        self.blocks.write().remove(&user);
+        self.forget_blocks(user);
         Ok(())
     }
 }

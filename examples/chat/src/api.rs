@@ -191,12 +191,22 @@ async fn block(State(app): State<App>, Auth(user): Auth, bytes: axum::body::Byte
     }
     app.accounts.get(blocked).await?.ok_or_else(|| ApiError::not_found("user"))?;
     app.accounts.block(user.id, blocked).await?;
+    blocks_changed(&app, user.id);
     Ok(created(json!({"data": {"user_id": blocked}})))
 }
 
 async fn unblock(State(app): State<App>, Auth(user): Auth, Path(blocked): Path<i64>) -> ApiResult {
     app.accounts.unblock(user.id, blocked).await?;
+    blocks_changed(&app, user.id);
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Tells every node that `user`'s block list changed (their caches forget it).
+fn blocks_changed(app: &App, user: i64) {
+    let payload = json!({"user_id": user});
+    if let Err(e) = app.endpoint.broadcast(crate::BLOCKS_TOPIC, "changed", payload) {
+        tracing::error!(error = %e, "block list change not announced to the other nodes");
+    }
 }
 
 async fn not_found() -> ApiError {

@@ -38,6 +38,16 @@ pub struct App {
     /// Who is in each room.
     pub presence: Presence,
     message_buckets: Arc<Mutex<HashMap<i64, (f64, Instant)>>>,
+    _blocks_changed: Arc<fawkes::Subscription>,
+}
+
+/// Where a change of someone's block list is announced to every node.
+pub(crate) const BLOCKS_TOPIC: &str = "chat:blocks_changed";
+
+/// The payload on [`BLOCKS_TOPIC`].
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct BlocksChanged {
+    pub(crate) user_id: i64,
 }
 
 impl std::fmt::Debug for App {
@@ -83,16 +93,32 @@ pub async fn build(config: &Config) -> Result<(axum::Router, SocketService<socke
             let names = names.clone();
             async move {
                 let ids: Vec<i64> = entries.keys().filter_map(|k| k.parse().ok()).collect();
-                let found = names.names(&ids).await.unwrap_or_default();
+                let found = match names.names(&ids).await {
+                    Ok(found) => found,
+                    Err(e) => {
+                        // the list still goes out, without names
+                        tracing::error!(error = %e, "presence names not loaded");
+                        Default::default()
+                    }
+                };
                 for (key, entry) in entries.iter_mut() {
-                    let id = key.parse::<i64>().unwrap_or_default();
+                    // keys are user ids: this app tracks nothing else
+                    let Ok(id) = key.parse::<i64>() else { continue };
                     entry["user"] = json!({"id": id, "name": found.get(&id).cloned().unwrap_or_default()});
                 }
                 entries
             }
         })
         .build();
+    // block lists are cached per node: a change on any node clears them all
+    let forget = accounts.clone();
+    let blocks_changed = Arc::new(endpoint.subscribe(BLOCKS_TOPIC, move |b| {
+        if let Ok(changed) = b.payload.decode::<BlocksChanged>() {
+            forget.forget_blocks(changed.user_id);
+        }
+    }));
     let app = App {
+        _blocks_changed: blocks_changed,
         accounts,
         chat: chat::Chat::new(pool),
         endpoint: endpoint.clone(),

@@ -168,7 +168,13 @@ impl Channel<ChatSocket> for RoomChannel {
         payload: Payload,
         ctx: &mut ChannelContext<ChatSocket, RoomInfo>,
     ) -> Result<Outgoing, ChannelError> {
-        let author = payload.to_value()?.get("user_id").and_then(Value::as_i64);
+        // runs for every recipient: read only the author, and the block
+        // list is shared, not copied
+        #[derive(serde::Deserialize)]
+        struct Author {
+            user_id: Option<i64>,
+        }
+        let author = payload.decode::<Author>()?.user_id;
         let blocked = ctx.socket().app.accounts.blocked_by(ctx.assigns().id).await?;
         Ok(match author {
             Some(a) if blocked.contains(&a) => Outgoing::Drop,

@@ -275,6 +275,13 @@ async fn two_nodes_serve_one_chat() {
     let r = ca.push("new_message", json!({"body": "across nodes"}));
     assert_reply!(ca, r, "ok", any_payload);
     assert_push!(cb, "new_message", |v: &Value| v["body"] == "across nodes" && v["user_id"] == alice);
+    // bob blocks alice through the other node: node b's cached list follows
+    let (status, _) = http(a.addr, "POST", "/api/v1/blocks", Some(&tb), Some(json!({"user_id": alice}))).await;
+    assert_eq!(status, 201);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let r = ca.push("new_message", json!({"body": "blocked now"}));
+    assert_reply!(ca, r, "ok", any_payload);
+    refute_push!(cb, "new_message", |v: &Value| v["body"] == "blocked now");
     let (_, notes) = sb.join(&format!("notifications:{bob}"), json!({})).await.unwrap();
     let (status, _) =
         http(a.addr, "POST", "/api/v1/notifications", Some(&ta), Some(json!({"user_id": bob, "message": "psst"})))
