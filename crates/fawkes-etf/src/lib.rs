@@ -48,7 +48,8 @@ pub enum TermError {
     /// Nesting deeper than the decoder allows.
     #[error("term nested too deeply")]
     TooDeep,
-    /// More terms than one decode allows ([`MAX_TERMS`]).
+    /// More terms than one decode allows ([`MAX_TERMS`], or the input's
+    /// length if larger).
     #[error("too many terms")]
     TooLarge,
 }
@@ -74,10 +75,10 @@ const LARGE_BIG: u8 = 111;
 const MAP: u8 = 116;
 
 const MAX_DEPTH: usize = 128;
-/// Most terms one decode may produce. Each decoded term takes far more
-/// memory than its one-byte minimum on the wire (a `NIL`, a byte of a
-/// string): without a budget a small compressed input could decode into
-/// gigabytes.
+/// Most terms one decode may produce beyond one per input byte. Each decoded
+/// term takes far more memory than its one-byte minimum on the wire (a
+/// `NIL`, a byte of a string): without a budget a small compressed input
+/// could decode into gigabytes.
 pub const MAX_TERMS: usize = 1 << 20;
 /// Largest capacity reserved ahead for a list, tuple or map: the rest grows
 /// as elements actually arrive.
@@ -493,7 +494,8 @@ pub fn decode(data: &[u8]) -> Result<Term, TermError> {
         if size > MAX_INFLATED {
             return Err(TermError::Truncated);
         }
-        let mut out = Vec::with_capacity(size);
+        // grown as the data inflates: the header's size is not trusted
+        let mut out = Vec::with_capacity(size.min(64 * 1024));
         flate2::read::ZlibDecoder::new(&rest[5..])
             .take(MAX_INFLATED as u64 + 1)
             .read_to_end(&mut out)
@@ -506,7 +508,10 @@ pub fn decode(data: &[u8]) -> Result<Term, TermError> {
     } else {
         rest
     };
-    let mut r = Reader { data: body, at: 0, budget: MAX_TERMS };
+    // Uncompressed input pays at least a byte per term, so a budget as large
+    // as the input costs nothing; only what compression multiplies is held
+    // to MAX_TERMS.
+    let mut r = Reader { data: body, at: 0, budget: MAX_TERMS.max(data.len()) };
     let t = r.term(0)?;
     if r.at != body.len() {
         return Err(TermError::Truncated);
@@ -648,13 +653,22 @@ mod tests {
         data.extend(z.finish().unwrap());
         assert!(data.len() < 64 * 1024, "{} bytes", data.len());
         assert_eq!(decode(&data), Err(TermError::TooLarge));
-        let mut strings = vec![131u8, LIST, 0, 0, 0x40, 0];
+        let mut strings = vec![LIST, 0, 0, 0x40, 0];
         for _ in 0..0x4000 {
             strings.extend_from_slice(&[STRING, 0, 0x80]);
             strings.extend(std::iter::repeat_n(1u8, 0x80));
         }
         strings.push(NIL);
-        assert_eq!(decode(&strings), Err(TermError::TooLarge), "string bytes count too");
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+        z.write_all(&strings).unwrap();
+        let mut data = vec![131, COMPRESSED];
+        data.extend_from_slice(&(strings.len() as u32).to_be_bytes());
+        data.extend(z.finish().unwrap());
+        assert_eq!(decode(&data), Err(TermError::TooLarge), "string bytes count too");
+        // uncompressed, every term costs a byte of input: the budget follows
+        let mut plain = vec![131u8];
+        plain.extend_from_slice(&strings);
+        assert!(decode(&plain).is_ok());
         // a large but reasonable term is fine
         assert!(decode(&json_to_term(&serde_json::Value::Array(vec![1.into(); 100_000]))).is_ok());
     }

@@ -2,7 +2,7 @@
 //! topic's subscribers in a copy-on-write list so that a dispatch holds no
 //! lock while it delivers.
 
-use std::collections::hash_map::{DefaultHasher, Entry as MapEntry};
+use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::{Hash, Hasher};
@@ -55,17 +55,20 @@ impl Registry {
     }
 
     fn unsubscribe(&self, topic: &str, id: SubscriberId) {
+        self.unsubscribe_all(topic, &[id]);
+    }
+
+    /// Removes `ids` from `topic` under one write lock (one copy of the
+    /// list at most, none if no dispatch holds it).
+    fn unsubscribe_all(&self, topic: &str, ids: &[SubscriberId]) {
         let mut shard = self.shards[shard_of(topic)].write();
-        if let MapEntry::Occupied(mut e) = shard.entry(Arc::from(topic)) {
-            let list = Arc::make_mut(e.get_mut());
-            if let Some(i) = list.iter().position(|x| x.id == id) {
-                list.swap_remove(i);
-            }
-            if list.is_empty() {
-                e.remove();
-            } else if list.capacity() > 64 && list.len() < list.capacity() / 4 {
-                list.shrink_to_fit();
-            }
+        let Some(entry) = shard.get_mut(topic) else { return };
+        let list = Arc::make_mut(entry);
+        list.retain(|x| !ids.contains(&x.id));
+        if list.is_empty() {
+            shard.remove(topic);
+        } else if list.capacity() > 64 && list.len() < list.capacity() / 4 {
+            list.shrink_to_fit();
         }
     }
 
@@ -90,8 +93,10 @@ impl Registry {
                 Delivery::Gone => gone.push(entry.id),
             }
         }
-        for id in gone {
-            self.unsubscribe(&msg.topic, id);
+        if !gone.is_empty() {
+            // this dispatch's reference first, so the list is not copied
+            drop(list);
+            self.unsubscribe_all(&msg.topic, &gone);
         }
         out
     }

@@ -507,7 +507,13 @@ async fn receive(
             }
             Err(e) => {
                 stats.undecodable.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(error = %e, "ignoring a message on the redis channel");
+                match e {
+                    // what Phoenix nodes on the channel send besides broadcasts
+                    wire::WireError::NotABroadcast | wire::WireError::Version(_) => {
+                        tracing::debug!(error = %e, "ignoring a message on the redis channel");
+                    }
+                    _ => tracing::warn!(error = %e, "dropping a message from the redis channel"),
+                }
             }
         }
     }

@@ -408,12 +408,11 @@ impl<S: Socket, I: Send + 'static> ChannelContext<S, I> {
     ///
     /// See [`BroadcastError`].
     pub fn broadcast_from(&self, event: &str, payload: impl Into<Payload>) -> Result<(), BroadcastError> {
-        let b = crate::endpoint::checked(self.topic.as_ref(), event, payload.into())?;
         match self.sub_id {
-            Some(id) => self.endpoint().pubsub().broadcast_from(id, b)?,
-            None => self.endpoint().pubsub().broadcast(b)?,
-        };
-        Ok(())
+            Some(id) => self.endpoint().broadcast_from(id, self.topic.as_ref(), event, payload),
+            // not subscribed yet (inside join): nobody to skip
+            None => self.broadcast(event, payload),
+        }
     }
 
     /// A handle to send this channel [`Channel::Info`] messages from anywhere.

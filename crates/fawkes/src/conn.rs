@@ -49,6 +49,15 @@ impl<S: Socket> ConnState<S> {
         let _: Pushed = self.outbox.push_frame(frame);
     }
 
+    /// Queues a reply; one that cannot be encoded for this client is
+    /// logged (a reply is the server's own, not the client's, to get wrong).
+    pub(crate) fn send_reply(&self, reply: &fawkes_protocol::Reply) {
+        match self.vsn.encode_reply(reply) {
+            Ok(frame) => self.push_frame(frame),
+            Err(e) => tracing::warn!(topic = %reply.topic, error = %e, "reply could not be encoded"),
+        }
+    }
+
     pub(crate) fn erase(self: Arc<Self>) -> Arc<dyn FrameSink> {
         self
     }

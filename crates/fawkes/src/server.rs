@@ -130,11 +130,13 @@ impl<S: Socket, C: Channel<S>> Task<S, C> {
         payload: Payload,
         join_ref: Option<fawkes_protocol::Ref>,
     ) {
-        let reply = Reply { join_ref, ref_: msg.ref_.clone(), topic: msg.topic.clone(), status, payload };
-        match self.ctx.conn.vsn.encode_reply(&reply) {
-            Ok(frame) => self.ctx.conn.push_frame(frame),
-            Err(e) => tracing::warn!(topic = %msg.topic, error = %e, "reply could not be encoded"),
-        }
+        self.ctx.conn.send_reply(&Reply {
+            join_ref,
+            ref_: msg.ref_.clone(),
+            topic: msg.topic.clone(),
+            status,
+            payload,
+        });
     }
 
     fn exit(&self, end: End) {

@@ -143,11 +143,7 @@ impl<S: Socket> Session<S> {
     }
 
     fn reply(&self, msg: &Message, join_ref: Option<fawkes_protocol::Ref>, status: &'static str, payload: Payload) {
-        let reply = Reply::new(msg, join_ref, status, payload);
-        match self.conn.vsn.encode_reply(&reply) {
-            Ok(frame) => self.conn.push_frame(frame),
-            Err(e) => tracing::warn!(topic = %msg.topic, error = %e, "reply could not be encoded"),
-        }
+        self.conn.send_reply(&Reply::new(msg, join_ref, status, payload));
     }
 
     fn rate_limited(&self, msg: &Message, join_ref: Option<fawkes_protocol::Ref>, wait: std::time::Duration) {

@@ -386,10 +386,9 @@ impl Presence {
     /// The topic's presences, `{key: {"metas": [...]}}`, through the fetch
     /// hook: the payload of `presence_state`.
     pub async fn list(&self, topic: &str) -> Map<String, Value> {
+        // grouped by key into an ordered map; within a key, by pid as listed
         let items: Vec<_> = self.inner.state.lock().get_by_topic(topic).into_iter().map(triple).collect();
-        let mut by_key: Vec<_> = items;
-        by_key.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
-        self.fetched(topic, grouped(&by_key)).await
+        self.fetched(topic, grouped(&items)).await
     }
 
     /// One key's presence, `{"metas": [...]}` plus fetched fields, if any.

@@ -131,9 +131,9 @@ pub(super) fn leave(inner: &Inner, topic: &str) {
         return;
     }
     let msg = Msg::GracefulPermdown { from: inner.replica.clone() };
-    match serde_json::to_value(&msg) {
-        Ok(v) => {
-            if let Err(e) = inner.endpoint.pubsub().broadcast(Broadcast::new(topic, EVENT, Payload::from(v))) {
+    match Payload::json(&msg) {
+        Ok(payload) => {
+            if let Err(e) = inner.endpoint.pubsub().broadcast(Broadcast::new(topic, EVENT, payload)) {
                 tracing::warn!(error = %e, "presence replication: leaving message not sent");
             }
         }
@@ -238,13 +238,10 @@ impl Task {
         }
     }
 
-    fn me(inner: &Inner) -> &ReplicaId {
-        &inner.replica
-    }
-
     fn send(&self, inner: &Inner, to: Option<&str>, msg: &Msg) {
-        let payload = match serde_json::to_value(msg) {
-            Ok(v) => Payload::from(v),
+        // straight to JSON bytes, no intermediate tree
+        let payload = match Payload::json(msg) {
+            Ok(p) => p,
             Err(e) => {
                 tracing::error!(error = %e, "presence replication message not encoded");
                 return;
@@ -282,10 +279,10 @@ impl Task {
                 // node that never merges anything
                 state.compact();
                 self.silent = 0;
-                Some(Msg::Heartbeat { from: Self::me(inner).clone(), clocks, delta: Some(delta) })
+                Some(Msg::Heartbeat { from: inner.replica.clone(), clocks, delta: Some(delta) })
             } else if self.silent >= MAX_SILENT_PERIODS {
                 self.silent = 0;
-                Some(Msg::Heartbeat { from: Self::me(inner).clone(), clocks, delta: None })
+                Some(Msg::Heartbeat { from: inner.replica.clone(), clocks, delta: None })
             } else {
                 self.silent += 1;
                 None
@@ -317,10 +314,10 @@ impl Task {
         // without the replicas held for down: a transfer must not bring
         // back presences this node hides
         let mine = self.visible_clocks(&inner.state.lock());
-        clocks.append(Self::me(inner).clone(), ctx_in(mine.clone()));
-        let from: Vec<ReplicaId> = clocks.replicas().filter(|r| *r != Self::me(inner)).cloned().collect();
+        clocks.append(inner.replica.clone(), ctx_in(mine.clone()));
+        let from: Vec<ReplicaId> = clocks.replicas().filter(|r| *r != &inner.replica).cloned().collect();
         for r in from {
-            let req = Msg::TransferReq { from: Self::me(inner).clone(), clocks: mine.clone() };
+            let req = Msg::TransferReq { from: inner.replica.clone(), clocks: mine.clone() };
             self.send(inner, Some(&r.name), &req);
         }
     }
@@ -362,7 +359,7 @@ impl Task {
     /// back (its presences join again), and an older run of the same node is
     /// forgotten.
     fn saw(&mut self, inner: &Inner, state: &mut fawkes_tracker::State<PresencePid, Meta>, from: &ReplicaId) {
-        let me = Self::me(inner).clone();
+        let me = inner.replica.clone();
         self.last_seen.insert(from.clone(), Instant::now());
         let older: Vec<ReplicaId> = state
             .replicas()
@@ -407,7 +404,7 @@ impl Task {
             | Msg::TransferAck { from, .. }
             | Msg::GracefulPermdown { from } => from,
         };
-        let me = Self::me(inner);
+        let me = &inner.replica;
         if from.name == me.name {
             // this replica, or another tracker of the same name on this
             // node (node names are unique): never a peer
@@ -422,9 +419,6 @@ impl Task {
         }
         match msg {
             Msg::Heartbeat { from, clocks, delta } => {
-                if from == *Self::me(inner) {
-                    return;
-                }
                 let mut transfer = false;
                 {
                     let mut state = inner.state.lock();
@@ -445,23 +439,16 @@ impl Task {
                 self.pending_clocks.append(from.clone(), ctx_in(clocks));
                 if transfer {
                     let mine = self.visible_clocks(&inner.state.lock());
-                    self.send(
-                        inner,
-                        Some(&from.name),
-                        &Msg::TransferReq { from: Self::me(inner).clone(), clocks: mine },
-                    );
+                    self.send(inner, Some(&from.name), &Msg::TransferReq { from: inner.replica.clone(), clocks: mine });
                 }
             }
             Msg::TransferReq { from, clocks } => {
-                if from == *Self::me(inner) {
-                    return;
-                }
                 let state = {
                     let mut state = inner.state.lock();
                     self.saw(inner, &mut state, &from);
                     WireDelta::from_delta(&state.extract(&from, &ctx_in(clocks)))
                 };
-                self.send(inner, Some(&from.name), &Msg::TransferAck { from: Self::me(inner).clone(), state });
+                self.send(inner, Some(&from.name), &Msg::TransferAck { from: inner.replica.clone(), state });
             }
             Msg::GracefulPermdown { from } => {
                 tracing::info!(replica = %from, "presence replica left the cluster");
@@ -471,9 +458,6 @@ impl Task {
                 Self::permdown(inner, &mut state, &from);
             }
             Msg::TransferAck { from, state: remote } => {
-                if from == *Self::me(inner) {
-                    return;
-                }
                 let mut state = inner.state.lock();
                 self.saw(inner, &mut state, &from);
                 let (joins, leaves) = state.merge(&remote.into_delta());

@@ -307,8 +307,22 @@ pub(crate) fn write_close(out: &mut Vec<u8>, code: u16, reason: &str) {
 
 const TAIL: [u8; 4] = [0, 0, 0xff, 0xff];
 
+thread_local! {
+    /// One compressor and one decompressor per worker thread, reset before
+    /// each message (no context takeover allows it): their state is large,
+    /// and making it per message cost more than the compression.
+    static DEFLATE: std::cell::RefCell<Compress> = std::cell::RefCell::new(Compress::new(Compression::fast(), false));
+    static INFLATE: std::cell::RefCell<Decompress> = std::cell::RefCell::new(Decompress::new(false));
+}
+
 fn deflate_message(data: &[u8]) -> Vec<u8> {
-    let mut c = Compress::new(Compression::fast(), false);
+    DEFLATE.with_borrow_mut(|c| {
+        c.reset();
+        deflate_with(c, data)
+    })
+}
+
+fn deflate_with(c: &mut Compress, data: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(data.len() / 2 + 64);
     loop {
         if out.len() == out.capacity() {
@@ -330,8 +344,14 @@ fn deflate_message(data: &[u8]) -> Vec<u8> {
 }
 
 fn inflate(data: &[u8], max: usize) -> Result<Vec<u8>, WsError> {
+    INFLATE.with_borrow_mut(|d| {
+        d.reset(false);
+        inflate_with(d, data, max)
+    })
+}
+
+fn inflate_with(d: &mut Decompress, data: &[u8], max: usize) -> Result<Vec<u8>, WsError> {
     let invalid = || err(close::INVALID_DATA, "invalid deflate data");
-    let mut d = Decompress::new(false);
     let mut input = BytesMut::with_capacity(data.len() + 4);
     input.extend_from_slice(data);
     input.extend_from_slice(&TAIL);
