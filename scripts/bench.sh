@@ -14,7 +14,10 @@ start() {
 }
 server=
 stop() { if [ -n "$server" ]; then kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; fi; }
-trap stop EXIT
+redis=
+publisher_node=
+# every process this script started goes with it, also when a run fails
+trap 'stop; [ -n "$publisher_node" ] && kill "$publisher_node" 2>/dev/null; [ -n "$redis" ] && kill "$redis" 2>/dev/null; true' EXIT
 bench() { ./target/release/fawkes bench "$@" --url "http://127.0.0.1:$port" --pid "$server"; }
 
 start env

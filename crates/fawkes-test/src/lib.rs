@@ -211,11 +211,14 @@ pub async fn connect_with<S: Socket>(
         loop {
             tokio::select! {
                 frame = local.recv() => match frame {
-                    Some(f) => {
-                        if let Ok(sf) = vsn.decode_server(&f) {
-                            queue.push(sf);
+                    Some(f) => match vsn.decode_server(&f) {
+                        Ok(sf) => queue.push(sf),
+                        // a frame the server should never send: say so, so
+                        // that the test does not just time out
+                        Err(e) => {
+                            eprintln!("fawkes-test: the server sent an undecodable frame ({e}): {f:?}");
                         }
-                    }
+                    },
                     None => break,
                 },
                 out = rx.recv() => match out {
@@ -243,9 +246,15 @@ impl TestSocket {
     }
 
     /// Sends a raw message as the client.
+    ///
+    /// # Panics
+    ///
+    /// When the message cannot be encoded for this socket's serializer (a
+    /// mistake in the test).
     pub fn send(&self, msg: &Message) {
-        let Ok(frame) = self.conn.vsn.encode_client(msg) else {
-            return;
+        let frame = match self.conn.vsn.encode_client(msg) {
+            Ok(frame) => frame,
+            Err(e) => panic!("fawkes-test: the message cannot be encoded for {:?}: {e}", self.conn.vsn),
         };
         if let Some(tx) = self.conn.sender.lock().as_ref() {
             let _ = tx.send(frame);

@@ -97,6 +97,12 @@ impl Client {
         Ok(())
     }
 
+    /// Sends a close frame (code 1000, masked with a zero mask).
+    pub(crate) async fn send_close(&mut self) -> io::Result<()> {
+        self.out.extend_from_slice(&[0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe8]);
+        self.flush().await
+    }
+
     pub(crate) async fn send_text(&mut self, text: &[u8]) -> io::Result<()> {
         self.queue_text(text);
         self.flush().await

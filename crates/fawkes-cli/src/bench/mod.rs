@@ -163,7 +163,9 @@ async fn connect_joined(server: SocketAddr, i: u64, query: &str, topic: &str, bu
         let p = c.payload(&f);
         if let Some(fl) = fields(p) {
             if fl[1] == b"1" && fl[3] == b"phx_reply" {
-                if !fl[4].windows(6).any(|w| w == b"\"ok\"}") && !fl[4].ends_with(b"\"ok\"}") {
+                // once per connection: a real parse, whatever the key order
+                let ok = serde_json::from_slice::<Value>(fl[4]).is_ok_and(|v| v["status"] == "ok");
+                if !ok {
                     return Err(std::io::Error::other(format!("join refused: {}", String::from_utf8_lossy(fl[4]))));
                 }
                 return Ok(c);
@@ -484,7 +486,7 @@ async fn cycle(server: SocketAddr, i: u64, topic: &str) -> std::io::Result<()> {
         }
     }
     // a close frame, then the socket is dropped
-    c.send_text(&[]).await.ok();
+    c.send_close().await.ok();
     Ok(())
 }
 
