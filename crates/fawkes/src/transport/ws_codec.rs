@@ -79,6 +79,9 @@ struct Partial {
 /// Reassembles client messages from bytes as they arrive.
 pub(crate) struct WsReader {
     buf: Vec<u8>,
+    /// Where the unread bytes of `buf` start: frames are consumed by moving
+    /// this, and the buffer is compacted once per read, not once per frame.
+    start: usize,
     partial: Option<Partial>,
     max_message: usize,
     deflate: bool,
@@ -86,18 +89,22 @@ pub(crate) struct WsReader {
 
 impl WsReader {
     pub(crate) fn new(max_message: usize, deflate: bool) -> WsReader {
-        WsReader { buf: Vec::new(), partial: None, max_message, deflate }
+        WsReader { buf: Vec::new(), start: 0, partial: None, max_message, deflate }
     }
 
     /// Adds bytes read from the connection.
     pub(crate) fn feed(&mut self, data: &[u8]) {
+        if self.start > 0 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
         self.buf.extend_from_slice(data);
     }
 
     /// True when no partial frame or message is held.
     #[cfg(test)]
     pub(crate) fn is_idle(&self) -> bool {
-        self.buf.is_empty() && self.partial.is_none()
+        self.buf.len() == self.start && self.partial.is_none()
     }
 
     /// The next event, if a whole frame has arrived.
@@ -108,13 +115,13 @@ impl WsReader {
                 return Ok(None);
             };
             let end = header + len;
-            if self.buf.len() < end {
+            let b = &self.buf[self.start..];
+            if b.len() < end {
                 return Ok(None);
             }
-            let mask: [u8; 4] =
-                [self.buf[header - 4], self.buf[header - 3], self.buf[header - 2], self.buf[header - 1]];
-            let mut payload: Vec<u8> = self.buf[header..end].to_vec();
-            self.buf.drain(..end);
+            let mask: [u8; 4] = [b[header - 4], b[header - 3], b[header - 2], b[header - 1]];
+            let mut payload: Vec<u8> = b[header..end].to_vec();
+            self.start += end;
             for (i, b) in payload.iter_mut().enumerate() {
                 *b ^= mask[i & 3];
             }
@@ -126,15 +133,16 @@ impl WsReader {
     }
 
     fn release(&mut self) {
-        if self.buf.is_empty() && self.buf.capacity() > 0 {
+        if self.buf.len() == self.start && self.buf.capacity() > 0 {
             self.buf = Vec::new();
+            self.start = 0;
         }
     }
 
     /// Header length, FIN, RSV1, opcode and payload length of the frame at the
     /// front of the buffer, once its header is complete.
     fn parse_header(&self) -> Result<Option<FrameHeader>, WsError> {
-        let b = &self.buf;
+        let b = &self.buf[self.start..];
         if b.len() < 2 {
             return Ok(None);
         }
