@@ -265,10 +265,31 @@ pub enum PushError {
     Encode(#[from] fawkes_protocol::EncodeError),
 }
 
+/// A client event was refused by a rate limit: the client's own events
+/// (`socket_event_rate`) or the events that fan out to others
+/// (`fanout_rate`, checked by [`ChannelContext::broadcast`],
+/// [`ChannelContext::broadcast_from`], [`Presence::track`](crate::Presence::track)
+/// and [`Presence::update`](crate::Presence::update) while `handle_in` runs).
+///
+/// Returned from `handle_in` (directly or inside [`BroadcastError`] or
+/// [`PresenceError`](crate::PresenceError), for example with `?`), it does
+/// not crash the channel: the client's push is answered `error`
+/// `{"reason": "rate_limited", "retry_after": ms}` and the channel goes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("rate limited: retry after {} ms", retry_after.as_millis())]
+pub struct RateLimited {
+    /// How long until the limit lets one more event through.
+    pub retry_after: std::time::Duration,
+}
+
 /// Why a broadcast could not be made.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BroadcastError {
+    /// The client event being handled fans out more than the socket id's
+    /// `fanout_rate` allows.
+    #[error(transparent)]
+    RateLimited(#[from] RateLimited),
     /// Broadcast payloads must be JSON objects or binary (Phoenix raises in
     /// the broadcaster otherwise).
     #[error("broadcast payloads must be JSON objects or binary")]
@@ -281,6 +302,9 @@ pub enum BroadcastError {
 /// What goes into a channel task's mailbox.
 pub(crate) enum ChannelMsg<I> {
     In(Message),
+    /// The session's answer to a client message (a rate-limit refusal),
+    /// sent in turn with the channel's own replies.
+    Reply(Reply),
     Leave(Message),
     Out(Broadcast),
     Info(I),
@@ -299,6 +323,9 @@ pub struct ChannelContext<S: Socket, I: Send + 'static> {
     /// This channel's id, unique in the process (its "pid").
     pub(crate) pid: u64,
     pub(crate) exit_hooks: ExitHooks,
+    /// True while `handle_in` runs: what fans out then is the client's doing
+    /// and is counted against the socket id's `fanout_rate`.
+    pub(crate) client_event: bool,
 }
 
 /// Work to run when a channel ends, however it ends (stop, crash, close,
@@ -399,7 +426,20 @@ impl<S: Socket, I: Send + 'static> ChannelContext<S, I> {
     ///
     /// See [`BroadcastError`].
     pub fn broadcast(&self, event: &str, payload: impl Into<Payload>) -> Result<(), BroadcastError> {
+        self.fan_out()?;
         self.endpoint().broadcast(self.topic.as_ref(), event, payload)
+    }
+
+    /// Counts one event that fans out to others against the socket id's
+    /// `fanout_rate`, when it is the client's doing (inside `handle_in`).
+    pub(crate) fn fan_out(&self) -> Result<(), RateLimited> {
+        if !self.client_event {
+            return Ok(());
+        }
+        let now = tokio::time::Instant::now();
+        let limit = &self.conn.shared.config.fanout_rate;
+        crate::limits::take(limit, &mut self.conn._slot.fanout.lock(), now)
+            .map_err(|retry_after| RateLimited { retry_after })
     }
 
     /// Broadcasts `event` to every subscriber of this topic but this client.
@@ -408,10 +448,11 @@ impl<S: Socket, I: Send + 'static> ChannelContext<S, I> {
     ///
     /// See [`BroadcastError`].
     pub fn broadcast_from(&self, event: &str, payload: impl Into<Payload>) -> Result<(), BroadcastError> {
+        self.fan_out()?;
         match self.sub_id {
             Some(id) => self.endpoint().broadcast_from(id, self.topic.as_ref(), event, payload),
             // not subscribed yet (inside join): nobody to skip
-            None => self.broadcast(event, payload),
+            None => self.endpoint().broadcast(self.topic.as_ref(), event, payload),
         }
     }
 

@@ -48,7 +48,7 @@ impl fmt::Debug for CheckOrigin {
 /// | knob | default | what happens at the limit |
 /// | --- | --- | --- |
 /// | `timeout` | 60 s | a connection with no frame in either direction for that long is closed (1000) |
-/// | `max_frame_size` | 8 000 000 bytes | a larger message closes the connection (1009) |
+/// | `max_frame_size` | 10 000 000 bytes (Phoenix 1.8's WebSocket default) | a larger message closes the connection with 1009, sent so that the client sees it |
 /// | `max_channels` | 100 | the next join is refused `{"reason": "too many channels joined"}` |
 /// | `outbox_frames`, `outbox_bytes` | 1024 frames, 16 MiB | a client that does not read is closed (1013) and counted |
 /// | `mailbox_limit` | 1024 messages | the connection stops reading until the channel catches up |
@@ -108,6 +108,10 @@ pub struct SocketConfig {
     pub socket_event_rate: Option<RateLimit>,
     /// Events per connection and topic.
     pub channel_event_rate: Option<RateLimit>,
+    /// Client events that fan out to others (broadcasts and presence
+    /// changes made while `handle_in` runs), per socket id across its
+    /// connections on this node (per connection for anonymous sockets).
+    pub fanout_rate: Option<RateLimit>,
 }
 
 /// A token bucket: `per_second` tokens are added each second, up to
@@ -131,7 +135,7 @@ impl Default for SocketConfig {
     fn default() -> Self {
         SocketConfig {
             timeout: Duration::from_secs(60),
-            max_frame_size: 8_000_000,
+            max_frame_size: 10_000_000,
             max_channels: 100,
             outbox_frames: 1024,
             outbox_bytes: 16 << 20,
@@ -149,6 +153,7 @@ impl Default for SocketConfig {
             join_rate: Some(RateLimit::new(20.0, 100.0)),
             socket_event_rate: Some(RateLimit::new(1000.0, 2000.0)),
             channel_event_rate: Some(RateLimit::new(500.0, 1000.0)),
+            fanout_rate: Some(RateLimit::new(50.0, 500.0)),
         }
     }
 }

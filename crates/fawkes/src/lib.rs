@@ -68,6 +68,7 @@ mod socket;
 pub mod telemetry;
 mod transport;
 
+pub use channel::RateLimited;
 pub use channel::{
     BroadcastError, Channel, ChannelContext, ChannelError, ChannelRef, Flow, HandleIn, Join, Outgoing, PushError,
     ReplyRef, SendError, StopReason,

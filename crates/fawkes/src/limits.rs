@@ -46,11 +46,15 @@ pub(crate) fn take(limit: &Option<RateLimit>, bucket: &mut Option<Bucket>, now: 
     }
 }
 
-/// Connection counts of one socket handler: in all, and per socket id.
+/// A token bucket shared by every connection of one socket id.
+pub(crate) type SharedBucket = Arc<Mutex<Option<Bucket>>>;
+
+/// Connection counts of one socket handler: in all, and per socket id, with
+/// the fan-out bucket each socket id's connections share.
 #[derive(Debug, Default)]
 pub(crate) struct Slots {
     total: AtomicUsize,
-    by_id: Mutex<HashMap<String, usize>>,
+    by_id: Mutex<HashMap<String, (usize, SharedBucket)>>,
 }
 
 /// A connection's place in [`Slots`]; given back when dropped.
@@ -58,6 +62,10 @@ pub(crate) struct Slots {
 pub(crate) struct Slot {
     slots: Arc<Slots>,
     id: Option<String>,
+    /// The bucket of client events that fan out to others: shared by every
+    /// connection of the socket id on this node (a connection's own when it
+    /// has no id).
+    pub(crate) fanout: SharedBucket,
 }
 
 impl Slots {
@@ -67,17 +75,19 @@ impl Slots {
             self.total.fetch_sub(1, Ordering::AcqRel);
             return None;
         }
+        let mut fanout = SharedBucket::default();
         if let Some(id) = id {
             let mut by_id = self.by_id.lock();
-            let n = by_id.entry(id.to_owned()).or_insert(0);
+            let (n, bucket) = by_id.entry(id.to_owned()).or_default();
             if *n >= max_per_id {
                 drop(by_id);
                 self.total.fetch_sub(1, Ordering::AcqRel);
                 return None;
             }
             *n += 1;
+            fanout = bucket.clone();
         }
-        Some(Slot { slots: self.clone(), id: id.map(str::to_owned) })
+        Some(Slot { slots: self.clone(), id: id.map(str::to_owned), fanout })
     }
 }
 
@@ -86,7 +96,7 @@ impl Drop for Slot {
         self.slots.total.fetch_sub(1, Ordering::AcqRel);
         if let Some(id) = &self.id {
             let mut by_id = self.slots.by_id.lock();
-            if let Some(n) = by_id.get_mut(id) {
+            if let Some((n, _)) = by_id.get_mut(id) {
                 *n -= 1;
                 if *n == 0 {
                     by_id.remove(id);
@@ -109,6 +119,22 @@ mod tests {
         let wait = b.take(&limit, t0).unwrap_err();
         assert!(wait > Duration::from_millis(90) && wait <= Duration::from_millis(100), "{wait:?}");
         assert!(b.take(&limit, t0 + Duration::from_millis(100)).is_ok());
+    }
+
+    #[test]
+    fn connections_of_one_id_share_their_fanout_bucket() {
+        let slots = Arc::new(Slots::default());
+        let limit = RateLimit::new(1.0, 2.0);
+        let now = Instant::now();
+        let a = slots.acquire(Some("u"), 10, 10).unwrap();
+        let b = slots.acquire(Some("u"), 10, 10).unwrap();
+        let other = slots.acquire(Some("v"), 10, 10).unwrap();
+        assert!(take(&Some(limit), &mut a.fanout.lock(), now).is_ok());
+        assert!(take(&Some(limit), &mut b.fanout.lock(), now).is_ok());
+        assert!(take(&Some(limit), &mut a.fanout.lock(), now).is_err(), "the id's burst is spent");
+        assert!(take(&Some(limit), &mut other.fanout.lock(), now).is_ok(), "another id has its own");
+        let anonymous = slots.acquire(None, 10, 10).unwrap();
+        assert!(take(&Some(limit), &mut anonymous.fanout.lock(), now).is_ok());
     }
 
     #[test]

@@ -249,6 +249,9 @@ pub(crate) struct Mailbox<T> {
     /// `closed`, readable without the lock: PubSub checks it for every
     /// delivery to the channel.
     closed_flag: AtomicBool,
+    /// Set when the channel is replaced by a duplicate join: it handles
+    /// nothing more and ends.
+    killed: AtomicBool,
     limit: usize,
 }
 
@@ -257,6 +260,7 @@ impl<T> Mailbox<T> {
         Mailbox {
             state: Mutex::new(BoxState { queue: VecDeque::new(), closed: false, receiver: None, space: None }),
             closed_flag: AtomicBool::new(false),
+            killed: AtomicBool::new(false),
             limit,
         }
     }
@@ -334,6 +338,18 @@ impl<T> Mailbox<T> {
     /// Items still queued, without waiting.
     pub(crate) fn try_recv(&self) -> Option<T> {
         self.state.lock().queue.pop_front()
+    }
+
+    /// Closes the mailbox and marks it killed: the channel task stops at
+    /// the next message instead of handling what is queued.
+    pub(crate) fn kill(&self) {
+        self.killed.store(true, Ordering::Release);
+        self.close();
+    }
+
+    /// True once [`Mailbox::kill`] was called.
+    pub(crate) fn is_killed(&self) -> bool {
+        self.killed.load(Ordering::Acquire)
     }
 
     /// Refuses later pushes; queued items can still be received.

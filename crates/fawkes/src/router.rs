@@ -4,7 +4,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use fawkes_protocol::Message;
+use fawkes_protocol::{Message, Reply};
 use tokio::task::JoinHandle;
 
 use crate::channel::ChannelMsg;
@@ -68,26 +68,43 @@ pub(crate) struct ChannelHandle {
     pub(crate) task: JoinHandle<()>,
 }
 
+/// What the session hands a joined channel for a client message: the
+/// message itself, or the session's own answer to it (a rate-limit refusal),
+/// which must leave after the replies to earlier messages on the topic.
+#[derive(Debug)]
+pub(crate) enum Inbound {
+    /// A client event for `handle_in`.
+    Event(Message),
+    /// A reply to send in turn, without running any callback.
+    Reply(Reply),
+}
+
 /// A channel's mailbox, seen without its `Info` type.
 pub(crate) trait ChannelInbox: Send + Sync + 'static {
     /// Queues a client message; gives it back (`Some`) when the mailbox is
     /// full or closed.
-    fn client(&self, msg: Message) -> Option<(Message, Pushed)>;
+    fn client(&self, msg: Inbound) -> Option<(Inbound, Pushed)>;
     /// A leave request (always queued while the channel lives).
     fn leave(&self, msg: Message) -> Pushed;
     /// The connection is gone: run `terminate` and end.
     fn transport_closed(&self);
-    /// The channel is being replaced: refuse everything from now on.
+    /// The channel is being replaced by a duplicate join: it handles
+    /// nothing more, runs `terminate` and ends.
     fn kill(&self);
     /// Ready when a full mailbox has room again (or closed).
     fn poll_space(&self, cx: &Context<'_>) -> Poll<()>;
 }
 
 impl<I: Send + 'static> ChannelInbox for Mailbox<ChannelMsg<I>> {
-    fn client(&self, msg: Message) -> Option<(Message, Pushed)> {
-        match self.try_push(ChannelMsg::In(msg)) {
+    fn client(&self, msg: Inbound) -> Option<(Inbound, Pushed)> {
+        let item = match msg {
+            Inbound::Event(m) => ChannelMsg::In(m),
+            Inbound::Reply(r) => ChannelMsg::Reply(r),
+        };
+        match self.try_push(item) {
             Ok(()) => None,
-            Err((ChannelMsg::In(m), why)) => Some((m, why)),
+            Err((ChannelMsg::In(m), why)) => Some((Inbound::Event(m), why)),
+            Err((ChannelMsg::Reply(r), why)) => Some((Inbound::Reply(r), why)),
             // try_push gives back exactly what it was given
             Err(_) => None,
         }
@@ -103,7 +120,7 @@ impl<I: Send + 'static> ChannelInbox for Mailbox<ChannelMsg<I>> {
     }
 
     fn kill(&self) {
-        self.close();
+        Mailbox::kill(self);
     }
 
     fn poll_space(&self, cx: &Context<'_>) -> Poll<()> {

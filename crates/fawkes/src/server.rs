@@ -31,6 +31,26 @@ pub(crate) struct StartArgs<S: Socket> {
     /// A frame to send right after the join reply (the stale `phx_close` of
     /// a duplicate join, which Phoenix sends after the new reply).
     pub(crate) after_reply: Option<Frame>,
+    /// The task of the channel this join replaces or follows on the same
+    /// topic: the join waits until it is over.
+    pub(crate) predecessor: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// How long a join waits for the channel it replaces to end before that
+/// channel is aborted (Phoenix waits 5 s, then kills it).
+const PREDECESSOR_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Waits until the previous channel of the topic is over: `terminate` run,
+/// unsubscribed, presences untracked. One that takes longer than
+/// [`PREDECESSOR_WAIT`] is aborted (dropped where it stands, its exit hooks
+/// still run).
+async fn wait_for(predecessor: Option<tokio::task::JoinHandle<()>>) {
+    let Some(mut task) = predecessor else { return };
+    if tokio::time::timeout(PREDECESSOR_WAIT, &mut task).await.is_err() {
+        tracing::warn!("the previous channel of this topic did not end in {PREDECESSOR_WAIT:?}: aborted");
+        task.abort();
+        let _ = task.await;
+    }
 }
 
 pub(crate) fn start<S: Socket, C: Channel<S>>(args: StartArgs<S>) -> ChannelHandle {
@@ -155,6 +175,7 @@ impl<S: Socket, C: Channel<S>> Task<S, C> {
             match m {
                 ChannelMsg::In(m) => self.reply(&m, "error".into(), json!({"reason": "unmatched topic"}).into(), None),
                 ChannelMsg::Leave(m) => self.reply(&m, "ok".into(), Payload::empty(), m.join_ref.clone()),
+                ChannelMsg::Reply(r) => self.ctx.conn.send_reply(&r),
                 _ => {}
             }
         }
@@ -178,7 +199,8 @@ async fn join<S: Socket, C: Channel<S>>(
     args: StartArgs<S>,
     inbox: Arc<Mailbox<ChannelMsg<C::Info>>>,
 ) -> Option<Live<S, C>> {
-    let StartArgs { conn, join, instance, after_reply } = args;
+    let StartArgs { conn, join, instance, after_reply, predecessor } = args;
+    wait_for(predecessor).await;
     let topic: Arc<str> = Arc::from(join.topic.as_str());
     let ctx = ChannelContext {
         conn: conn.clone(),
@@ -190,6 +212,7 @@ async fn join<S: Socket, C: Channel<S>>(
         pending: Some(Vec::new()),
         pid: NEXT_PID.fetch_add(1, Ordering::Relaxed),
         exit_hooks: Default::default(),
+        client_event: false,
     };
     let mut task: Task<S, C> = Task { ctx, instance };
     let started = Instant::now();
@@ -239,7 +262,11 @@ fn live<S: Socket, C: Channel<S>>(mut state: Option<Live<S, C>>) -> impl Future<
     async move {
         let Some(live) = state.as_mut() else { return };
         let reason = loop {
-            let Some(msg) = live.task.ctx.inbox.recv().await else {
+            let msg = live.task.ctx.inbox.recv().await;
+            if live.task.ctx.inbox.is_killed() {
+                break killed(&live.task, msg);
+            }
+            let Some(msg) = msg else {
                 break StopReason::Closed;
             };
             if let Some(reason) = Box::pin(step(live, msg)).await {
@@ -249,6 +276,21 @@ fn live<S: Socket, C: Channel<S>>(mut state: Option<Live<S, C>>) -> impl Future<
         let Some(live) = state.take() else { return };
         Box::pin(end(live, reason)).await;
     }
+}
+
+/// A duplicate join replaced the channel: it handles nothing more (as a
+/// killed Phoenix channel process), but leaves already asked for are
+/// answered, so the client's leave does not time out.
+fn killed<S: Socket, C: Channel<S>>(task: &Task<S, C>, first: Option<ChannelMsg<C::Info>>) -> StopReason {
+    let rest = std::iter::from_fn(|| task.ctx.inbox.try_recv());
+    for m in first.into_iter().chain(rest) {
+        match m {
+            ChannelMsg::Leave(m) => task.reply(&m, "ok".into(), Payload::empty(), task.ctx.join_ref.clone()),
+            ChannelMsg::Reply(r) => task.ctx.conn.send_reply(&r),
+            _ => {}
+        }
+    }
+    StopReason::Shutdown("duplicate_join".into())
 }
 
 /// Unsubscribes, runs `terminate`, and tells the session how it ended.
@@ -300,10 +342,27 @@ async fn step<S: Socket, C: Channel<S>>(live: &mut Live<S, C>, msg: ChannelMsg<C
             task.ctx.conn.outbox.room_for_replies().await;
             let started = Instant::now();
             task.ctx.current_ref = m.ref_.clone();
-            let result = caught(channel.handle_in(&m.event, m.payload.clone(), &mut task.ctx)).await;
+            task.ctx.client_event = true;
+            let result =
+                AssertUnwindSafe(channel.handle_in(&m.event, m.payload.clone(), &mut task.ctx)).catch_unwind().await;
+            task.ctx.client_event = false;
             task.ctx.current_ref = None;
             telemetry::channel_handled_in(&task.ctx.topic, &m.event, started);
             let join_ref = task.ctx.join_ref.clone();
+            let result = match result {
+                Ok(Ok(v)) => Ok(v),
+                Ok(Err(e)) => match rate_limited(&*e) {
+                    // a limit is an answer to the client, not a crash
+                    Some(limited) => {
+                        task.ctx.conn.shared.endpoint.metrics().rate_limited();
+                        let payload = crate::session::rate_limited_payload(limited.retry_after);
+                        task.reply(&m, "error".into(), payload, join_ref);
+                        return None;
+                    }
+                    None => Err(e.to_string()),
+                },
+                Err(p) => Err(panic_text(p)),
+            };
             match result {
                 Ok(HandleIn::Reply { status, payload }) => task.reply(&m, status, payload, join_ref),
                 Ok(HandleIn::NoReply) => {}
@@ -324,6 +383,7 @@ async fn step<S: Socket, C: Channel<S>>(live: &mut Live<S, C>, msg: ChannelMsg<C
             task.reply(&m, "ok".into(), Payload::empty(), join_ref);
             return Some(StopReason::Left);
         }
+        ChannelMsg::Reply(r) => task.ctx.conn.send_reply(&r),
         ChannelMsg::Out(b) => match caught(channel.handle_out(&b.event, b.payload, &mut task.ctx)).await {
             Ok(Outgoing::Push(payload)) => {
                 if let Err(e) = task.ctx.push(&b.event, payload) {
@@ -348,6 +408,17 @@ async fn step<S: Socket, C: Channel<S>>(live: &mut Live<S, C>, msg: ChannelMsg<C
         ChannelMsg::Closed => return Some(StopReason::Closed),
     }
     None
+}
+
+/// The rate limit behind a callback's error, if that is what it is.
+fn rate_limited(e: &(dyn std::error::Error + 'static)) -> Option<crate::RateLimited> {
+    if let Some(r) = e.downcast_ref::<crate::RateLimited>() {
+        return Some(*r);
+    }
+    match (e.downcast_ref::<crate::BroadcastError>(), e.downcast_ref::<crate::PresenceError>()) {
+        (Some(crate::BroadcastError::RateLimited(r)), _) | (_, Some(crate::PresenceError::RateLimited(r))) => Some(*r),
+        _ => None,
+    }
 }
 
 /// The `phx_close`/`phx_error` frame that ends a join.

@@ -11,7 +11,7 @@ use serde_json::json;
 use crate::conn::ConnState;
 use crate::limits::{self, Bucket};
 use crate::queue::{End, Out, Outbox, Pushed};
-use crate::router::ChannelInbox;
+use crate::router::{ChannelInbox, Inbound};
 use crate::server::{end_frame, StartArgs};
 use crate::Socket;
 
@@ -67,7 +67,7 @@ impl Channels {
 pub(crate) struct Blocked {
     inbox: Arc<dyn ChannelInbox>,
     // boxed: the connection's loop holds an `Option<Blocked>` at all times
-    msg: Box<Message>,
+    msg: Box<Inbound>,
 }
 
 impl Blocked {
@@ -115,6 +115,11 @@ impl Subscriber for IdSubscriber {
 pub(crate) struct Session<S: Socket> {
     conn: Arc<ConnState<S>>,
     channels: Channels,
+    /// Tasks of channels that ended (or are ending) and are no longer
+    /// joined: a later join of the same topic waits for its predecessor's
+    /// task to be over (terminate run, presences untracked, unsubscribed),
+    /// as Phoenix's socket waits for the old channel process to exit.
+    ending: Vec<(String, tokio::task::JoinHandle<()>)>,
     joins: Option<Bucket>,
     events: Option<Bucket>,
     next_instance: u64,
@@ -134,6 +139,7 @@ impl<S: Socket> Session<S> {
         Session {
             conn,
             channels: Channels::default(),
+            ending: Vec::new(),
             joins: None,
             events: None,
             next_instance: 0,
@@ -146,15 +152,27 @@ impl<S: Socket> Session<S> {
         self.conn.send_reply(&Reply::new(msg, join_ref, status, payload));
     }
 
-    fn rate_limited(&self, msg: &Message, join_ref: Option<fawkes_protocol::Ref>, wait: std::time::Duration) {
+    /// The `rate_limited` refusal of `msg`.
+    fn rate_limited(&self, msg: &Message, join_ref: Option<fawkes_protocol::Ref>, wait: std::time::Duration) -> Reply {
         self.conn.shared.endpoint.metrics().rate_limited();
-        let retry_after = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
-        self.reply(
-            msg,
-            join_ref,
-            "error",
-            Payload::from(json!({"reason": "rate_limited", "retry_after": retry_after})),
-        );
+        Reply::new(msg, join_ref, "error", rate_limited_payload(wait))
+    }
+
+    /// Sends a refusal of a message on `topic` after every reply to the
+    /// topic's earlier messages: through the channel's mailbox when the
+    /// topic is joined (its channel may still be working on them), at once
+    /// otherwise.
+    fn refuse(&mut self, topic: &str, reply: Reply) -> Option<Blocked> {
+        match self.channels.get(topic) {
+            Some(entry) => {
+                let inbox = entry.inbox.clone();
+                self.deliver(inbox, Inbound::Reply(reply))
+            }
+            None => {
+                self.conn.send_reply(&reply);
+                None
+            }
+        }
     }
 
     fn unmatched(&self, msg: &Message) {
@@ -171,14 +189,17 @@ impl<S: Socket> Session<S> {
         let config = &self.conn.shared.config;
         let now = tokio::time::Instant::now();
         if msg.event == event::JOIN {
-            self.join(msg, now);
-            return None;
+            return self.join(msg, now);
         }
         if msg.event != event::LEAVE {
             if let Err(wait) = limits::take(&config.socket_event_rate, &mut self.events, now) {
-                let join_ref = self.channels.get(&msg.topic).and_then(|e| e.join_ref.clone());
-                self.rate_limited(&msg, join_ref, wait);
-                return None;
+                let entry = self.channels.get(&msg.topic);
+                if entry.is_some_and(|e| is_stale(&msg, e)) {
+                    return None;
+                }
+                let join_ref = entry.and_then(|e| e.join_ref.clone());
+                let reply = self.rate_limited(&msg, join_ref, wait);
+                return self.refuse(&msg.topic, reply);
             }
         }
         let Some(entry) = self.channels.get_mut(&msg.topic) else {
@@ -191,8 +212,7 @@ impl<S: Socket> Session<S> {
         };
         // A message for an earlier join of this topic (the client raced a
         // close) is ignored, as Phoenix 1.8 does.
-        let stale = msg.join_ref.is_some() && entry.join_ref.is_some() && msg.join_ref != entry.join_ref;
-        if stale {
+        if is_stale(&msg, entry) {
             return None;
         }
         if msg.event == event::LEAVE {
@@ -203,20 +223,24 @@ impl<S: Socket> Session<S> {
         }
         if let Err(wait) = limits::take(&self.conn.shared.config.channel_event_rate, &mut entry.bucket, now) {
             let join_ref = entry.join_ref.clone();
-            self.rate_limited(&msg, join_ref, wait);
-            return None;
+            let reply = self.rate_limited(&msg, join_ref, wait);
+            return self.refuse(&msg.topic, reply);
         }
         let inbox = entry.inbox.clone();
-        self.deliver(inbox, msg)
+        self.deliver(inbox, Inbound::Event(msg))
     }
 
-    fn deliver(&mut self, inbox: Arc<dyn ChannelInbox>, msg: Message) -> Option<Blocked> {
+    fn deliver(&mut self, inbox: Arc<dyn ChannelInbox>, msg: Inbound) -> Option<Blocked> {
         match inbox.client(msg) {
             None => None,
             Some((msg, Pushed::Full)) => Some(Blocked { inbox, msg: Box::new(msg) }),
             // The channel ended a moment ago: the topic is no longer joined.
-            Some((msg, _)) => {
+            Some((Inbound::Event(msg), _)) => {
                 self.unmatched(&msg);
+                None
+            }
+            Some((Inbound::Reply(reply), _)) => {
+                self.conn.send_reply(&reply);
                 None
             }
         }
@@ -227,7 +251,7 @@ impl<S: Socket> Session<S> {
         self.deliver(blocked.inbox, *blocked.msg)
     }
 
-    fn join(&mut self, msg: Message, now: tokio::time::Instant) {
+    fn join(&mut self, msg: Message, now: tokio::time::Instant) -> Option<Blocked> {
         let config = &self.conn.shared.config;
         let route = config_route(&self.conn, &msg.topic);
         let duplicate = self.channels.contains_key(&msg.topic);
@@ -238,33 +262,65 @@ impl<S: Socket> Session<S> {
                 "error",
                 Payload::from(json!({"reason": "too many channels joined"})),
             );
-            return;
+            return None;
         }
         if let Err(wait) = limits::take(&config.join_rate, &mut self.joins, now) {
-            self.rate_limited(&msg, msg.join_ref.clone(), wait);
-            return;
+            let reply = self.rate_limited(&msg, msg.join_ref.clone(), wait);
+            return self.refuse(&msg.topic, reply);
         }
         let Some(route) = route else {
             tracing::warn!(topic = %msg.topic, "ignoring unmatched topic");
             self.unmatched(&msg);
-            return;
+            return None;
         };
         let factory = route.factory.clone();
         let mut after_reply = None;
+        self.ending.retain(|(_, task)| !task.is_finished());
+        let mut predecessor =
+            self.ending.iter().position(|(t, _)| *t == msg.topic).map(|i| self.ending.swap_remove(i).1);
         if let Some(old) = self.channels.remove(&msg.topic) {
-            // Duplicate join: the old channel is killed without terminate,
-            // and its phx_close follows the new join's reply.
+            // Duplicate join: the old channel handles nothing more and ends
+            // (its terminate runs with {:shutdown, :duplicate_join}) before
+            // the new join runs; its phx_close follows the new join's reply.
             tracing::debug!(topic = %msg.topic, "duplicate channel join, closing the existing channel");
             old.inbox.kill();
-            old.task.abort();
+            predecessor = Some(old.task);
             after_reply = end_frame(self.conn.vsn, &msg.topic, old.join_ref, End::Close);
         }
         self.next_instance += 1;
         let instance = self.next_instance;
         let topic = msg.topic.clone();
         let join_ref = msg.join_ref.clone();
-        let handle = factory.start(StartArgs { conn: self.conn.clone(), join: msg, instance, after_reply });
+        let handle =
+            factory.start(StartArgs { conn: self.conn.clone(), join: msg, instance, after_reply, predecessor });
         self.channels.insert(topic, Entry { join_ref, bucket: None, instance, inbox: handle.inbox, task: handle.task });
+        None
+    }
+
+    /// Ends every channel (the connection is closing) and waits, at most
+    /// `limit`, until each has finished: `terminate` run, presences
+    /// untracked. A transport calls it before it lets the client see the
+    /// connection close, so that a client that reconnects at once finds the
+    /// old channels gone.
+    pub(crate) async fn close_channels(&mut self, limit: std::time::Duration) {
+        let mut tasks: Vec<tokio::task::JoinHandle<()>> = Vec::new();
+        for (_, entry) in self.channels.0.drain(..) {
+            entry.inbox.transport_closed();
+            tasks.push(entry.task);
+        }
+        tasks.extend(self.ending.drain(..).map(|(_, task)| task));
+        tasks.retain(|t| !t.is_finished());
+        if tasks.is_empty() {
+            return;
+        }
+        let all = async {
+            for task in &mut tasks {
+                let _ = task.await;
+            }
+        };
+        if tokio::time::timeout(limit, all).await.is_err() {
+            tracing::warn!("channels still running {limit:?} after their connection closed");
+        }
     }
 
     /// Handles one item taken from the outbox.
@@ -282,7 +338,10 @@ impl<S: Socket> Session<S> {
                 let Some(entry) = self.channels.remove(&topic) else {
                     return Action::Nothing;
                 };
-                match end_frame(self.conn.vsn, &topic, entry.join_ref, end) {
+                self.ending.retain(|(_, task)| !task.is_finished());
+                let join_ref = entry.join_ref;
+                self.ending.push((topic.clone(), entry.task));
+                match end_frame(self.conn.vsn, &topic, join_ref, end) {
                     Some(frame) => Action::Write { frame, deflated: false },
                     None => Action::Nothing,
                 }
@@ -302,6 +361,17 @@ impl<S: Socket> Drop for Session<S> {
         }
         self.conn.shared.endpoint.metrics().connection_closed();
     }
+}
+
+/// A message for an earlier join of its topic (the client raced a close).
+fn is_stale(msg: &Message, entry: &Entry) -> bool {
+    msg.join_ref.is_some() && entry.join_ref.is_some() && msg.join_ref != entry.join_ref
+}
+
+/// `{"reason": "rate_limited", "retry_after": ms}`.
+pub(crate) fn rate_limited_payload(wait: std::time::Duration) -> Payload {
+    let retry_after = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
+    Payload::from(json!({"reason": "rate_limited", "retry_after": retry_after}))
 }
 
 /// The first route whose pattern matches `topic`.

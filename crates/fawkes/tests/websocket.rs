@@ -230,13 +230,58 @@ async fn the_idle_timeout_closes_silent_sockets_and_traffic_either_way_resets_it
     assert_eq!(close_code(&mut listener).await, Some(1000));
 }
 
+/// Opens a client that may send messages of any size.
+async fn open_unbounded(addr: std::net::SocketAddr) -> Ws {
+    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .max_message_size(None)
+        .max_frame_size(None);
+    let url = format!("ws://{addr}/socket/websocket?vsn=2.0.0");
+    tokio_tungstenite::connect_async_with_config(url, Some(config), false).await.unwrap().0
+}
+
+/// A heartbeat padded to exactly `len` bytes.
+fn heartbeat_of(len: usize) -> String {
+    let head = "[null,\"1\",\"phoenix\",\"heartbeat\",{\"x\":\"";
+    let tail = "\"}]";
+    format!("{head}{}{tail}", "a".repeat(len - head.len() - tail.len()))
+}
+
+/// Phoenix 1.8's WebSocket limit is 10,000,000 bytes; a larger message is
+/// closed with 1009, and the client sees that code (not a reset's 1006)
+/// however much of the message it still had to send.
+#[tokio::test]
+async fn the_default_frame_limit_is_phoenix_s_and_its_close_code_reaches_the_client() {
+    let (addr, _) = serve(handler(Log::default())).await;
+    let mut ws = open_unbounded(addr).await;
+    ws.send(Message::text(heartbeat_of(9_000_040))).await.unwrap();
+    let reply = next_text(&mut ws).await;
+    assert_eq!(reply[4]["status"], "ok", "9,000,040 bytes are under the limit");
+    ws.send(Message::text(heartbeat_of(10_000_000))).await.unwrap();
+    assert_eq!(next_text(&mut ws).await[4]["status"], "ok", "10,000,000 bytes are the limit");
+
+    for len in [10_000_001, 20_000_000, 64_000_000] {
+        let mut ws = open_unbounded(addr).await;
+        // the client may still be writing when the server closes
+        let _ = ws.send(Message::text(heartbeat_of(len))).await;
+        assert_eq!(close_code(&mut ws).await, Some(1009), "{len} bytes");
+    }
+}
+
 #[tokio::test]
 async fn disconnect_closes_with_1001_and_shutdown_with_1012() {
     let (addr, endpoint) = serve(handler(Log::default())).await;
     let mut a = open(addr, "vsn=2.0.0&user_id=a", None).await.unwrap();
     let mut b = open(addr, "vsn=2.0.0&user_id=b", None).await.unwrap();
     endpoint.disconnect("user_socket:a").unwrap();
-    assert_eq!(close_code(&mut a).await, Some(1001));
+    // Phoenix 1.8: 1001 with an empty reason
+    let frame = loop {
+        match tokio::time::timeout(Duration::from_secs(5), a.next()).await.expect("closed in time") {
+            Some(Ok(Message::Close(c))) => break c.expect("a close code"),
+            Some(Ok(_)) => continue,
+            other => panic!("no close frame: {other:?}"),
+        }
+    };
+    assert_eq!((u16::from(frame.code), frame.reason.as_str()), (1001, ""));
     endpoint.shutdown();
     assert_eq!(close_code(&mut b).await, Some(1012));
     assert_eq!(CloseCode::from(1012), CloseCode::Restart);

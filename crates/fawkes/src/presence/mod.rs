@@ -63,6 +63,10 @@ pub enum PresenceError {
     /// nodes are theirs to track).
     #[error("the pid belongs to another node")]
     ForeignPid,
+    /// Tracking or updating from `handle_in` fans out to every subscriber
+    /// of the topic, and the socket id's `fanout_rate` is spent.
+    #[error(transparent)]
+    RateLimited(#[from] crate::RateLimited),
 }
 
 /// A presence tracker for an endpoint. Cheap to clone.
@@ -275,6 +279,7 @@ impl Presence {
         key: &str,
         meta: impl Into<Value>,
     ) -> Result<String, PresenceError> {
+        ctx.fan_out()?;
         let pid = self.pid_of(ctx);
         let this = self.clone();
         let exit_pid = pid.clone();
@@ -353,6 +358,7 @@ impl Presence {
         key: &str,
         update: impl FnOnce(&Map<String, Value>) -> Value,
     ) -> Result<String, PresenceError> {
+        ctx.fan_out()?;
         let pid = self.pid_of(ctx);
         let mut state = self.inner.state.lock();
         let current = state.get_by_pid(&pid, ctx.topic(), key).ok_or(PresenceError::NoPresence)?;

@@ -90,6 +90,7 @@ impl<S: Socket> SocketService<S> {
                     }
                 }
             }
+            session.close_channels(std::time::Duration::from_secs(5)).await;
             drop(session);
             let _: Arc<_> = conn;
         });

@@ -469,6 +469,8 @@ async fn run<S: Socket>(
             }
         }
     }
+    // The client learns the session is gone only once its channels are over.
+    socket.close_channels(Duration::from_secs(5)).await;
     shared.longpoll.remove(&session.token);
     session.close_now();
     drop(socket);

@@ -163,6 +163,14 @@ async fn upgrade<S: Socket>(State(shared): State<Arc<SocketShared<S>>>, mut req:
     res
 }
 
+/// Longest wait for a closing connection's channels to end before the
+/// close frame is sent anyway.
+const CLOSE_CHANNELS_WAIT: Duration = Duration::from_secs(5);
+
+/// Longest time a connection the server closes is read on, for the
+/// client's close frame.
+const LINGER: Duration = Duration::from_secs(5);
+
 /// Most client frames handled before what they produced is written.
 const BATCH: usize = 32;
 
@@ -262,7 +270,10 @@ impl<S: Socket, IO: WsIo> Conn<S, IO> {
             let ev = match self.reader.next_event() {
                 Ok(Some(ev)) => ev,
                 Ok(None) => return Ok(false),
-                Err(e) => return Err(Exit::Close(e.code, e.reason)),
+                Err(e) => {
+                    self.reader.discard();
+                    return Err(Exit::Close(e.code, e.reason));
+                }
             };
             match ev {
                 WsEvent::Message(frame) => match self.conn.vsn.decode(&frame) {
@@ -306,7 +317,7 @@ impl<S: Socket, IO: WsIo> Conn<S, IO> {
             return Err(Exit::Close(1012, "service restart"));
         }
         if disconnect {
-            return Err(Exit::Close(self.conn.shared.config.disconnect_close_code, "disconnected"));
+            return Err(Exit::Close(self.conn.shared.config.disconnect_close_code, ""));
         }
         Ok(())
     }
@@ -435,19 +446,31 @@ fn serve<S: Socket, IO: WsIo>(mut c: Conn<S, IO>) -> impl Future<Output = ()> + 
 /// Closes the connection as `exit` says (kept out of the connection's loop
 /// future, which stays small while the connection lives).
 async fn finish<S: Socket, IO: WsIo>(mut c: Conn<S, IO>, exit: Exit) {
+    if !matches!(exit, Exit::Gone) {
+        // The client learns that the connection closed only once its
+        // channels are over, so that a reconnect finds them gone.
+        c.session.close_channels(CLOSE_CHANNELS_WAIT).await;
+    }
     match exit {
         Exit::Close(code, reason) => {
             c.close(Some(code), reason).await;
-            // Give the client a moment to answer with its own close frame.
-            let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            // Read on until the client answers with its own close frame or
+            // closes: a socket closed with unread bytes is reset, and a reset
+            // can reach the client before the close frame (it would see 1006,
+            // not this code). What the client still sends (the rest of a
+            // message too big to take) is dropped as it arrives.
+            let _ = tokio::time::timeout(LINGER, async {
                 loop {
                     match c.io.read_into(&mut c.reader).await {
                         Ok(0) | Err(_) => break,
-                        Ok(_) => {
-                            if matches!(c.reader.next_event(), Ok(Some(WsEvent::Close(_))) | Err(_)) {
-                                break;
+                        Ok(_) => loop {
+                            match c.reader.next_event() {
+                                Ok(Some(WsEvent::Close(_))) => return,
+                                Ok(Some(_)) => {}
+                                Ok(None) => break,
+                                Err(_) => c.reader.discard(),
                             }
-                        }
+                        },
                     }
                 }
             })

@@ -85,15 +85,31 @@ pub(crate) struct WsReader {
     partial: Option<Partial>,
     max_message: usize,
     deflate: bool,
+    /// After a protocol error: bytes are dropped as they arrive, so that
+    /// the connection can be read to its end (and the close frame sent
+    /// before reaches the client) without holding what the client still
+    /// sends.
+    discarding: bool,
 }
 
 impl WsReader {
     pub(crate) fn new(max_message: usize, deflate: bool) -> WsReader {
-        WsReader { buf: Vec::new(), start: 0, partial: None, max_message, deflate }
+        WsReader { buf: Vec::new(), start: 0, partial: None, max_message, deflate, discarding: false }
+    }
+
+    /// Drops everything held and everything fed from now on.
+    pub(crate) fn discard(&mut self) {
+        self.discarding = true;
+        self.buf = Vec::new();
+        self.start = 0;
+        self.partial = None;
     }
 
     /// Adds bytes read from the connection.
     pub(crate) fn feed(&mut self, data: &[u8]) {
+        if self.discarding {
+            return;
+        }
         if self.start > 0 {
             self.buf.drain(..self.start);
             self.start = 0;
@@ -109,6 +125,9 @@ impl WsReader {
 
     /// The next event, if a whole frame has arrived.
     pub(crate) fn next_event(&mut self) -> Result<Option<WsEvent>, WsError> {
+        if self.discarding {
+            return Ok(None);
+        }
         loop {
             let Some(FrameHeader { header, fin, rsv1, opcode, len }) = self.parse_header()? else {
                 self.release();
