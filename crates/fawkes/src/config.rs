@@ -137,8 +137,8 @@ impl Default for SocketConfig {
             timeout: Duration::from_secs(60),
             max_frame_size: 10_000_000,
             max_channels: 100,
-            outbox_frames: 1024,
-            outbox_bytes: 16 << 20,
+            outbox_frames: 4096,
+            outbox_bytes: 1 << 20,
             mailbox_limit: 1024,
             write_timeout: Duration::from_secs(30),
             disconnect_close_code: 1001,
@@ -150,9 +150,9 @@ impl Default for SocketConfig {
             longpoll_max_body: 8_000_000,
             max_connections: 100_000,
             max_connections_per_id: 100,
-            join_rate: Some(RateLimit::new(20.0, 100.0)),
-            socket_event_rate: Some(RateLimit::new(1000.0, 2000.0)),
-            channel_event_rate: Some(RateLimit::new(500.0, 1000.0)),
+            join_rate: Some(RateLimit::new(100.0, 1000.0)),
+            socket_event_rate: Some(RateLimit::new(1000.0, 10_000.0)),
+            channel_event_rate: None,
             fanout_rate: Some(RateLimit::new(50.0, 500.0)),
         }
     }

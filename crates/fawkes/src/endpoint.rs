@@ -9,7 +9,7 @@ use fawkes_pubsub::{PubSub, SubscriberId, Subscription};
 use parking_lot::Mutex;
 
 use crate::channel::BroadcastError;
-use crate::queue::{Out, Outbox};
+use crate::queue::{Out, OutboundBudget, Outbox};
 use crate::telemetry::Metrics;
 use crate::{Socket, SocketHandler};
 
@@ -36,6 +36,51 @@ struct Inner {
     pubsub: PubSub,
     metrics: Metrics,
     shutdown: ShutdownList,
+    budget: Arc<OutboundBudget>,
+    /// Whether the task that enforces the budget runs.
+    enforcing: AtomicBool,
+}
+
+/// The default of [`Endpoint::set_outbound_budget`]: 1 GiB.
+pub const DEFAULT_OUTBOUND_BUDGET: usize = 1 << 30;
+
+/// How often the budget is checked when nothing signals it.
+const BUDGET_CHECK: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Closes the connections with the largest queues while the endpoint's
+/// queued bytes are over its budget. Ends with the endpoint.
+async fn enforce_budget(inner: Weak<Inner>, budget: Arc<OutboundBudget>) {
+    loop {
+        let _ = tokio::time::timeout(BUDGET_CHECK, budget.over.notified()).await;
+        let Some(inner) = inner.upgrade() else { return };
+        let limit = budget.limit();
+        if budget.total() <= limit {
+            continue;
+        }
+        let mut queues: Vec<(usize, Arc<Outbox>)> =
+            inner.shutdown.live().into_iter().filter(|o| !o.is_overflowed()).map(|o| (o.queued_bytes(), o)).collect();
+        let mut total: usize = queues.iter().map(|(n, _)| n).sum();
+        queues.sort_unstable_by_key(|q| std::cmp::Reverse(q.0));
+        // down to 90 % of the budget, so that one more broadcast does not
+        // start it over at once
+        let target = limit - limit / 10;
+        let mut closed = 0usize;
+        for (bytes, outbox) in queues {
+            if total <= target || bytes == 0 {
+                break;
+            }
+            outbox.mark_overflow();
+            total -= bytes;
+            closed += 1;
+        }
+        if closed > 0 {
+            tracing::warn!(
+                closed,
+                budget = limit,
+                "outbound queues over the endpoint's budget: closing the largest as slow consumers"
+            );
+        }
+    }
 }
 
 /// The endpoint's live connections, each told through its outbox when the
@@ -77,6 +122,11 @@ impl ShutdownList {
         key
     }
 
+    /// Every live connection's outbox.
+    fn live(&self) -> Vec<Arc<Outbox>> {
+        self.slots.lock().outboxes.iter().flatten().filter_map(Weak::upgrade).collect()
+    }
+
     /// Removes a connection.
     pub(crate) fn deregister(&self, key: usize) {
         let mut s = self.slots.lock();
@@ -105,7 +155,40 @@ pub(crate) fn checked(topic: &str, event: &str, payload: Payload) -> Result<Broa
 impl Endpoint {
     /// An endpoint over `pubsub`.
     pub fn new(pubsub: PubSub) -> Endpoint {
-        Endpoint { inner: Arc::new(Inner { pubsub, metrics: Metrics::default(), shutdown: ShutdownList::default() }) }
+        Endpoint {
+            inner: Arc::new(Inner {
+                pubsub,
+                metrics: Metrics::default(),
+                shutdown: ShutdownList::default(),
+                budget: Arc::new(OutboundBudget::new(DEFAULT_OUTBOUND_BUDGET)),
+                enforcing: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// Sets the budget of bytes queued for clients across every connection
+    /// of this endpoint (default [`DEFAULT_OUTBOUND_BUDGET`], 1 GiB). Each
+    /// connection's queue has its own limit (`SocketConfig::outbox_bytes`);
+    /// this one bounds the node when many clients are slow at once: when
+    /// the total is over the budget, the connections with the largest
+    /// queues are closed first (1013, counted as slow consumers), within a
+    /// quarter of a second.
+    pub fn set_outbound_budget(&self, bytes: usize) {
+        self.inner.budget.set_limit(bytes);
+    }
+
+    /// Bytes queued for clients now, across every connection.
+    pub fn outbound_bytes(&self) -> usize {
+        self.inner.budget.total()
+    }
+
+    /// The budget shared by every connection's outbox; starts the task that
+    /// enforces it on first use (connections only exist inside a runtime).
+    pub(crate) fn outbound_budget(&self) -> Arc<OutboundBudget> {
+        if !self.inner.enforcing.swap(true, Ordering::AcqRel) {
+            tokio::spawn(enforce_budget(Arc::downgrade(&self.inner), self.inner.budget.clone()));
+        }
+        self.inner.budget.clone()
     }
 
     /// An endpoint with a local PubSub (a single node).

@@ -172,7 +172,7 @@ pub(crate) async fn connect<S: Socket>(
     Ok(Arc::new(ConnState {
         shared: shared.clone(),
         assigns,
-        outbox: Arc::new(Outbox::new(limits)),
+        outbox: Arc::new(Outbox::new(limits, shared.endpoint.outbound_budget())),
         vsn,
         compress,
         id,

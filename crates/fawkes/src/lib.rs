@@ -74,7 +74,7 @@ pub use channel::{
     ReplyRef, SendError, StopReason,
 };
 pub use config::{CheckOrigin, RateLimit, SocketConfig};
-pub use endpoint::Endpoint;
+pub use endpoint::{Endpoint, DEFAULT_OUTBOUND_BUDGET};
 pub use handler::{SocketHandler, SocketService};
 pub use presence::{Presence, PresenceBuilder, PresenceError, PresencePid, Replication};
 pub use socket::{ConnectError, ConnectInfo, Params, Socket};

@@ -10,7 +10,8 @@
 //! caller and documented there.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use fawkes_protocol::Frame;
@@ -51,11 +52,65 @@ pub(crate) struct OutboxLimits {
     pub(crate) bytes: usize,
 }
 
+/// The bytes queued for clients across every connection of an endpoint,
+/// against a budget: when the total is over it, the endpoint closes the
+/// connections with the largest queues first (see `Endpoint::outbound`).
+#[derive(Debug)]
+pub(crate) struct OutboundBudget {
+    total: AtomicUsize,
+    limit: AtomicUsize,
+    /// Wakes the task that enforces the budget.
+    pub(crate) over: tokio::sync::Notify,
+}
+
+impl OutboundBudget {
+    pub(crate) fn new(limit: usize) -> OutboundBudget {
+        OutboundBudget { total: AtomicUsize::new(0), limit: AtomicUsize::new(limit), over: tokio::sync::Notify::new() }
+    }
+
+    /// Bytes queued for clients now.
+    pub(crate) fn total(&self) -> usize {
+        self.total.load(Ordering::Relaxed)
+    }
+
+    /// The budget, in bytes.
+    pub(crate) fn limit(&self) -> usize {
+        self.limit.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_limit(&self, bytes: usize) {
+        self.limit.store(bytes, Ordering::Relaxed);
+        self.over.notify_one();
+    }
+
+    fn add(&self, n: usize) {
+        let total = self.total.fetch_add(n, Ordering::Relaxed) + n;
+        if total > self.limit() {
+            self.over.notify_one();
+        }
+    }
+
+    fn sub(&self, n: usize) {
+        self.total.fetch_sub(n, Ordering::Relaxed);
+    }
+}
+
+impl Default for OutboundBudget {
+    fn default() -> Self {
+        OutboundBudget::new(usize::MAX)
+    }
+}
+
 #[derive(Default)]
 struct OutState {
     queue: VecDeque<Out>,
     frames: usize,
     bytes: usize,
+    /// Bytes the transport took from the queue but could not write yet
+    /// (the client is slow to read): they count against the same limit.
+    unwritten: usize,
+    /// A `Disconnect` or `Shutdown` is queued.
+    control: bool,
     overflowed: bool,
     closed: bool,
     /// The transport's waker, while it waits for the outbox.
@@ -89,6 +144,8 @@ pub(crate) struct Outbox {
     limits: OutboxLimits,
     /// Wakes channel tasks waiting for room when the transport drains.
     room: tokio::sync::Notify,
+    /// The endpoint's budget across all connections.
+    budget: Arc<OutboundBudget>,
 }
 
 impl std::fmt::Debug for Outbox {
@@ -98,8 +155,43 @@ impl std::fmt::Debug for Outbox {
 }
 
 impl Outbox {
-    pub(crate) fn new(limits: OutboxLimits) -> Outbox {
-        Outbox { state: Mutex::new(OutState::default()), limits, room: tokio::sync::Notify::new() }
+    pub(crate) fn new(limits: OutboxLimits, budget: Arc<OutboundBudget>) -> Outbox {
+        Outbox { state: Mutex::new(OutState::default()), limits, room: tokio::sync::Notify::new(), budget }
+    }
+
+    /// Bytes queued for the client and not yet written.
+    pub(crate) fn queued_bytes(&self) -> usize {
+        let s = self.state.lock();
+        s.bytes + s.unwritten
+    }
+
+    /// True once the outbox overflowed (the connection is being closed).
+    pub(crate) fn is_overflowed(&self) -> bool {
+        self.state.lock().overflowed
+    }
+
+    /// The transport holds `n` bytes it took from the queue but could not
+    /// write yet; they count against the outbox's byte limit.
+    pub(crate) fn set_unwritten(&self, n: usize) {
+        let mut s = self.state.lock();
+        let old = std::mem::replace(&mut s.unwritten, n);
+        drop(s);
+        if n > old {
+            self.budget.add(n - old);
+        } else {
+            self.budget.sub(old - n);
+        }
+    }
+
+    /// Ready when the outbox overflowed or a `Disconnect`/`Shutdown` is
+    /// queued: what a transport stuck in a write to a slow client watches.
+    pub(crate) fn poll_must_close(&self, cx: &Context<'_>) -> Poll<()> {
+        let mut s = self.state.lock();
+        if s.overflowed || s.control || s.closed {
+            return Poll::Ready(());
+        }
+        register(&mut s.waker, cx);
+        Poll::Pending
     }
 
     /// Queues a frame. When the queue is over its limits the frame is dropped
@@ -123,7 +215,7 @@ impl Outbox {
             return Pushed::Full;
         }
         let len = frame.data.len();
-        if s.frames >= self.limits.frames || s.bytes + len > self.limits.bytes.max(len) {
+        if s.frames >= self.limits.frames || s.bytes + s.unwritten + len > self.limits.bytes.max(len) {
             s.overflowed = true;
             let waker = s.waker.take();
             drop(s);
@@ -135,6 +227,7 @@ impl Outbox {
         s.queue.push_back(if deflated { Out::Deflated(frame) } else { Out::Frame(frame) });
         let waker = s.waker.take();
         drop(s);
+        self.budget.add(len);
         wake(waker);
         Pushed::Queued
     }
@@ -155,6 +248,7 @@ impl Outbox {
         if s.closed {
             return Pushed::Closed;
         }
+        s.control |= matches!(out, Out::Disconnect | Out::Shutdown);
         s.queue.push_back(out);
         let waker = s.waker.take();
         drop(s);
@@ -167,10 +261,12 @@ impl Outbox {
     pub(crate) fn drain(&self) -> (VecDeque<Out>, bool) {
         let mut s = self.state.lock();
         s.frames = 0;
-        s.bytes = 0;
+        let bytes = std::mem::take(&mut s.bytes);
+        s.control = false;
         let waiters = std::mem::take(&mut s.room_waiters);
         let taken = (std::mem::take(&mut s.queue), s.overflowed);
         drop(s);
+        self.budget.sub(bytes);
         if waiters {
             self.room.notify_waiters();
         }
@@ -220,8 +316,12 @@ impl Outbox {
         let mut s = self.state.lock();
         s.closed = true;
         s.queue.clear();
-        s.waker = None;
+        s.frames = 0;
+        let bytes = std::mem::take(&mut s.bytes) + std::mem::take(&mut s.unwritten);
+        let waker = s.waker.take();
         drop(s);
+        self.budget.sub(bytes);
+        wake(waker);
         self.room.notify_waiters();
     }
 }
@@ -381,7 +481,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_push_wakes_the_waiting_transport() {
-        let outbox = Arc::new(Outbox::new(OutboxLimits { frames: 10, bytes: 1000 }));
+        let outbox = Arc::new(Outbox::new(OutboxLimits { frames: 10, bytes: 1000 }, Default::default()));
         let waiter = tokio::spawn({
             let outbox = outbox.clone();
             async move { outbox.ready().await }
@@ -396,7 +496,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_overflow_drops_the_frame_and_wakes_the_transport() {
-        let outbox = Arc::new(Outbox::new(OutboxLimits { frames: 2, bytes: 1000 }));
+        let outbox = Arc::new(Outbox::new(OutboxLimits { frames: 2, bytes: 1000 }, Default::default()));
         assert_eq!(outbox.push_frame(frame(1)), Pushed::Queued);
         assert_eq!(outbox.push_frame(frame(1)), Pushed::Queued);
         assert_eq!(outbox.push_frame(frame(1)), Pushed::Full);
@@ -411,7 +511,7 @@ mod tests {
 
     #[tokio::test]
     async fn replies_wait_for_room_until_the_transport_drains_or_closes() {
-        let outbox = Arc::new(Outbox::new(OutboxLimits { frames: 8, bytes: 1000 }));
+        let outbox = Arc::new(Outbox::new(OutboxLimits { frames: 8, bytes: 1000 }, Default::default()));
         for _ in 0..5 {
             outbox.push_frame(frame(1));
         }

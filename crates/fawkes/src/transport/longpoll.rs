@@ -445,13 +445,16 @@ async fn run<S: Socket>(
             }
             _ = conn.outbox.ready() => {
                 let (items, overflowed) = conn.outbox.drain();
+                let mut slow = overflowed;
                 let mut stop = overflowed;
                 let mut any = false;
                 for item in items {
                     match socket.on_out(item) {
                         Action::Write { frame, .. } => {
                             any = true;
-                            stop |= !buffer(&conn, &session, frame);
+                            let full = !buffer(&conn, &session, frame);
+                            slow |= full;
+                            stop |= full;
                         }
                         Action::Nothing => {}
                         Action::Disconnect | Action::Shutdown => stop = true,
@@ -461,8 +464,9 @@ async fn run<S: Socket>(
                     session.ready.notify_waiters();
                 }
                 if stop {
-                    if overflowed {
+                    if slow {
                         shared.endpoint.metrics().slow_consumer();
+                        tracing::warn!(socket_id = ?conn.id, "closing a slow long-poll client: its outbound queue is full");
                     }
                     break;
                 }

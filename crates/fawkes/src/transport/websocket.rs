@@ -180,6 +180,9 @@ enum Exit {
     Close(u16, &'static str),
     /// The client closed (its code is echoed) or went away.
     ClientClosed(Option<u16>),
+    /// The client does not read: a close frame (1013) is sent if the socket
+    /// takes it at once, and the connection is dropped.
+    SlowConsumer,
     Gone,
 }
 
@@ -192,6 +195,9 @@ struct Conn<S: Socket, IO: WsIo> {
     /// Bytes for the client not yet written: empty (and unallocated) while
     /// the connection is idle.
     out: Vec<u8>,
+    /// A write was abandoned part way: nothing more may follow it on the
+    /// wire.
+    torn: bool,
 }
 
 /// What woke a connection's loop (any number of them at once).
@@ -218,7 +224,7 @@ impl<S: Socket, IO: WsIo> Conn<S, IO> {
         // the upgrade's buffer is hyper's whole read buffer, and holding a
         // view of it would keep kilobytes alive for the connection's life.
         reader.feed(leftover);
-        Conn { io, session: Session::new(conn.clone()), conn, reader, deflate, out: Vec::new() }
+        Conn { io, session: Session::new(conn.clone()), conn, reader, deflate, out: Vec::new(), torn: false }
     }
 
     /// The buffer to write into: the pending bytes, or the thread's scratch.
@@ -310,8 +316,8 @@ impl<S: Socket, IO: WsIo> Conn<S, IO> {
             }
         }
         if overflowed {
-            self.conn.shared.endpoint.metrics().slow_consumer();
-            return Err(Exit::Close(1013, "slow consumer"));
+            self.slow_consumer("its outbound queue is full");
+            return Err(Exit::SlowConsumer);
         }
         if shutdown {
             return Err(Exit::Close(1012, "service restart"));
@@ -351,17 +357,44 @@ impl<S: Socket, IO: WsIo> Conn<S, IO> {
 
     /// Waits until the socket takes the rest of what is pending, at most the
     /// write timeout (a client that stops reading is a slow consumer).
+    ///
+    /// Meanwhile what is unwritten counts against the outbox's limit, and
+    /// the outbox is watched: when it overflows (or the endpoint's budget
+    /// closes this connection, or a disconnect or shutdown arrives) the
+    /// connection is dropped at once rather than at the write timeout.
     async fn flush_slow(&mut self) -> Result<(), Exit> {
         let out = std::mem::take(&mut self.out);
         let limit = self.conn.shared.config.write_timeout;
-        match tokio::time::timeout(limit, self.io.write_all_bytes(&out)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(Exit::Gone),
-            Err(_) => {
-                self.conn.shared.endpoint.metrics().slow_consumer();
+        let outbox = self.conn.outbox.clone();
+        outbox.set_unwritten(out.len());
+        let write = tokio::time::timeout(limit, self.io.write_all_bytes(&out));
+        let must_close = std::future::poll_fn(|cx| outbox.poll_must_close(cx));
+        let result = tokio::select! {
+            biased;
+            r = write => match r {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(_)) => Err(Exit::Gone),
+                Err(_) => {
+                    self.slow_consumer("a write did not complete within the write timeout");
+                    Err(Exit::Gone)
+                }
+            },
+            () = must_close => {
+                self.torn = true;
+                if outbox.is_overflowed() {
+                    self.slow_consumer("its outbound queue is full");
+                }
                 Err(Exit::Gone)
             }
-        }
+        };
+        outbox.set_unwritten(0);
+        result
+    }
+
+    /// Counts and logs a client that does not read fast enough.
+    fn slow_consumer(&self, why: &str) {
+        self.conn.shared.endpoint.metrics().slow_consumer();
+        tracing::warn!(socket_id = ?self.conn.id, "closing a slow consumer: {why}");
     }
 
     async fn close(&mut self, code: Option<u16>, reason: &str) {
@@ -446,7 +479,7 @@ fn serve<S: Socket, IO: WsIo>(mut c: Conn<S, IO>) -> impl Future<Output = ()> + 
 /// Closes the connection as `exit` says (kept out of the connection's loop
 /// future, which stays small while the connection lives).
 async fn finish<S: Socket, IO: WsIo>(mut c: Conn<S, IO>, exit: Exit) {
-    if !matches!(exit, Exit::Gone) {
+    if !matches!(exit, Exit::Gone | Exit::SlowConsumer) {
         // The client learns that the connection closed only once its
         // channels are over, so that a reconnect finds them gone.
         c.session.close_channels(CLOSE_CHANNELS_WAIT).await;
@@ -477,6 +510,12 @@ async fn finish<S: Socket, IO: WsIo>(mut c: Conn<S, IO>, exit: Exit) {
             .await;
         }
         Exit::ClientClosed(code) => c.close(code, "").await,
+        Exit::SlowConsumer if !c.torn => {
+            let mut frame = Vec::new();
+            ws_codec::write_close(&mut frame, 1013, "slow consumer");
+            let _ = c.io.try_write_now(&frame);
+        }
+        Exit::SlowConsumer => {}
         Exit::Gone => {}
     }
 }
