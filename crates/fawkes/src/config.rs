@@ -1,13 +1,68 @@
 //! Socket configuration: every limit has a default and a knob.
 
 use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::Uri;
+use ipnet::IpNet;
 
-/// How the `Origin` header of a WebSocket upgrade is checked (Phoenix's
-/// `check_origin`). A request without an `Origin` header is always allowed.
+use crate::origin;
+
+/// How the `Origin` header of a WebSocket upgrade or a long-poll request is
+/// checked (Phoenix's `check_origin`). A request without an `Origin` header
+/// is always allowed, as in Phoenix.
+///
+/// # Behind a reverse proxy
+///
+/// A proxy that terminates TLS talks plain HTTP to Fawkes, often with a
+/// `Host` of its own choosing, while the browser's origin is
+/// `https://chat.example.com`. Two modes check that origin:
+///
+/// * [`CheckOrigin::Url`] with the URL(s) browsers use
+///   (`CheckOrigin::urls(["https://chat.example.com"])`): the recommended
+///   choice. It reads nothing from the request, so it works behind any
+///   number of proxies, and it refuses DNS rebinding.
+/// * [`CheckOrigin::Conn`] with [`SocketConfig::trusted_proxies`]: the
+///   scheme and host come from the proxy's `X-Forwarded-Proto` and
+///   `X-Forwarded-Host`, or `Forwarded` (RFC 7239), believed only when the
+///   request comes from one of the listed proxy addresses. For an endpoint
+///   reached under many names that cannot be listed.
+///
+/// `Conn` without trusted proxies compares with the `Host` header and
+/// `http`, so behind a TLS-terminating proxy it refuses every browser (as it
+/// does when the server terminates TLS itself: use `Url` there too).
+///
+/// # Why `Conn` trusts the `Host` header, and DNS rebinding
+///
+/// `Conn` is Phoenix's `check_origin: :conn`, which compares the origin with
+/// the connection's host, scheme and port (`conn.host` is the `Host`
+/// header). That refuses a page of another site, whose origin is not the
+/// host it connects to, but not DNS rebinding: a page at
+/// `http://evil.example:4000` whose name is made to resolve to the server's
+/// address sends `Origin: http://evil.example:4000` *and*
+/// `Host: evil.example:4000`, which match. Only a fixed list ([`Url`],
+/// [`List`], [`Hosts`], the default [`Localhost`]) refuses that, or a proxy
+/// in front that answers only the site's own host names (with `Conn` behind
+/// it).
+///
+/// # Compared with Phoenix
+///
+/// Phoenix's `check_origin: true` compares only the origin's host with the
+/// host of the endpoint's `url` configuration; [`CheckOrigin::Url`] also
+/// compares the scheme and the port, so that `http://chat.example.com` does
+/// not pass for `https://chat.example.com`. In Phoenix, the `conn.scheme`
+/// and `conn.host` that `:conn` compares with follow forwarded headers only
+/// when `Plug.RewriteOn` rewrote them, and that plug believes them from
+/// every peer (the proxy must strip them); Fawkes believes them only from
+/// the addresses in [`TrustedProxies`].
+///
+/// [`Url`]: CheckOrigin::Url
+/// [`List`]: CheckOrigin::List
+/// [`Hosts`]: CheckOrigin::Hosts
+/// [`Localhost`]: CheckOrigin::Localhost
 #[derive(Clone, Default)]
 #[non_exhaustive]
 pub enum CheckOrigin {
@@ -22,12 +77,45 @@ pub enum CheckOrigin {
     /// left out as a wildcard (`//example.com`, `https://example.com`,
     /// `//*.example.com`, `//example.com:8080`).
     List(Vec<String>),
-    /// The origin must have the request's own scheme, host and port.
+    /// The origin must be one of the endpoint's public URLs, with the same
+    /// scheme, host and port (a port left out is the scheme's default; the
+    /// scheme and host compare case-insensitively). An empty list allows no
+    /// origin. Build it with [`CheckOrigin::urls`]. The mode to use behind a
+    /// reverse proxy; see above.
+    Url(Vec<PublicUrl>),
+    /// The origin must have the request's own scheme, host and port: `http`
+    /// and the `Host` header, or what a proxy in
+    /// [`SocketConfig::trusted_proxies`] forwarded. See above for why this
+    /// does not stop DNS rebinding.
     Conn,
     /// A function decides.
     Custom(Arc<dyn Fn(&Uri) -> bool + Send + Sync>),
     /// Every origin is allowed.
     Off,
+}
+
+impl CheckOrigin {
+    /// [`CheckOrigin::Url`] from URLs such as `https://chat.example.com`;
+    /// an invalid URL, or none at all, is an error.
+    ///
+    /// ```
+    /// use fawkes::CheckOrigin;
+    ///
+    /// let check = CheckOrigin::urls(["https://chat.example.com", "https://www.example.com:8443"])?;
+    /// assert!(CheckOrigin::urls(["chat.example.com"]).is_err());
+    /// # Ok::<(), fawkes::OriginConfigError>(())
+    /// ```
+    pub fn urls<I, S>(urls: I) -> Result<CheckOrigin, OriginConfigError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let urls = urls.into_iter().map(|u| u.as_ref().parse()).collect::<Result<Vec<PublicUrl>, _>>()?;
+        if urls.is_empty() {
+            return Err(OriginConfigError::NoUrls);
+        }
+        Ok(CheckOrigin::Url(urls))
+    }
 }
 
 impl fmt::Debug for CheckOrigin {
@@ -36,11 +124,203 @@ impl fmt::Debug for CheckOrigin {
             CheckOrigin::Localhost => f.write_str("Localhost"),
             CheckOrigin::Hosts(h) => f.debug_tuple("Hosts").field(h).finish(),
             CheckOrigin::List(l) => f.debug_tuple("List").field(l).finish(),
+            CheckOrigin::Url(u) => f.debug_tuple("Url").field(u).finish(),
             CheckOrigin::Conn => f.write_str("Conn"),
             CheckOrigin::Custom(_) => f.write_str("Custom"),
             CheckOrigin::Off => f.write_str("Off"),
         }
     }
+}
+
+/// A URL browsers reach the endpoint at, for [`CheckOrigin::Url`]: its
+/// scheme (`http` or `https`), host and port (the scheme's default when left
+/// out). A path, query or fragment is allowed and not part of the origin.
+///
+/// ```
+/// use fawkes::PublicUrl;
+///
+/// let url: PublicUrl = "HTTPS://Chat.Example.com/app".parse()?;
+/// assert_eq!((url.scheme(), url.host(), url.port()), ("https", "chat.example.com", 443));
+/// assert_eq!(url.to_string(), "https://chat.example.com");
+/// # Ok::<(), fawkes::OriginConfigError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicUrl {
+    scheme: &'static str,
+    host: String,
+    port: u16,
+}
+
+impl PublicUrl {
+    /// `http` or `https`.
+    pub fn scheme(&self) -> &str {
+        self.scheme
+    }
+
+    /// The host, lowercase; an IPv6 address is in brackets.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The port, the scheme's default when the URL has none.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+impl FromStr for PublicUrl {
+    type Err = OriginConfigError;
+
+    fn from_str(s: &str) -> Result<PublicUrl, OriginConfigError> {
+        let bad = |reason| OriginConfigError::Url { url: s.to_owned(), reason };
+        let (scheme, rest) = s.trim().split_once("://").ok_or_else(|| bad("expected http:// or https://"))?;
+        let scheme = if scheme.eq_ignore_ascii_case("http") {
+            "http"
+        } else if scheme.eq_ignore_ascii_case("https") {
+            "https"
+        } else {
+            return Err(bad("the scheme must be http or https"));
+        };
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+        if authority.contains('@') {
+            return Err(bad("a user name is not part of an origin"));
+        }
+        let (host, port) = origin::split_authority(authority).ok_or_else(|| bad("the port must be a number"))?;
+        if !origin::valid_host(host) {
+            return Err(bad("the host must be a name, an IPv4 address or an IPv6 address in brackets"));
+        }
+        let port = match port {
+            Some(port) => port,
+            None if scheme == "http" => 80,
+            None => 443,
+        };
+        Ok(PublicUrl { scheme, host: host.to_ascii_lowercase(), port })
+    }
+}
+
+impl fmt::Display for PublicUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}://{}", self.scheme, self.host)?;
+        if Some(self.port) != origin::default_port(self.scheme) {
+            write!(f, ":{}", self.port)?;
+        }
+        Ok(())
+    }
+}
+
+/// The reverse proxies whose forwarded headers [`CheckOrigin::Conn`]
+/// believes, and which headers they set ([`SocketConfig::trusted_proxies`]).
+///
+/// A request whose peer address is in the list has its scheme and host
+/// taken from the forwarded headers; from any other peer those headers are
+/// ignored, since anyone can send them. The peer address is axum's
+/// `ConnectInfo<SocketAddr>`: serve the router with
+/// `into_make_service_with_connect_info::<SocketAddr>()`, otherwise no peer
+/// is known and no header is believed. An IPv4 peer seen as an IPv4-mapped
+/// IPv6 address (a dual-stack listener) matches IPv4 entries.
+///
+/// Which value is used, when a header lists several:
+///
+/// * [`ForwardedHeaders::XForwarded`]: the last value of `X-Forwarded-Proto`
+///   and of `X-Forwarded-Host` (over all their lines): the one set by the
+///   nearest proxy, the peer. nginx (`proxy_set_header`), Caddy, Traefik and
+///   AWS load balancers overwrite these headers; a value before the last can
+///   come from the client. (Phoenix's `Plug.RewriteOn` reads them only when
+///   there is a single value.) Behind several proxies, the one nearest to
+///   Fawkes must pass on the scheme and host the browser used. The proxy
+///   must set or remove both headers, or a client could choose the one it
+///   leaves alone.
+/// * [`ForwardedHeaders::Forwarded`]: proxies append one element per hop.
+///   The last element was appended by the peer; while an element's `for=`
+///   is itself a trusted proxy, the element before it is read too. The
+///   `proto=` and `host=` used are those of the element so reached: the one
+///   appended by the outermost trusted proxy, the one that saw the browser's
+///   request. Elements before it, which anyone may have written, are never
+///   read.
+///
+/// A parameter the proxy leaves out is the request's own (`http`, the
+/// `Host` header). A trusted proxy's header that cannot be parsed (an
+/// unterminated quote, a repeated parameter, a scheme other than
+/// `http`/`https`/`ws`/`wss`, a host with a space...) refuses the origin.
+///
+/// ```
+/// use fawkes::{ForwardedHeaders, SocketConfig, TrustedProxies};
+///
+/// let mut config = SocketConfig::default();
+/// config.check_origin = fawkes::CheckOrigin::Conn;
+/// config.trusted_proxies = Some(TrustedProxies::new(ForwardedHeaders::XForwarded, ["10.0.0.0/8", "::1"])?);
+/// # Ok::<(), fawkes::OriginConfigError>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct TrustedProxies {
+    headers: ForwardedHeaders,
+    nets: Vec<IpNet>,
+}
+
+impl TrustedProxies {
+    /// Proxies at these addresses (`10.0.0.1`, `::1`) or ranges
+    /// (`10.0.0.0/8`, `fd00::/8`), which set `headers`. An entry that is
+    /// neither is an error.
+    pub fn new<I, S>(headers: ForwardedHeaders, proxies: I) -> Result<TrustedProxies, OriginConfigError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let nets = proxies
+            .into_iter()
+            .map(|p| {
+                let p = p.as_ref().trim();
+                p.parse::<IpNet>()
+                    .or_else(|_| p.parse::<IpAddr>().map(IpNet::from))
+                    .map_err(|_| OriginConfigError::Proxy(p.to_owned()))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(TrustedProxies { headers, nets })
+    }
+
+    /// The headers these proxies set.
+    pub fn headers(&self) -> ForwardedHeaders {
+        self.headers
+    }
+
+    /// True when `ip` is one of these proxies.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.nets.iter().any(|n| n.contains(&ip))
+    }
+}
+
+/// The forwarded headers a trusted proxy sets (and overwrites or removes
+/// when a client sent them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ForwardedHeaders {
+    /// `X-Forwarded-Proto` and `X-Forwarded-Host`.
+    XForwarded,
+    /// `Forwarded` (RFC 7239): `proto=` and `host=`.
+    Forwarded,
+}
+
+/// An invalid origin setting.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum OriginConfigError {
+    /// A public URL that cannot be an origin.
+    #[error("invalid public URL {url:?}: {reason}")]
+    Url {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// [`CheckOrigin::urls`] without any URL.
+    #[error("no public URL given")]
+    NoUrls,
+    /// A trusted proxy that is neither an IP address nor a CIDR range.
+    #[error(
+        "invalid trusted proxy {0:?}: expected an IP address (10.0.0.1, ::1) or a CIDR range (10.0.0.0/8, fd00::/8)"
+    )]
+    Proxy(String),
 }
 
 /// Configuration of a socket handler and its transports.
@@ -56,6 +336,7 @@ impl fmt::Debug for CheckOrigin {
 /// | `disconnect_close_code` | 1001 | the code for a `disconnect` broadcast (clients reconnect) |
 /// | `compress` | off | permessage-deflate, when the client offers it |
 /// | `check_origin` | `localhost` | the upgrade is refused with 403 (long poll: `{"status": 403}`) |
+/// | `trusted_proxies` | none | forwarded headers are ignored |
 /// | `longpoll` | off | the long-poll transport at `<path>/longpoll` |
 /// | `longpoll_window` | 10 s | how long a poll waits for messages; a session not polled for 1.5 windows ends |
 /// | `longpoll_max_sessions` | 10 000 | a new session beyond it is refused (`{"status": 403}`) |
@@ -67,6 +348,11 @@ impl fmt::Debug for CheckOrigin {
 /// | `channel_event_rate` | 500/s, bursts of 1000, per joined topic | likewise |
 ///
 /// Heartbeats and leaves are never rate limited. `None` turns a rate limit off.
+///
+/// Behind a reverse proxy that terminates TLS, set `check_origin` to the
+/// public URL(s) ([`CheckOrigin::urls`]), or keep [`CheckOrigin::Conn`] and
+/// list the proxies in `trusted_proxies`; see [`CheckOrigin`] for why, and
+/// for DNS rebinding.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct SocketConfig {
@@ -90,6 +376,9 @@ pub struct SocketConfig {
     pub compress: bool,
     /// Origin policy.
     pub check_origin: CheckOrigin,
+    /// Proxies whose forwarded scheme and host [`CheckOrigin::Conn`]
+    /// believes; `None` believes no forwarded header.
+    pub trusted_proxies: Option<TrustedProxies>,
     /// Serve the long-poll transport.
     pub longpoll: bool,
     /// Long-poll window.
@@ -144,6 +433,7 @@ impl Default for SocketConfig {
             disconnect_close_code: 1001,
             compress: false,
             check_origin: CheckOrigin::default(),
+            trusted_proxies: None,
             longpoll: false,
             longpoll_window: Duration::from_secs(10),
             longpoll_max_sessions: 10_000,

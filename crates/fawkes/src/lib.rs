@@ -73,7 +73,9 @@ pub use channel::{
     BroadcastError, Channel, ChannelContext, ChannelError, ChannelRef, Flow, HandleIn, Join, Outgoing, PushError,
     ReplyRef, SendError, StopReason,
 };
-pub use config::{CheckOrigin, RateLimit, SocketConfig};
+pub use config::{
+    CheckOrigin, ForwardedHeaders, OriginConfigError, PublicUrl, RateLimit, SocketConfig, TrustedProxies,
+};
 pub use endpoint::{Endpoint, DEFAULT_OUTBOUND_BUDGET};
 pub use handler::{SocketHandler, SocketService};
 pub use presence::{Presence, PresenceBuilder, PresenceError, PresencePid, Replication};

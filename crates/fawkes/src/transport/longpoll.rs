@@ -94,12 +94,12 @@ pub(crate) async fn handle<S: Socket>(State(shared): State<Arc<SocketShared<S>>>
     let params = Params::from_query(req.uri().query().unwrap_or(""));
     let method = req.method().clone();
     if method == Method::OPTIONS {
-        return options(&shared, req.headers());
+        return options(&shared, &req);
     }
     if method != Method::GET && method != Method::POST {
         return StatusCode::BAD_REQUEST.into_response();
     }
-    if !super::websocket::origin_allowed(&shared.config.check_origin, req.headers()) {
+    if !crate::origin::request_allowed(&shared.config, &req) {
         shared.endpoint.metrics().refused();
         return body(json!({"status": 403}));
     }
@@ -213,14 +213,14 @@ impl<S: Socket> Subscriber for RelaySubscriber<S> {
     }
 }
 
-fn options<S: Socket>(shared: &SocketShared<S>, headers: &HeaderMap) -> Response {
-    if !super::websocket::origin_allowed(&shared.config.check_origin, headers) {
+fn options<S: Socket>(shared: &SocketShared<S>, req: &Request) -> Response {
+    if !crate::origin::request_allowed(&shared.config, req) {
         return body(json!({"status": 403}));
     }
     let mut res = StatusCode::OK.into_response();
     let h = res.headers_mut();
     let requested: Vec<&str> =
-        headers.get_all(header::ACCESS_CONTROL_REQUEST_HEADERS).iter().filter_map(|v| v.to_str().ok()).collect();
+        req.headers().get_all(header::ACCESS_CONTROL_REQUEST_HEADERS).iter().filter_map(|v| v.to_str().ok()).collect();
     if let Ok(v) = HeaderValue::from_str(&requested.join(", ")) {
         h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, v);
     }

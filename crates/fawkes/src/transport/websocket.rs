@@ -39,18 +39,6 @@ fn status(code: StatusCode) -> Response {
     code.into_response()
 }
 
-/// Phoenix's `check_origin` on a request's headers: a request without an
-/// `Origin` header is always allowed.
-pub(crate) fn origin_allowed(policy: &crate::CheckOrigin, headers: &HeaderMap) -> bool {
-    let Some(origin) = headers.get(header::ORIGIN) else { return true };
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
-    let (host, port) = match host.rsplit_once(':') {
-        Some((h, p)) => (h, p.parse().ok()),
-        None => (host, None),
-    };
-    origin.to_str().map(|o| origin::allowed(policy, o, ("http", host, port))).unwrap_or(false)
-}
-
 fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
     headers
         .get_all(name)
@@ -65,13 +53,13 @@ async fn upgrade<S: Socket>(State(shared): State<Arc<SocketShared<S>>>, mut req:
         return status(StatusCode::BAD_REQUEST);
     }
     let params = Params::from_query(req.uri().query().unwrap_or(""));
-    let headers = req.headers();
     let config = &shared.config;
-    if !origin_allowed(&config.check_origin, headers) {
-        tracing::error!(origin = ?headers.get(header::ORIGIN), "could not check origin for the socket transport");
+    if !origin::request_allowed(config, &req) {
+        tracing::error!(origin = ?req.headers().get(header::ORIGIN), "could not check origin for the socket transport");
         shared.endpoint.metrics().refused();
         return status(StatusCode::FORBIDDEN);
     }
+    let headers = req.headers();
     let peer = req.extensions().get::<axum::extract::ConnectInfo<SocketAddr>>().map(|c| c.0);
     let info = ConnectInfo::new(peer, req.uri().clone(), headers);
     let vsn = match Vsn::negotiate(params.get_str("vsn")) {

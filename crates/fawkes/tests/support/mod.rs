@@ -187,7 +187,8 @@ pub async fn serve(handler: SocketHandler<AppSocket>) -> (SocketAddr, Endpoint) 
 }
 
 /// A minimal HTTP/1.1 client for the long-poll tests: one request per
-/// connection. Returns the status, the headers (lowercased) and the body.
+/// connection, with `host: <addr>` unless `headers` has a `host`. Returns
+/// the status, the headers (lowercased) and the body.
 pub async fn http(
     addr: SocketAddr,
     method: &str,
@@ -197,8 +198,10 @@ pub async fn http(
 ) -> (u16, Vec<(String, String)>, Vec<u8>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let mut req =
-        format!("{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n", body.len());
+    let mut req = format!("{method} {path} HTTP/1.1\r\nconnection: close\r\ncontent-length: {}\r\n", body.len());
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        req.push_str(&format!("host: {addr}\r\n"));
+    }
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
