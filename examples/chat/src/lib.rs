@@ -132,6 +132,10 @@ pub async fn build(config: &Config) -> Result<(axum::Router, SocketService<socke
             c.longpoll = true;
             // the page is served by this server: its origin is the request's
             c.check_origin = CheckOrigin::Conn;
+            // what one person's tabs together make the server send to
+            // everyone else in a room (typing, status changes): no one types
+            // or changes status 20 times a second for long
+            c.fanout_rate = Some(fawkes::RateLimit::new(20.0, 100.0));
         })
         .build(&endpoint);
     let router = axum::Router::new()

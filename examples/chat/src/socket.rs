@@ -132,7 +132,9 @@ impl Channel<ChatSocket> for RoomChannel {
                     Err(why) => return Ok(HandleIn::error(json!({"reason": "invalid", "errors": {"body": why}}))),
                 };
                 let msg = app.chat.post(self.room, me, &body).await?;
-                ctx.broadcast("new_message", json!(msg))?;
+                // stored: it goes out whatever the fan-out limit says (messages
+                // have their own limit, checked above)
+                ctx.endpoint().broadcast(ctx.topic(), "new_message", json!(msg))?;
                 Ok(HandleIn::ok(json!({"message_id": msg.id})))
             }
             "typing" => {

@@ -230,6 +230,49 @@ async fn messages_are_rate_limited_per_user() {
     assert_eq!(limited, 2, "a burst of 10 passes");
 }
 
+/// Typing and status changes reach everyone in the room: a flood of them
+/// from one person's tabs is refused with `rate_limited` past a human pace,
+/// the channels stay up, and others are not held back.
+#[tokio::test]
+async fn typing_and_status_floods_are_limited_per_user_across_tabs() {
+    let s = start().await;
+    let (ta, _) = sign_in(&s, &unique("alice")).await;
+    let (tb, _) = sign_in(&s, &unique("bob")).await;
+    let id = room(&s, &ta).await;
+    http(s.addr, "POST", &format!("/api/v1/rooms/{id}/members"), Some(&tb), None).await;
+    let (_s1, tab1) = join(&s, &ta, id).await;
+    let (_s2, tab2) = join(&s, &ta, id).await;
+    let mut refs = Vec::new();
+    for i in 0..150 {
+        let tab = if i % 2 == 0 { &tab1 } else { &tab2 };
+        let (event, payload) = if i % 3 == 0 {
+            ("update_status", json!({"status": if i % 2 == 0 { "away" } else { "busy" }}))
+        } else {
+            ("typing", json!({"typing": i % 2 == 0}))
+        };
+        refs.push((tab, tab.push(event, payload)));
+    }
+    let (mut ok, mut limited) = (0, 0);
+    for (tab, r) in refs {
+        let (status, p) = tab.wait_reply(&r, std::time::Duration::from_secs(5)).await.unwrap();
+        if status == "ok" {
+            ok += 1;
+        } else {
+            assert_eq!(p.to_value().unwrap()["reason"], "rate_limited");
+            limited += 1;
+        }
+    }
+    assert!((100..=110).contains(&ok), "bursts of 100 per person across tabs: {ok} passed");
+    assert_eq!(ok + limited, 150);
+    // the channels are up and messages still go out
+    let r = tab1.push("new_message", json!({"body": "still here"}));
+    assert_reply!(tab1, r, "ok", any_payload);
+    // bob is not limited by alice's spending
+    let (_sb, cb) = join(&s, &tb, id).await;
+    let r = cb.push("typing", json!({"typing": true}));
+    assert_reply!(cb, r, "ok", json!({}));
+}
+
 #[tokio::test]
 async fn presence_has_names_statuses_and_one_entry_per_person() {
     let s = start().await;
