@@ -278,12 +278,14 @@ impl Settings {
 /// operating system's error number.
 fn reason(e: &std::io::Error) -> String {
     let text = e.to_string();
-    let text = match text.rfind(" (os error ") {
-        Some(at) if e.raw_os_error().is_some() => &text[..at],
-        _ => &text,
-    };
-    let mut chars = text.chars();
-    chars.next().map(|first| first.to_lowercase().chain(chars).collect()).unwrap_or_default()
+    // the system's messages are capitalized sentences with a number
+    match text.rfind(" (os error ") {
+        Some(at) if e.raw_os_error().is_some() => {
+            let mut chars = text[..at].chars();
+            chars.next().map(|first| first.to_lowercase().chain(chars).collect()).unwrap_or_default()
+        }
+        _ => text,
+    }
 }
 
 #[tokio::main]

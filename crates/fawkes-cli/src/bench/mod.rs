@@ -159,12 +159,14 @@ fn loopback(url: &str) -> Result<SocketAddr, String> {
 /// operating system's error number.
 fn reason(e: &std::io::Error) -> String {
     let text = e.to_string();
-    let text = match text.rfind(" (os error ") {
-        Some(at) if e.raw_os_error().is_some() => &text[..at],
-        _ => &text,
-    };
-    let mut chars = text.chars();
-    chars.next().map(|first| first.to_lowercase().chain(chars).collect()).unwrap_or_default()
+    // the system's messages are capitalized sentences with a number
+    match text.rfind(" (os error ") {
+        Some(at) if e.raw_os_error().is_some() => {
+            let mut chars = text[..at].chars();
+            chars.next().map(|first| first.to_lowercase().chain(chars).collect()).unwrap_or_default()
+        }
+        _ => text,
+    }
 }
 
 /// Client source addresses spread over 127.0.0.0/8, so that 20 000
