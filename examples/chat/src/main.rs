@@ -8,9 +8,8 @@
 //! A bad value in any of these, a port already in use, or a database or
 //! Redis that cannot be reached stops the server at start-up with one line
 //! on stderr that names what failed and where (a database URL's password
-//! left out), and exit status 1. The database gets
-//! [`CONNECT_TIMEOUT`](fawkes_chat::db::CONNECT_TIMEOUT) (5 s) to answer the
-//! first connection, Redis the same.
+//! left out), and exit status 1. The database gets [`CONNECT_TIMEOUT`]
+//! (5 s) to answer the first connection, Redis the same.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
