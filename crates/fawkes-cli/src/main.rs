@@ -3,50 +3,118 @@
 //! ```text
 //! fawkes token sign   --secret-key-base S --salt SALT --data JSON [--signed-at-ms MS | --signed-at SECONDS] [--max-age S|infinity]
 //! fawkes token verify --secret-key-base S --salt SALT --token T [--max-age S|infinity] [--now-ms MS]
+//! fawkes bench <conns|fanout|echo|churn|presence> [options]
 //! ```
 //!
-//! `sign` prints the token. `verify` prints the data as JSON, or exits with
-//! status 1 and the reason (`expired`, `invalid`, `missing`) on stderr.
-//! Usage errors exit with status 2.
+//! `fawkes help`, `fawkes <command> --help` and `fawkes bench <scenario>
+//! --help` describe every option. `sign` prints the token. `verify` prints
+//! the data as JSON, or exits with status 1 and the reason (`expired`,
+//! `invalid`, `missing`) on stderr. `bench` prints its results, or exits with
+//! status 1 and the reason when the run fails. Usage errors (an unknown
+//! command or option, a missing or bad value) exit with status 2.
 
-use std::collections::HashMap;
 use std::process::ExitCode;
 
-use fawkes_token::{sign, verify, MaxAge, SignOptions, VerifyOptions};
+use clap::{Args, Parser, Subcommand};
+use fawkes_token::{sign, verify, MaxAge, SignOptions, VerifyOptions, MIN_SECRET_LEN};
 
 mod bench;
 
-const USAGE: &str = "usage:
-  fawkes bench <conns|fanout|echo|churn|presence> [options]   (fawkes bench --help)
-  fawkes token sign   --secret-key-base S --salt SALT --data JSON [--signed-at-ms MS | --signed-at SECONDS] [--max-age SECONDS|infinity]
-  fawkes token verify --secret-key-base S --salt SALT --token T [--max-age SECONDS|infinity] [--now-ms MS]
-
-  --signed-at-ms  when the token was signed, in milliseconds since the Unix epoch (default: now)
-  --signed-at     the same in seconds, as Phoenix.Token's signed_at option (stored times 1000)
-  --max-age       seconds the token stays valid (sign: stored in the token, default 86400;
-                  verify: overrides the stored value)
-  --now-ms        the time to verify at, in milliseconds (default: now)";
-
-fn usage(msg: &str) -> ExitCode {
-    eprintln!("fawkes: {msg}\n{USAGE}");
-    ExitCode::from(2)
+/// Phoenix.Token minting and checking, and load tests of Phoenix-protocol
+/// servers.
+#[derive(Debug, Parser)]
+#[command(name = "fawkes", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
 }
 
-fn flags(args: &[String], allowed: &[&str]) -> Result<HashMap<String, String>, String> {
-    let mut out = HashMap::new();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let name = a.strip_prefix("--").ok_or_else(|| format!("unexpected argument {a:?}"))?;
-        let (name, value) = match name.split_once('=') {
-            Some((n, v)) => (n.to_owned(), v.to_owned()),
-            None => (name.to_owned(), it.next().ok_or_else(|| format!("--{name} needs a value"))?.clone()),
-        };
-        if !allowed.contains(&name.as_str()) {
-            return Err(format!("unknown option --{name}"));
-        }
-        out.insert(name, value);
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Mints and checks Phoenix.Tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Loads a Phoenix-protocol server on loopback with one of the scenarios
+    /// of docs/benchmarks.md (the rooms of the conformance contract, the V2
+    /// protocol).
+    #[command(subcommand, subcommand_value_name = "SCENARIO", subcommand_help_heading = "Scenarios")]
+    Bench(bench::Scenario),
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Prints a token signed as Phoenix.Token.sign does.
+    #[command(allow_negative_numbers = true)]
+    Sign(SignArgs),
+    /// Prints the data of a token as JSON, or exits with status 1 and the
+    /// reason (expired, invalid, missing) on stderr.
+    #[command(allow_negative_numbers = true)]
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, Args)]
+struct SignArgs {
+    /// The secret key base (at least 20 bytes, as Phoenix requires).
+    #[arg(long, value_name = "S", value_parser = secret_key_base)]
+    secret_key_base: String,
+    /// The salt (Phoenix.Token's second argument).
+    #[arg(long)]
+    salt: String,
+    /// The data to sign, as JSON.
+    #[arg(long, value_name = "JSON", value_parser = json)]
+    data: serde_json::Value,
+    /// When the token was signed, in milliseconds since the Unix epoch
+    /// [default: now].
+    #[arg(long, value_name = "MS")]
+    signed_at_ms: Option<u64>,
+    /// When the token was signed, in seconds, as Phoenix.Token's signed_at
+    /// option (stored times 1000).
+    #[arg(long, value_name = "SECONDS", conflicts_with = "signed_at_ms", value_parser = signed_at_seconds)]
+    signed_at: Option<f64>,
+    /// Seconds the token stays valid, stored in the token, or `infinity`
+    /// [default: 86400].
+    #[arg(long, value_name = "SECONDS", value_parser = max_age)]
+    max_age: Option<MaxAge>,
+}
+
+#[derive(Debug, Args)]
+struct VerifyArgs {
+    /// The secret key base the token was signed with.
+    #[arg(long, value_name = "S")]
+    secret_key_base: String,
+    /// The salt the token was signed with.
+    #[arg(long)]
+    salt: String,
+    /// The token; without it, the answer is `missing`.
+    #[arg(long, value_name = "T")]
+    token: Option<String>,
+    /// Seconds the token stays valid, or `infinity`, instead of the max age
+    /// stored in the token.
+    #[arg(long, value_name = "SECONDS", value_parser = max_age)]
+    max_age: Option<MaxAge>,
+    /// The time to verify at, in milliseconds since the Unix epoch
+    /// [default: now].
+    #[arg(long, value_name = "MS")]
+    now_ms: Option<u64>,
+}
+
+fn secret_key_base(s: &str) -> Result<String, String> {
+    if s.len() < MIN_SECRET_LEN {
+        return Err(format!("must be at least {MIN_SECRET_LEN} bytes, got {}", s.len()));
     }
-    Ok(out)
+    Ok(s.to_owned())
+}
+
+fn json(s: &str) -> Result<serde_json::Value, String> {
+    serde_json::from_str(s).map_err(|e| format!("not JSON: {e}"))
+}
+
+fn signed_at_seconds(s: &str) -> Result<f64, String> {
+    s.parse::<f64>()
+        .ok()
+        // the milliseconds must fit the token's integer
+        .filter(|f| f.is_finite() && *f >= 0.0 && *f * 1000.0 < u64::MAX as f64)
+        .ok_or_else(|| "must be a number of seconds since the Unix epoch".to_owned())
 }
 
 fn max_age(s: &str) -> Result<MaxAge, String> {
@@ -57,66 +125,34 @@ fn max_age(s: &str) -> Result<MaxAge, String> {
         .ok()
         .filter(|f| f.is_finite())
         .map(MaxAge::Seconds)
-        .ok_or_else(|| format!("invalid --max-age {s:?}"))
+        .ok_or_else(|| "must be a number of seconds or `infinity`".to_owned())
 }
 
-fn required<'a>(f: &'a HashMap<String, String>, name: &str) -> Result<&'a str, String> {
-    f.get(name).map(String::as_str).ok_or_else(|| format!("--{name} is required"))
-}
-
-fn token(args: &[String]) -> ExitCode {
-    match args.first().map(String::as_str) {
-        Some("sign") => {
-            let f =
-                match flags(&args[1..], &["secret-key-base", "salt", "data", "signed-at-ms", "signed-at", "max-age"]) {
-                    Ok(f) => f,
-                    Err(e) => return usage(&e),
-                };
-            let run = || -> Result<String, String> {
-                let data: serde_json::Value =
-                    serde_json::from_str(required(&f, "data")?).map_err(|e| format!("--data is not JSON: {e}"))?;
-                let mut opts = SignOptions::default();
-                if let Some(ms) = f.get("signed-at-ms") {
-                    opts.signed_at_ms = Some(ms.parse().map_err(|_| format!("invalid --signed-at-ms {ms:?}"))?);
-                }
-                if let Some(s) = f.get("signed-at") {
-                    opts = opts.signed_at_seconds(s.parse().map_err(|_| format!("invalid --signed-at {s:?}"))?);
-                }
-                if let Some(m) = f.get("max-age") {
-                    opts.max_age = max_age(m)?;
-                }
-                sign(required(&f, "secret-key-base")?, required(&f, "salt")?, &data, &opts).map_err(|e| e.to_string())
-            };
-            match run() {
+fn token(command: TokenCommand) -> ExitCode {
+    match command {
+        TokenCommand::Sign(a) => {
+            let mut opts = SignOptions { signed_at_ms: a.signed_at_ms, ..SignOptions::default() };
+            if let Some(s) = a.signed_at {
+                opts = opts.signed_at_seconds(s);
+            }
+            if let Some(m) = a.max_age {
+                opts.max_age = m;
+            }
+            match sign(&a.secret_key_base, &a.salt, &a.data, &opts) {
                 Ok(t) => {
                     println!("{t}");
                     ExitCode::SUCCESS
                 }
-                Err(e) => usage(&e),
+                Err(e) => {
+                    // the arguments were checked: this is still a usage error
+                    eprintln!("fawkes token sign: {e}");
+                    ExitCode::from(2)
+                }
             }
         }
-        Some("verify") => {
-            let f = match flags(&args[1..], &["secret-key-base", "salt", "token", "max-age", "now-ms"]) {
-                Ok(f) => f,
-                Err(e) => return usage(&e),
-            };
-            let mut opts = VerifyOptions::default();
-            if let Some(m) = f.get("max-age") {
-                match max_age(m) {
-                    Ok(m) => opts.max_age = Some(m),
-                    Err(e) => return usage(&e),
-                }
-            }
-            if let Some(ms) = f.get("now-ms") {
-                match ms.parse() {
-                    Ok(ms) => opts.now_ms = Some(ms),
-                    Err(_) => return usage(&format!("invalid --now-ms {ms:?}")),
-                }
-            }
-            let (Ok(secret), Ok(salt)) = (required(&f, "secret-key-base"), required(&f, "salt")) else {
-                return usage("--secret-key-base and --salt are required");
-            };
-            match verify(secret, salt, f.get("token").map(String::as_str), &opts) {
+        TokenCommand::Verify(a) => {
+            let opts = VerifyOptions { max_age: a.max_age, now_ms: a.now_ms };
+            match verify(&a.secret_key_base, &a.salt, a.token.as_deref(), &opts) {
                 Ok(data) => {
                     println!("{data}");
                     ExitCode::SUCCESS
@@ -127,25 +163,23 @@ fn token(args: &[String]) -> ExitCode {
                 }
             }
         }
-        _ => usage("expected `token sign` or `token verify`"),
     }
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("token") => token(&args[1..]),
-        Some("bench") => match bench::run(&args[1..]) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("fawkes bench: {e}\n{}", bench::USAGE);
-                ExitCode::from(2)
+    // usage errors exit with status 2, --help and --version with 0
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Token(t) => token(t),
+        Command::Bench(scenario) => {
+            let name = scenario.name();
+            match bench::run(scenario) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("fawkes bench {name}: {e}");
+                    ExitCode::from(1)
+                }
             }
-        },
-        Some("--help" | "-h" | "help") => {
-            println!("{USAGE}");
-            ExitCode::SUCCESS
         }
-        _ => usage("expected a command"),
     }
 }

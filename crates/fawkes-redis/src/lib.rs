@@ -93,8 +93,27 @@ pub enum RedisError {
     NodeName,
     /// Redis could not be reached, refused the credentials or the
     /// subscription.
-    #[error("redis: {0}")]
-    Io(#[from] std::io::Error),
+    #[error("cannot connect to Redis at redis://{addr}: {}", reason(source))]
+    Io {
+        /// The `host:port` tried (the URL's credentials left out).
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// An I/O error as people read it: `connection refused`, without the
+/// operating system's error number.
+fn reason(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    // the system's messages are capitalized sentences with a number
+    match text.rfind(" (os error ") {
+        Some(at) if e.raw_os_error().is_some() => {
+            let mut chars = text[..at].chars();
+            chars.next().map(|first| first.to_lowercase().chain(chars).collect()).unwrap_or_default()
+        }
+        _ => text,
+    }
 }
 
 struct Target {
@@ -269,8 +288,9 @@ pub async fn connect_cluster(config: RedisConfig) -> Result<Cluster, RedisError>
     let target = Arc::new(parse_url(&config.url)?);
     let config = Arc::new(config);
     // Fail early on a wrong address or password.
-    let first = subscribe(&target, &config).await?;
-    let publisher = Conn::open(&target.addr, target.auth(), config.connect_timeout).await?;
+    let failed = |source| RedisError::Io { addr: target.addr.clone(), source };
+    let first = subscribe(&target, &config).await.map_err(failed)?;
+    let publisher = Conn::open(&target.addr, target.auth(), config.connect_timeout).await.map_err(failed)?;
     let stats = Arc::new(RedisStats::default());
     let (queue, rx) = mpsc::channel(config.queue_limit.max(1));
     let (alive, alive_rx) = watch::channel(());

@@ -157,7 +157,7 @@ async fn passwords_are_sent_and_wrong_ones_refused() {
     a.broadcast(bc("authed", 1)).unwrap();
     assert_eq!(wait_for(&seen_b, 1).await.len(), 1);
     let wrong = format!("redis://:nope@127.0.0.1:{}", server.port());
-    assert!(matches!(connect(RedisConfig::new(wrong, "c")).await, Err(RedisError::Io(_))));
+    assert!(matches!(connect(RedisConfig::new(wrong, "c")).await, Err(RedisError::Io { .. })));
     let none = format!("redis://127.0.0.1:{}", server.port());
     assert!(connect(RedisConfig::new(none, "d")).await.is_err(), "SUBSCRIBE without AUTH is refused");
 }
@@ -168,7 +168,12 @@ async fn bad_configs_are_errors() {
     assert!(matches!(connect(RedisConfig::new("redis://127.0.0.1:1", "")).await, Err(RedisError::NodeName)));
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let nobody = format!("redis://127.0.0.1:{port}");
-    assert!(matches!(connect(RedisConfig::new(nobody, "a")).await, Err(RedisError::Io(_))));
+    let e = connect(RedisConfig::new(nobody, "a")).await.unwrap_err();
+    assert!(matches!(e, RedisError::Io { .. }));
+    // the address tried and why, in words
+    assert_eq!(e.to_string(), format!("cannot connect to Redis at redis://127.0.0.1:{port}: connection refused"));
+    let e = connect(RedisConfig::new(format!("redis://user:hidden@127.0.0.1:{port}/0"), "a")).await.unwrap_err();
+    assert_eq!(e.to_string(), format!("cannot connect to Redis at redis://127.0.0.1:{port}: connection refused"));
 }
 
 /// What a Phoenix node publishes is delivered; anything else on the channel

@@ -1,12 +1,17 @@
 //! The conformance server: implements `shared/conformance/CONTRACT.md` on
 //! Fawkes, so that the official Phoenix client can drive it from outside.
 //!
-//! Environment: `PORT` (4000), `SOCKET_TIMEOUT_MS` (60000),
-//! `PRESENCE_DIFF_WINDOW_MS` (0: one presence diff per change),
-//! `RATE_LIMITS=off` (no join and event rate limits, for load tests),
-//! `REDIS_URL` and `NODE_NAME` (join the cluster of every node on that
-//! Redis: broadcasts, disconnects, presence and long-poll sessions span
-//! them). `GET /metrics` serves the endpoint's counters for Prometheus.
+//! Environment: `PORT` (4001, on 127.0.0.1; the chat has 4000),
+//! `SOCKET_TIMEOUT_MS` (60000), `PRESENCE_DIFF_WINDOW_MS` (0: one presence
+//! diff per change), `RATE_LIMITS` (`on`; `off`: no join and event rate
+//! limits, for load tests), `REDIS_URL` and `NODE_NAME` (join the cluster of
+//! every node on that Redis: broadcasts, disconnects, presence and long-poll
+//! sessions span them; an empty `REDIS_URL` is none), `RUST_LOG` (`warn`).
+//! `GET /metrics` serves the endpoint's counters for Prometheus.
+//!
+//! A bad value in any of these, a port already in use or a Redis that
+//! cannot be reached stops the server at start-up with one line on stderr
+//! that names what failed and where, and exit status 1.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -203,35 +208,128 @@ async fn api_disconnect(State(endpoint): State<Endpoint>, body: axum::body::Byte
     }
 }
 
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+/// What the environment asks for.
+struct Settings {
+    port: u16,
+    timeout: Duration,
+    presence_window: Duration,
+    rate_limits: bool,
+    /// The Redis URL and this node's name, when given.
+    redis: Option<(String, Option<String>)>,
+    log: tracing_subscriber::EnvFilter,
+}
+
+/// A variable's value; `None` when it is not set.
+fn var(name: &str) -> Result<Option<String>, String> {
+    match std::env::var(name) {
+        Ok(v) => Ok(Some(v)),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(v)) => {
+            Err(format!("{name} must be valid UTF-8, got {:?}", v.to_string_lossy()))
+        }
+    }
+}
+
+/// A number of milliseconds from `min` to a day.
+fn millis(name: &str, default: u64, min: u64) -> Result<Duration, String> {
+    const DAY: u64 = 86_400_000;
+    match var(name)? {
+        None => Ok(Duration::from_millis(default)),
+        Some(v) => v
+            .parse::<u64>()
+            .ok()
+            .filter(|ms| (min..=DAY).contains(ms))
+            .map(Duration::from_millis)
+            .ok_or_else(|| format!("{name} must be a number of milliseconds ({min} to {DAY}), got {v:?}")),
+    }
+}
+
+impl Settings {
+    fn from_env() -> Result<Settings, String> {
+        let log = match var("RUST_LOG")? {
+            None => tracing_subscriber::EnvFilter::new("warn"),
+            Some(v) => tracing_subscriber::EnvFilter::try_new(&v)
+                .map_err(|e| format!("RUST_LOG must be a log filter such as \"warn\" ({e}), got {v:?}"))?,
+        };
+        let port = match var("PORT")? {
+            None => 4001,
+            Some(v) => v.parse().map_err(|_| format!("PORT must be a port number (0-65535), got {v:?}"))?,
+        };
+        let timeout = millis("SOCKET_TIMEOUT_MS", 60_000, 1)?;
+        let presence_window = millis("PRESENCE_DIFF_WINDOW_MS", 0, 0)?;
+        let rate_limits = match var("RATE_LIMITS")?.as_deref() {
+            None | Some("on") => true,
+            Some("off") => false,
+            Some(v) => return Err(format!("RATE_LIMITS must be \"on\" or \"off\", got {v:?}")),
+        };
+        let node = var("NODE_NAME")?;
+        if node.as_deref() == Some("") {
+            return Err("NODE_NAME must not be empty".into());
+        }
+        let redis = match var("REDIS_URL")? {
+            Some(url) if !url.is_empty() => Some((url, node)),
+            _ => None,
+        };
+        Ok(Settings { port, timeout, presence_window, rate_limits, redis, log })
+    }
+}
+
+/// An I/O error as people read it: `address already in use`, without the
+/// operating system's error number.
+fn reason(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    // the system's messages are capitalized sentences with a number
+    match text.rfind(" (os error ") {
+        Some(at) if e.raw_os_error().is_some() => {
+            let mut chars = text[..at].chars();
+            chars.next().map(|first| first.to_lowercase().chain(chars).collect()).unwrap_or_default()
+        }
+        _ => text,
+    }
 }
 
 #[tokio::main]
-async fn main() -> std::io::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
-        .init();
-    let port = env_u64("PORT", 4000);
-    let timeout = Duration::from_millis(env_u64("SOCKET_TIMEOUT_MS", 60_000));
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("conformance-server: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
 
-    let window = Duration::from_millis(env_u64("PRESENCE_DIFF_WINDOW_MS", 0));
+async fn run() -> Result<(), String> {
+    let settings = Settings::from_env()?;
+    tracing_subscriber::fmt().with_env_filter(settings.log).init();
+    let port = settings.port;
+    let timeout = settings.timeout;
+    let window = settings.presence_window;
     // for load tests that compare with servers that have no rate limits
-    let rate_limits_off = std::env::var("RATE_LIMITS").is_ok_and(|v| v == "off");
+    let rate_limits_off = !settings.rate_limits;
     if let Ok((_, hard)) = rlimit::Resource::NOFILE.get() {
         let _ = rlimit::Resource::NOFILE.set(hard, hard);
     }
 
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .map_err(|e| format!("cannot listen on 127.0.0.1:{port}: {}", reason(&e)))?;
+    let addr = listener.local_addr().map_err(|e| format!("cannot listen on 127.0.0.1:{port}: {}", reason(&e)))?;
+
     // REDIS_URL: join the cluster of every node on that Redis
-    let endpoint = match std::env::var("REDIS_URL") {
-        Ok(url) if !url.is_empty() => {
-            let node = std::env::var("NODE_NAME").unwrap_or_else(|_| format!("fawkes-{port}@127.0.0.1"));
-            let pubsub = fawkes_redis::connect(fawkes_redis::RedisConfig::new(url, node))
-                .await
-                .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let endpoint = match settings.redis {
+        Some((url, node)) => {
+            let node = node.unwrap_or_else(|| format!("fawkes-{}@127.0.0.1", addr.port()));
+            let pubsub =
+                fawkes_redis::connect(fawkes_redis::RedisConfig::new(url, node)).await.map_err(|e| match e {
+                    fawkes_redis::RedisError::Url(url) => {
+                        format!("REDIS_URL must be redis://[[user]:password@]host[:port][/db], got {url:?}")
+                    }
+                    e => e.to_string(),
+                })?;
             Endpoint::new(pubsub)
         }
-        _ => Endpoint::local(),
+        None => Endpoint::local(),
     };
     let presence = Presence::builder(&endpoint).diff_window(window).build();
     let leaving = presence.clone();
@@ -263,8 +361,7 @@ async fn main() -> std::io::Result<()> {
         .with_state(endpoint.clone())
         .merge(endpoint.socket("/socket", socket));
 
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", u16::try_from(port).unwrap_or(4000))).await?;
-    tracing::warn!("conformance server listening on http://127.0.0.1:{port}");
+    tracing::warn!("conformance server listening on http://{addr}");
     let shutdown_endpoint = endpoint.clone();
     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(async move {
@@ -272,7 +369,8 @@ async fn main() -> std::io::Result<()> {
             leaving.leave_cluster();
             shutdown_endpoint.shutdown();
         })
-        .await?;
+        .await
+        .map_err(|e| format!("serving on {addr} failed: {}", reason(&e)))?;
     let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.pubsub().flush()).await;
     Ok(())
 }

@@ -2,10 +2,10 @@
 //! PostgreSQL when `DATABASE_URL` says `postgres://`. Same queries, same
 //! migrations (one set per dialect).
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sqlx::any::AnyPoolOptions;
-use sqlx::AnyPool;
+use sqlx::{AnyConnection, AnyPool, Connection};
 
 /// Which database the pool talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,14 +19,30 @@ pub enum Backend {
 const SQLITE: &[(&str, &str)] = &[("001_init", include_str!("../migrations/sqlite/001_init.sql"))];
 const POSTGRES: &[(&str, &str)] = &[("001_init", include_str!("../migrations/postgres/001_init.sql"))];
 
+/// How long the first connection may take: a database that cannot be
+/// reached fails the start at once (a refused connection) or after this.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Connects and brings the schema up to date.
 ///
 /// # Errors
 ///
-/// When the database cannot be reached or a migration fails.
+/// When the database cannot be reached (within [`CONNECT_TIMEOUT`]: an
+/// [`sqlx::Error::Io`] that says why, `TimedOut` when nothing answered) or a
+/// migration fails.
 pub async fn connect(url: &str) -> Result<(AnyPool, Backend), sqlx::Error> {
     sqlx::any::install_default_drivers();
     let backend = if url.starts_with("postgres") { Backend::Postgres } else { Backend::Sqlite };
+    // One connection first, on its own: the pool would retry a refused
+    // connection until its 30 s acquire timeout and then report only that.
+    let first = tokio::time::timeout(CONNECT_TIMEOUT, AnyConnection::connect(url)).await.map_err(|_| {
+        sqlx::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()),
+        ))
+    })??;
+    // the pool opens its own; this one only proved the way
+    let _ = first.close().await;
     // SQLite allows one writer at a time: one connection avoids lock errors.
     let max = if backend == Backend::Sqlite { 1 } else { 10 };
     let pool = AnyPoolOptions::new().max_connections(max).connect(url).await?;

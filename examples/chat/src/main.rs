@@ -1,31 +1,162 @@
-//! The chat server: `PORT` (4000), `DATABASE_URL` (a SQLite file by
-//! default), `SECRET_KEY_BASE` (generated and stored when absent), and
-//! `REDIS_URL` with `NODE_NAME` to run several nodes as one (broadcasts and
-//! presence span every node on that Redis; give them one database).
+//! The chat server: `PORT` (4000, on 127.0.0.1), `DATABASE_URL`
+//! (`sqlite:...` or `postgres://...`; a SQLite file, `fawkes-chat.db`, by
+//! default), `SECRET_KEY_BASE` (at least 20 bytes; generated and stored when
+//! absent), `REDIS_URL` with `NODE_NAME` to run several nodes as one
+//! (broadcasts and presence span every node on that Redis; give them one
+//! database; an empty `REDIS_URL` is none), and `RUST_LOG` (`info`).
+//!
+//! A bad value in any of these, a port already in use, or a database or
+//! Redis that cannot be reached stops the server at start-up with one line
+//! on stderr that names what failed and where (a database URL's password
+//! left out), and exit status 1. The database gets [`CONNECT_TIMEOUT`]
+//! (5 s) to answer the first connection, Redis the same.
 
 use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use fawkes::token::MIN_SECRET_LEN;
+use fawkes_chat::db::CONNECT_TIMEOUT;
+
+/// A variable's value; `None` when it is not set.
+fn var(name: &str) -> Result<Option<String>, String> {
+    match std::env::var(name) {
+        Ok(v) => Ok(Some(v)),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(v)) => {
+            Err(format!("{name} must be valid UTF-8, got {:?}", v.to_string_lossy()))
+        }
+    }
+}
+
+/// A URL as it may be printed: a password in its user info or in its
+/// `password` query parameter left out.
+fn without_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let (authority, tail) = rest.split_at(rest.find(['/', '?', '#']).unwrap_or(rest.len()));
+    let mut hidden = false;
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) if userinfo.contains(':') => {
+            hidden = true;
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{user}@{host}")
+        }
+        _ => authority.to_owned(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let kept: Vec<&str> = query
+                .split('&')
+                .filter(|p| {
+                    let secret = p.split('=').next().is_some_and(|k| k.eq_ignore_ascii_case("password"));
+                    hidden |= secret;
+                    !secret
+                })
+                .collect();
+            if kept.is_empty() {
+                path.to_owned()
+            } else {
+                format!("{path}?{}", kept.join("&"))
+            }
+        }
+        None => tail.to_owned(),
+    };
+    let shown = format!("{scheme}://{authority}{tail}");
+    if hidden {
+        format!("{shown} (password hidden)")
+    } else {
+        shown
+    }
+}
+
+/// An I/O error as people read it: `connection refused`, without the
+/// operating system's error number.
+fn reason(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    // the system's messages are capitalized sentences with a number
+    match text.rfind(" (os error ") {
+        Some(at) if e.raw_os_error().is_some() => {
+            let mut chars = text[..at].chars();
+            chars.next().map(|first| first.to_lowercase().chain(chars).collect()).unwrap_or_default()
+        }
+        _ => text,
+    }
+}
+
+/// Why the database at `url` (already without its password) could not be
+/// opened.
+fn database_error(url: &str, e: sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Io(e) => format!("cannot connect to the database at {url}: {}", reason(&e)),
+        sqlx::Error::PoolTimedOut => {
+            format!("cannot connect to the database at {url}: no answer within {} s", CONNECT_TIMEOUT.as_secs())
+        }
+        sqlx::Error::Database(e) => format!("cannot open the database at {url}: {}", e.message()),
+        e => format!("cannot open the database at {url}: {e}"),
+    }
+}
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .init();
-    let port: u16 = std::env::var("PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(4000);
-    let pubsub = match std::env::var("REDIS_URL") {
-        Ok(url) if !url.is_empty() => {
-            let node = std::env::var("NODE_NAME").unwrap_or_else(|_| format!("fawkes-chat-{port}"));
-            Some(fawkes_redis::connect(fawkes_redis::RedisConfig::new(url, node)).await?)
+async fn main() -> ExitCode {
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("fawkes-chat: {e}");
+            ExitCode::FAILURE
         }
-        _ => None,
+    }
+}
+
+async fn run() -> Result<(), String> {
+    let log = match var("RUST_LOG")? {
+        None => tracing_subscriber::EnvFilter::new("info"),
+        Some(v) => tracing_subscriber::EnvFilter::try_new(&v)
+            .map_err(|e| format!("RUST_LOG must be a log filter such as \"info\" ({e}), got {v:?}"))?,
     };
-    let config = fawkes_chat::Config {
-        database_url: std::env::var("DATABASE_URL").unwrap_or_else(|_| "sqlite://fawkes-chat.db?mode=rwc".into()),
-        secret_key_base: std::env::var("SECRET_KEY_BASE").ok(),
-        pubsub,
+    let port: u16 = match var("PORT")? {
+        None => 4000,
+        Some(v) => v.parse().map_err(|_| format!("PORT must be a port number (0-65535), got {v:?}"))?,
     };
-    let (router, service, app) = fawkes_chat::build(&config).await?;
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
-    tracing::info!("fawkes-chat on http://127.0.0.1:{port}");
+    let database_url = var("DATABASE_URL")?.unwrap_or_else(|| "sqlite://fawkes-chat.db?mode=rwc".into());
+    let shown_url = without_password(&database_url);
+    if !["sqlite:", "postgres://", "postgresql://"].iter().any(|s| database_url.starts_with(s)) {
+        return Err(format!("DATABASE_URL must be a sqlite:... or postgres://... URL, got {shown_url:?}"));
+    }
+    let secret_key_base = var("SECRET_KEY_BASE")?;
+    if let Some(s) = &secret_key_base {
+        if s.len() < MIN_SECRET_LEN {
+            // the secret itself is not printed
+            return Err(format!("SECRET_KEY_BASE must be at least {MIN_SECRET_LEN} bytes, got {}", s.len()));
+        }
+    }
+    let node = var("NODE_NAME")?;
+    if node.as_deref() == Some("") {
+        return Err("NODE_NAME must not be empty".into());
+    }
+    let redis_url = var("REDIS_URL")?.filter(|u| !u.is_empty());
+    tracing_subscriber::fmt().with_env_filter(log).init();
+
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .map_err(|e| format!("cannot listen on 127.0.0.1:{port}: {}", reason(&e)))?;
+    let addr = listener.local_addr().map_err(|e| format!("cannot listen on 127.0.0.1:{port}: {}", reason(&e)))?;
+    let pubsub = match redis_url {
+        Some(url) => {
+            let node = node.unwrap_or_else(|| format!("fawkes-chat-{}", addr.port()));
+            let pubsub =
+                fawkes_redis::connect(fawkes_redis::RedisConfig::new(url, node)).await.map_err(|e| match e {
+                    fawkes_redis::RedisError::Url(url) => format!(
+                        "REDIS_URL must be redis://[[user]:password@]host[:port][/db], got {:?}",
+                        without_password(&url)
+                    ),
+                    e => e.to_string(),
+                })?;
+            Some(pubsub)
+        }
+        None => None,
+    };
+    let config = fawkes_chat::Config { database_url, secret_key_base, pubsub };
+    let (router, service, app) = fawkes_chat::build(&config).await.map_err(|e| database_error(&shown_url, e))?;
+    tracing::info!("fawkes-chat on http://{addr}");
     let endpoint = service.endpoint().clone();
     let stopping = endpoint.clone();
     axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
@@ -35,8 +166,29 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             app.presence.leave_cluster();
             stopping.shutdown();
         })
-        .await?;
+        .await
+        .map_err(|e| format!("serving on {addr} failed: {}", reason(&e)))?;
     // what was broadcast last leaves before the process does
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), endpoint.pubsub().flush()).await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_password;
+
+    #[test]
+    fn passwords_are_left_out_of_printed_urls() {
+        for (url, shown) in [
+            ("postgres://u:p@127.0.0.1:5432/db", "postgres://u@127.0.0.1:5432/db (password hidden)"),
+            ("postgres://:p@h/db?sslmode=disable", "postgres://@h/db?sslmode=disable (password hidden)"),
+            ("postgres://u@h/db?password=p&sslmode=disable", "postgres://u@h/db?sslmode=disable (password hidden)"),
+            ("postgres://u:p%40x@h?Password=q", "postgres://u@h (password hidden)"),
+            ("postgres://u@h:5432/db", "postgres://u@h:5432/db"),
+            ("sqlite://fawkes-chat.db?mode=rwc", "sqlite://fawkes-chat.db?mode=rwc"),
+            ("sqlite::memory:", "sqlite::memory:"),
+        ] {
+            assert_eq!(without_password(url), shown, "{url}");
+        }
+    }
 }

@@ -9,63 +9,164 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use clap::{value_parser, ArgAction, Args, Subcommand};
 use client::{fields, number_after, Client};
 use serde_json::{json, Value};
 use tokio::sync::{Notify, Semaphore};
 
-pub(crate) const USAGE: &str = "usage: fawkes bench <conns|fanout|echo|churn|presence> [options]
-  --url URL         the server (default http://127.0.0.1:4000); loopback only
-  --pid PID         the server's process, to read its memory and CPU time
-  --duration S      seconds of load (default 10)
-  conns:    --n N (default 1000) --join false (connect only)
-  fanout:   --subscribers S (1000) --rate R msgs/s (10) --bytes B (100)
-            --publish-url URL (publish through another node of a cluster)
-  echo:     --clients C (20) --in-flight W (10)
-  churn:    --rate R cycles/s (500)
-  presence: --n N (1000)";
+/// The conformance server's default address.
+const DEFAULT_URL: &str = "http://127.0.0.1:4001";
 
-/// Options common to every scenario, and each scenario's own.
-pub(crate) struct Opts {
-    server: SocketAddr,
-    /// fanout: the node the publisher uses, when not `server`.
-    publish: Option<SocketAddr>,
-    pid: Option<u32>,
-    duration: Duration,
-    args: std::collections::HashMap<String, String>,
+/// A scenario of docs/benchmarks.md and its options.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Scenario {
+    /// N sockets, each joined to a topic; the server's RSS per connection.
+    #[command(allow_negative_numbers = true)]
+    Conns {
+        /// Connections.
+        #[arg(long, default_value_t = 1000, value_parser = value_parser!(u64).range(1..))]
+        n: u64,
+        /// `false`: connect only, join nothing.
+        #[arg(long, default_value_t = true, action = ArgAction::Set, value_name = "true|false")]
+        join: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// S subscribers on one topic, a publisher at R messages/s; delivery,
+    /// latency and server CPU per delivery.
+    #[command(allow_negative_numbers = true)]
+    Fanout {
+        /// Subscribers.
+        #[arg(long, default_value_t = 1000, value_parser = value_parser!(u64).range(1..))]
+        subscribers: u64,
+        /// Messages published per second.
+        #[arg(long, default_value_t = 10, value_parser = value_parser!(u64).range(1..))]
+        rate: u64,
+        /// Size of each message, in bytes.
+        #[arg(long, default_value_t = 100, value_parser = value_parser!(u64).range(..=8_000_000))]
+        bytes: u64,
+        /// Publish through another node of a cluster (loopback only)
+        /// [default: the --url server].
+        #[arg(long, value_name = "URL", value_parser = loopback)]
+        publish_url: Option<SocketAddr>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// C clients, each keeping W echo pushes in flight; replies per second,
+    /// round trip and server CPU per reply.
+    #[command(allow_negative_numbers = true)]
+    Echo {
+        /// Clients.
+        #[arg(long, default_value_t = 20, value_parser = value_parser!(u64).range(1..))]
+        clients: u64,
+        /// Pushes each client keeps in flight.
+        #[arg(long, default_value_t = 10, value_parser = value_parser!(u64).range(1..=100_000))]
+        in_flight: u64,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Connect, join, echo, leave and close cycles offered at a rate.
+    #[command(allow_negative_numbers = true)]
+    Churn {
+        /// Cycles offered per second.
+        #[arg(long, default_value_t = 500, value_parser = value_parser!(u64).range(1..))]
+        rate: u64,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// N users join one presence topic; how long until everyone sees
+    /// everyone, and how many presence frames that took.
+    #[command(allow_negative_numbers = true)]
+    Presence {
+        /// Users.
+        #[arg(long, default_value_t = 1000, value_parser = value_parser!(u64).range(1..))]
+        n: u64,
+        #[command(flatten)]
+        common: Common,
+    },
 }
 
-impl Opts {
-    pub(crate) fn parse(args: &[String]) -> Result<Opts, String> {
-        let mut map = std::collections::HashMap::new();
-        let mut it = args.iter();
-        while let Some(a) = it.next() {
-            let k = a.strip_prefix("--").ok_or_else(|| format!("unexpected argument {a:?}"))?;
-            let v = it.next().ok_or_else(|| format!("--{k} needs a value"))?;
-            map.insert(k.to_owned(), v.clone());
+impl Scenario {
+    /// The scenario's name, as on the command line.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Scenario::Conns { .. } => "conns",
+            Scenario::Fanout { .. } => "fanout",
+            Scenario::Echo { .. } => "echo",
+            Scenario::Churn { .. } => "churn",
+            Scenario::Presence { .. } => "presence",
         }
-        let url = map.remove("url").unwrap_or_else(|| "http://127.0.0.1:4000".into());
-        let server = loopback(&url)?;
-        let publish = map.remove("publish-url").map(|u| loopback(&u)).transpose()?;
-        let pid = map.remove("pid").map(|p| p.parse().map_err(|_| "invalid --pid")).transpose()?;
-        let duration = Duration::from_secs_f64(
-            map.remove("duration").map(|d| d.parse().map_err(|_| "invalid --duration")).transpose()?.unwrap_or(10.0),
-        );
-        Ok(Opts { server, publish, pid, duration, args: map })
     }
 
-    fn num(&self, k: &str, default: u64) -> u64 {
-        self.args.get(k).and_then(|v| v.parse().ok()).unwrap_or(default)
+    fn common(&self) -> &Common {
+        match self {
+            Scenario::Conns { common, .. }
+            | Scenario::Fanout { common, .. }
+            | Scenario::Echo { common, .. }
+            | Scenario::Churn { common, .. }
+            | Scenario::Presence { common, .. } => common,
+        }
     }
+}
+
+/// Options common to every scenario.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct Common {
+    /// The server (http:// or ws://, loopback only).
+    #[arg(long = "url", value_name = "URL", default_value = DEFAULT_URL, value_parser = loopback)]
+    server: SocketAddr,
+    /// The server's process, to read its memory and CPU time from /proc.
+    #[arg(long, value_parser = process)]
+    pid: Option<u32>,
+    /// Seconds of load (at most a day).
+    #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = seconds)]
+    duration: Duration,
+}
+
+/// A process that exists, by its id.
+fn process(s: &str) -> Result<u32, String> {
+    let pid: u32 = s.parse().map_err(|_| "must be a process id".to_owned())?;
+    if std::fs::metadata(format!("/proc/{pid}/stat")).is_err() {
+        return Err(format!("no process {pid} to read /proc/{pid}/stat from"));
+    }
+    Ok(pid)
+}
+
+/// Seconds, from 0 to a day.
+fn seconds(s: &str) -> Result<Duration, String> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|f| (0.0..=86_400.0).contains(f))
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| "must be a number of seconds from 0 to 86400".to_owned())
 }
 
 /// The address of a URL, which must be on loopback.
 fn loopback(url: &str) -> Result<SocketAddr, String> {
     let hostport = url.trim_start_matches("http://").trim_start_matches("ws://").trim_end_matches('/');
-    let server = hostport.to_socket_addrs().map_err(|e| format!("{url}: {e}"))?.next().ok_or("no address")?;
+    let server = hostport
+        .to_socket_addrs()
+        .map_err(|e| format!("not a loopback host:port ({e})"))?
+        .next()
+        .ok_or_else(|| format!("{hostport} has no address"))?;
     if !server.ip().is_loopback() {
         return Err(format!("refusing to load {server}: only loopback targets are allowed"));
     }
     Ok(server)
+}
+
+/// An I/O error as people read it: `connection refused`, without the
+/// operating system's error number.
+fn reason(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    // the system's messages are capitalized sentences with a number
+    match text.rfind(" (os error ") {
+        Some(at) if e.raw_os_error().is_some() => {
+            let mut chars = text[..at].chars();
+            chars.next().map(|first| first.to_lowercase().chain(chars).collect()).unwrap_or_default()
+        }
+        _ => text,
+    }
 }
 
 /// Client source addresses spread over 127.0.0.0/8, so that 20 000
@@ -182,10 +283,9 @@ fn run_id() -> String {
 }
 
 /// N sockets each joined to a topic; the server's RSS per connection.
-async fn conns(o: &Opts) -> Result<(), String> {
-    let n = o.num("n", 1000);
+async fn conns(o: &Common, n: u64, join: bool) -> Result<(), String> {
     let limit = raise_nofile();
-    if n + 100 > limit {
+    if n.saturating_add(100) > limit {
         return Err(format!("{n} connections need more than the {limit} open files allowed"));
     }
     let before = server_rss_kib(o.pid);
@@ -197,7 +297,6 @@ async fn conns(o: &Opts) -> Result<(), String> {
         let permit = gate.clone().acquire_owned().await.map_err(|e| e.to_string())?;
         let server = o.server;
         let topic = format!("room:conns-{run}-{}", i % 100);
-        let join = o.args.get("join").is_none_or(|v| v != "false");
         tasks.push(tokio::spawn(async move {
             let c = if join {
                 connect_joined(server, i, "", &topic, 1024).await
@@ -230,7 +329,13 @@ async fn conns(o: &Opts) -> Result<(), String> {
         &[
             ("connections joined".into(), format!("{open} of {n} ({failed} failed)")),
             ("time to connect and join".into(), format!("{:.2} s", joined_in.as_secs_f64())),
-            ("server RSS before/after".into(), format!("{before:?} / {after:?} KiB")),
+            (
+                "server RSS before/after".into(),
+                match (before, after) {
+                    (Some(b), Some(a)) => format!("{b} / {a} KiB"),
+                    _ => "n/a (no --pid)".into(),
+                },
+            ),
             ("server RSS per connection".into(), per_conn.map_or("n/a (no --pid)".into(), |k| format!("{k:.2} KiB"))),
         ],
         json!({"scenario": "conns", "n": n, "joined": open, "failed": failed, "join_s": joined_in.as_secs_f64(), "rss_before_kib": before, "rss_after_kib": after, "rss_per_conn_kib": per_conn}),
@@ -249,10 +354,7 @@ struct SubStats {
 }
 
 /// S subscribers on one topic, a publisher at R messages/s.
-async fn fanout(o: &Opts) -> Result<(), String> {
-    let subs = o.num("subscribers", 1000);
-    let rate = o.num("rate", 10).max(1);
-    let bytes = o.num("bytes", 100) as usize;
+async fn fanout(o: &Common, subs: u64, rate: u64, bytes: u64, publish: Option<SocketAddr>) -> Result<(), String> {
     raise_nofile();
     let topic = format!("room:fanout-{}", run_id());
     let base = Instant::now();
@@ -297,11 +399,12 @@ async fn fanout(o: &Opts) -> Result<(), String> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let joined = ready.load(Ordering::Relaxed);
-    let mut publisher = connect_joined(o.publish.unwrap_or(o.server), subs + 1, "", &topic, 64 * 1024)
+    let publish = publish.unwrap_or(o.server);
+    let mut publisher = connect_joined(publish, subs + 1, "", &topic, 64 * 1024)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| format!("the publisher cannot join {topic} on {publish}: {}", reason(&e)))?;
     // the publisher's replies are read and dropped
-    let pad = "x".repeat(bytes.saturating_sub(40));
+    let pad = "x".repeat(bytes.saturating_sub(40) as usize);
     let cpu0 = server_cpu(o.pid);
     let wall0 = Instant::now();
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
@@ -320,12 +423,12 @@ async fn fanout(o: &Opts) -> Result<(), String> {
             sent += 1;
             next += interval;
         }
-        publisher.flush().await.map_err(|e| e.to_string())?;
+        publisher.flush().await.map_err(|e| format!("the publisher's connection failed: {}", reason(&e)))?;
         while publisher.parse().is_some() {}
         let wait = next.saturating_duration_since(Instant::now());
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            r = publisher.next() => { r.map_err(|e| e.to_string())?; }
+            r = publisher.next() => { r.map_err(|e| format!("the publisher's connection failed: {}", reason(&e)))?; }
         }
     }
     // let the last messages arrive
@@ -386,14 +489,16 @@ fn reply_slot(payload: &[u8], prefix: u8) -> Option<usize> {
 }
 
 /// C clients, each keeping W echo pushes in flight.
-async fn echo(o: &Opts) -> Result<(), String> {
-    let clients = o.num("clients", 20);
-    let window = o.num("in-flight", 10).max(1) as usize;
+async fn echo(o: &Common, clients: u64, window: u64) -> Result<(), String> {
+    let window = usize::try_from(window).map_err(|e| e.to_string())?;
     let base = format!("room:echo-{}", run_id());
     let mut conns = Vec::new();
     for i in 0..clients {
         let t = format!("{base}-{i}");
-        conns.push((connect_joined(o.server, i, "", &t, 64 * 1024).await.map_err(|e| e.to_string())?, t));
+        let c = connect_joined(o.server, i, "", &t, 64 * 1024)
+            .await
+            .map_err(|e| format!("client {i} cannot join {t} on {}: {}", o.server, reason(&e)))?;
+        conns.push((c, t));
     }
     let cpu0 = server_cpu(o.pid);
     let start = Instant::now();
@@ -491,8 +596,7 @@ async fn cycle(server: SocketAddr, i: u64, topic: &str) -> std::io::Result<()> {
 }
 
 /// Connect, join, echo, leave and close cycles offered at a rate.
-async fn churn(o: &Opts) -> Result<(), String> {
-    let rate = o.num("rate", 500).max(1);
+async fn churn(o: &Common, rate: u64) -> Result<(), String> {
     let limit = raise_nofile();
     let gate = Arc::new(Semaphore::new((limit.saturating_sub(200)) as usize));
     let total = (o.duration.as_secs_f64() * rate as f64) as u64;
@@ -501,7 +605,7 @@ async fn churn(o: &Opts) -> Result<(), String> {
     let cpu0 = server_cpu(o.pid);
     let start = Instant::now();
     let mut next = start;
-    let mut tasks = Vec::with_capacity(total as usize);
+    let mut tasks = Vec::with_capacity(total.min(1 << 16) as usize);
     let mut refused = 0u64;
     for i in 0..total {
         tokio::time::sleep_until(next.into()).await;
@@ -582,8 +686,7 @@ fn apply_presence(keys: &mut HashSet<String>, event: &[u8], payload: &[u8]) {
 
 /// N users join one presence topic; how long until everyone sees everyone,
 /// and how many presence frames that took.
-async fn presence(o: &Opts) -> Result<(), String> {
-    let n = o.num("n", 1000);
+async fn presence(o: &Common, n: u64) -> Result<(), String> {
     raise_nofile();
     let topic = format!("presence:bench-{}", run_id());
     let base = Instant::now();
@@ -663,24 +766,24 @@ async fn presence(o: &Opts) -> Result<(), String> {
 }
 
 /// Runs a scenario; a bounded time after its load ends, it returns.
-pub(crate) fn run(args: &[String]) -> Result<(), String> {
-    let Some((scenario, rest)) = args.split_first() else { return Err("expected a scenario".into()) };
-    let opts = Opts::parse(rest)?;
+pub(crate) fn run(scenario: Scenario) -> Result<(), String> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .map_err(|e| e.to_string())?;
-    let limit = opts.duration + Duration::from_secs(120);
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let o = scenario.common().clone();
+    let limit = o.duration + Duration::from_secs(120);
     rt.block_on(async {
         let work = async {
-            match scenario.as_str() {
-                "conns" => conns(&opts).await,
-                "fanout" => fanout(&opts).await,
-                "echo" => echo(&opts).await,
-                "churn" => churn(&opts).await,
-                "presence" => presence(&opts).await,
-                other => Err(format!("unknown scenario {other:?}")),
+            match scenario {
+                Scenario::Conns { n, join, .. } => conns(&o, n, join).await,
+                Scenario::Fanout { subscribers, rate, bytes, publish_url, .. } => {
+                    fanout(&o, subscribers, rate, bytes, publish_url).await
+                }
+                Scenario::Echo { clients, in_flight, .. } => echo(&o, clients, in_flight).await,
+                Scenario::Churn { rate, .. } => churn(&o, rate).await,
+                Scenario::Presence { n, .. } => presence(&o, n).await,
             }
         };
         tokio::time::timeout(limit, work).await.unwrap_or_else(|_| Err("the run did not finish in time".into()))
