@@ -343,6 +343,7 @@ async fn run() -> Result<(), String> {
                 c.join_rate = None;
                 c.socket_event_rate = None;
                 c.channel_event_rate = None;
+                c.fanout_rate = None;
             }
         });
     let app = Router::new()

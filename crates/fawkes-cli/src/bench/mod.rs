@@ -74,6 +74,23 @@ pub(crate) enum Scenario {
         #[command(flatten)]
         common: Common,
     },
+    /// K clients join a topic and stop reading while it is flooded with
+    /// large broadcasts, next to one client that reads: the server's memory
+    /// growth, and whether the reader still gets everything in time.
+    #[command(allow_negative_numbers = true)]
+    Stalled {
+        /// Clients that join and never read again.
+        #[arg(long, default_value_t = 200, value_parser = value_parser!(u64).range(0..))]
+        stalled: u64,
+        /// Broadcasts per second.
+        #[arg(long, default_value_t = 100, value_parser = value_parser!(u64).range(1..))]
+        rate: u64,
+        /// Size of each broadcast, in bytes.
+        #[arg(long, default_value_t = 32 * 1024, value_parser = value_parser!(u64).range(64..=8_000_000))]
+        bytes: u64,
+        #[command(flatten)]
+        common: Common,
+    },
     /// N users join one presence topic; how long until everyone sees
     /// everyone, and how many presence frames that took.
     #[command(allow_negative_numbers = true)]
@@ -95,6 +112,7 @@ impl Scenario {
             Scenario::Echo { .. } => "echo",
             Scenario::Churn { .. } => "churn",
             Scenario::Presence { .. } => "presence",
+            Scenario::Stalled { .. } => "stalled",
         }
     }
 
@@ -104,7 +122,8 @@ impl Scenario {
             | Scenario::Fanout { common, .. }
             | Scenario::Echo { common, .. }
             | Scenario::Churn { common, .. }
-            | Scenario::Presence { common, .. } => common,
+            | Scenario::Presence { common, .. }
+            | Scenario::Stalled { common, .. } => common,
         }
     }
 }
@@ -765,6 +784,138 @@ async fn presence(o: &Common, n: u64) -> Result<(), String> {
     Ok(())
 }
 
+/// K stalled readers and one reader on a topic flooded at R broadcasts/s.
+async fn stalled(o: &Common, k: u64, rate: u64, bytes: u64) -> Result<(), String> {
+    let limit = raise_nofile();
+    if k.saturating_add(100) > limit {
+        return Err(format!("{k} connections need more than the {limit} open files allowed"));
+    }
+    let topic = format!("room:stalled-{}", run_id());
+    let mut stalled = Vec::new();
+    for i in 0..k {
+        // a small read buffer: these clients read their join reply, then
+        // nothing more
+        let c = connect_joined(o.server, i, "", &topic, 1024)
+            .await
+            .map_err(|e| format!("stalled client {i} cannot join {topic}: {}", reason(&e)))?;
+        stalled.push(c);
+    }
+    let mut reader = connect_joined(o.server, k + 1, "", &topic, 256 * 1024)
+        .await
+        .map_err(|e| format!("the reader cannot join {topic}: {}", reason(&e)))?;
+    let mut publisher = connect_joined(o.server, k + 2, "", &topic, 64 * 1024)
+        .await
+        .map_err(|e| format!("the publisher cannot join {topic}: {}", reason(&e)))?;
+    let rss0 = server_rss_kib(o.pid);
+    let mut rss_max = rss0;
+    let base = Instant::now();
+    let pad = "x".repeat(bytes.saturating_sub(60) as usize);
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let total = (o.duration.as_secs_f64() * rate as f64) as u64;
+    let (mut sent, mut received, mut ooo) = (0u64, 0u64, 0u64);
+    let mut last: Option<u64> = None;
+    let mut hist = Histogram::new();
+    let mut next = Instant::now();
+    let mut sampled = Instant::now();
+    let end_of_reading = |sent: u64, received: u64| sent >= total && received >= total;
+    let deadline = o.duration + Duration::from_secs(10);
+    while !end_of_reading(sent, received) && base.elapsed() < deadline {
+        let now = Instant::now();
+        while next <= now && sent < total {
+            let t = u64::try_from(base.elapsed().as_nanos()).unwrap_or(0);
+            publisher.queue_text(
+                json!(["1", sent.to_string(), topic, "broadcast_from", {"t": t, "s": sent, "p": pad}])
+                    .to_string()
+                    .as_bytes(),
+            );
+            sent += 1;
+            next += interval;
+        }
+        publisher.flush().await.map_err(|e| format!("the publisher's connection failed: {}", reason(&e)))?;
+        while publisher.parse().is_some() {}
+        if sampled.elapsed() >= Duration::from_millis(250) {
+            sampled = Instant::now();
+            rss_max = match (rss_max, server_rss_kib(o.pid)) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        let wait =
+            if sent < total { next.saturating_duration_since(Instant::now()) } else { Duration::from_millis(50) };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            r = publisher.next() => { r.map_err(|e| format!("the publisher's connection failed: {}", reason(&e)))?; }
+            f = reader.next() => {
+                let mut f = Some(f.map_err(|e| format!("the reader was closed: {}", reason(&e)))?);
+                let now = base.elapsed();
+                // everything already read, not one frame per turn
+                while let Some(at) = f {
+                    let p = reader.payload(&at);
+                    if let Some(fl) = fields(p) {
+                        if fl[3] == b"broadcast" {
+                            if let (Some(t), Some(s)) = (number_after(fl[4], b"\"t\":"), number_after(fl[4], b"\"s\":")) {
+                                received += 1;
+                                hist.record(now.saturating_sub(Duration::from_nanos(t)));
+                                if last.is_some_and(|l| s != l + 1) { ooo += 1; }
+                                last = Some(s);
+                            }
+                        }
+                    }
+                    f = reader.parse();
+                }
+            }
+        }
+    }
+    let rss1 = server_rss_kib(o.pid);
+    // which stalled clients did the server close? (they read to the end now)
+    let mut closed = 0u64;
+    for mut c in stalled {
+        let gone = tokio::time::timeout(Duration::from_secs(2), async {
+            loop {
+                if c.next().await.is_err() {
+                    return true;
+                }
+            }
+        })
+        .await
+        .unwrap_or(false);
+        closed += u64::from(gone);
+    }
+    let growth = match (rss0, rss_max) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+        _ => None,
+    };
+    report(
+        "stalled",
+        &[
+            ("stalled readers closed".into(), format!("{closed} of {k}")),
+            ("published".into(), format!("{sent} at {rate}/s, {bytes} B")),
+            ("reader received".into(), format!("{received} of {sent}, {ooo} out of order or missing")),
+            (
+                "reader latency p50 / p99 / max".into(),
+                format!(
+                    "{:.2} / {:.2} / {:.2} ms",
+                    hist.percentile_ms(50.0),
+                    hist.percentile_ms(99.0),
+                    hist.percentile_ms(100.0)
+                ),
+            ),
+            (
+                "server RSS before / max / after".into(),
+                match (rss0, rss_max, rss1) {
+                    (Some(a), Some(b), Some(c)) => format!("{a} / {b} / {c} KiB"),
+                    _ => "n/a (no --pid)".into(),
+                },
+            ),
+            ("server RSS growth at most".into(), growth.map_or("n/a (no --pid)".into(), |g| format!("{g} KiB"))),
+        ],
+        json!({"scenario": "stalled", "stalled": k, "closed": closed, "rate": rate, "bytes": bytes, "published": sent, "received": received, "out_of_order": ooo,
+               "p50_ms": hist.percentile_ms(50.0), "p99_ms": hist.percentile_ms(99.0), "max_ms": hist.percentile_ms(100.0),
+               "rss_before_kib": rss0, "rss_max_kib": rss_max, "rss_after_kib": rss1, "rss_growth_kib": growth}),
+    );
+    Ok(())
+}
+
 /// Runs a scenario; a bounded time after its load ends, it returns.
 pub(crate) fn run(scenario: Scenario) -> Result<(), String> {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -784,6 +935,7 @@ pub(crate) fn run(scenario: Scenario) -> Result<(), String> {
                 Scenario::Echo { clients, in_flight, .. } => echo(&o, clients, in_flight).await,
                 Scenario::Churn { rate, .. } => churn(&o, rate).await,
                 Scenario::Presence { n, .. } => presence(&o, n).await,
+                Scenario::Stalled { stalled: k, rate, bytes, .. } => stalled(&o, k, rate, bytes).await,
             }
         };
         tokio::time::timeout(limit, work).await.unwrap_or_else(|_| Err("the run did not finish in time".into()))
