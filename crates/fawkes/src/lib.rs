@@ -62,6 +62,7 @@ mod origin;
 mod presence;
 mod queue;
 mod router;
+pub mod serve;
 mod server;
 mod session;
 mod socket;
@@ -76,6 +77,7 @@ pub use config::{CheckOrigin, RateLimit, SocketConfig};
 pub use endpoint::Endpoint;
 pub use handler::{SocketHandler, SocketService};
 pub use presence::{Presence, PresenceBuilder, PresenceError, PresencePid, Replication};
+pub use serve::{serve, Serve};
 pub use socket::{ConnectError, ConnectInfo, Params, Socket};
 pub use transport::local::LocalConnection;
 

@@ -8,7 +8,6 @@
 //! Redis: broadcasts, disconnects, presence and long-poll sessions span
 //! them). `GET /metrics` serves the endpoint's counters for Prometheus.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::extract::State;
@@ -266,7 +265,7 @@ async fn main() -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", u16::try_from(port).unwrap_or(4000))).await?;
     tracing::warn!("conformance server listening on http://127.0.0.1:{port}");
     let shutdown_endpoint = endpoint.clone();
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+    fawkes::serve(listener, app)
         .with_graceful_shutdown(async move {
             let _ = tokio::signal::ctrl_c().await;
             leaving.leave_cluster();

@@ -3,8 +3,6 @@
 //! `REDIS_URL` with `NODE_NAME` to run several nodes as one (broadcasts and
 //! presence span every node on that Redis; give them one database).
 
-use std::net::SocketAddr;
-
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
@@ -28,7 +26,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing::info!("fawkes-chat on http://127.0.0.1:{port}");
     let endpoint = service.endpoint().clone();
     let stopping = endpoint.clone();
-    axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+    fawkes::serve(listener, router)
         .with_graceful_shutdown(async move {
             let _ = tokio::signal::ctrl_c().await;
             // the other nodes drop this one's presences at once
