@@ -62,6 +62,7 @@ mod origin;
 mod presence;
 mod queue;
 mod router;
+pub mod serve;
 mod server;
 mod session;
 mod socket;
@@ -79,6 +80,7 @@ pub use config::{
 pub use endpoint::{Endpoint, DEFAULT_OUTBOUND_BUDGET};
 pub use handler::{SocketHandler, SocketService};
 pub use presence::{Presence, PresenceBuilder, PresenceError, PresencePid, Replication};
+pub use serve::{serve, Serve};
 pub use socket::{ConnectError, ConnectInfo, Params, Socket};
 pub use transport::local::LocalConnection;
 

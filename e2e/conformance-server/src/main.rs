@@ -13,7 +13,6 @@
 //! cannot be reached stops the server at start-up with one line on stderr
 //! that names what failed and where, and exit status 1.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::extract::State;
@@ -364,7 +363,7 @@ async fn run() -> Result<(), String> {
 
     tracing::warn!("conformance server listening on http://{addr}");
     let shutdown_endpoint = endpoint.clone();
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+    fawkes::serve(listener, app)
         .with_graceful_shutdown(async move {
             let _ = tokio::signal::ctrl_c().await;
             leaving.leave_cluster();

@@ -1,18 +1,27 @@
 //! The JSON API under `/api/v1`. Handlers stay thin: they check input and
 //! call the contexts. Every error has one shape:
-//! `{"error": {"status": <code>, "message": <text>, "fields": {...}}}`.
+//! `{"error": {"status": <code>, "message": <text>, "fields": {...}}}`
+//! (`fields` when parameters are invalid, `retry_after` in ms on 429). That
+//! holds for the errors of axum itself too: path, query and body
+//! rejections go through [`ApiPath`], [`ApiQuery`] and [`JsonObject`], and
+//! whatever else answers an error without a JSON body under `/api` (a
+//! method not allowed, a body over the limit) is put in the shape by a
+//! layer, its headers (`Allow`) kept.
 
-use axum::extract::{FromRequestParts, Path, Query, State};
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, Request, State};
 use axum::http::request::Parts;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::accounts::User;
-use crate::chat::validate_body;
+use crate::chat::{validate_body, BodyError, MAX_BODY};
 use crate::App;
 
 /// An API error.
@@ -21,25 +30,39 @@ pub struct ApiError {
     status: StatusCode,
     message: String,
     fields: Option<Map<String, Value>>,
+    retry_after: Option<Duration>,
 }
 
 impl ApiError {
     fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
-        ApiError { status, message: message.into(), fields: None }
+        ApiError { status, message: message.into(), fields: None, retry_after: None }
     }
 
     fn invalid(field: &str, why: impl Into<String>) -> ApiError {
+        ApiError::field(StatusCode::UNPROCESSABLE_ENTITY, "invalid parameters", field, why)
+    }
+
+    fn field(status: StatusCode, message: &str, field: &str, why: impl Into<String>) -> ApiError {
         let mut fields = Map::new();
         fields.insert(field.to_owned(), Value::String(why.into()));
-        ApiError {
-            status: StatusCode::UNPROCESSABLE_ENTITY,
-            message: "invalid parameters".into(),
-            fields: Some(fields),
-        }
+        ApiError { fields: Some(fields), ..ApiError::new(status, message) }
     }
 
     fn not_found(what: &str) -> ApiError {
         ApiError::new(StatusCode::NOT_FOUND, format!("{what} not found"))
+    }
+
+    fn rate_limited(wait: Duration) -> ApiError {
+        ApiError { retry_after: Some(wait), ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate limited") }
+    }
+
+    /// One of axum's rejections, with its status and text; a body that did
+    /// not arrive in time is a 408.
+    fn rejected(status: StatusCode, text: String, error: &(dyn std::error::Error + 'static)) -> ApiError {
+        if fawkes::serve::is_body_timeout(error) {
+            return ApiError::new(StatusCode::REQUEST_TIMEOUT, "the request body did not arrive in time");
+        }
+        ApiError::new(status, text)
     }
 }
 
@@ -56,8 +79,97 @@ impl IntoResponse for ApiError {
         if let Some(f) = self.fields {
             error["fields"] = Value::Object(f);
         }
-        (self.status, Json(json!({ "error": error }))).into_response()
+        let mut headers = HeaderMap::new();
+        if let Some(wait) = self.retry_after {
+            let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
+            error["retry_after"] = json!(ms);
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(ms.div_ceil(1000)));
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            // RFC 7235: a 401 names the scheme it wants
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        (self.status, headers, Json(json!({ "error": error }))).into_response()
     }
+}
+
+/// Path parameters, or the API's error (400 for a parameter that does not
+/// parse).
+#[derive(Debug)]
+pub struct ApiPath<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(t)) => Ok(ApiPath(t)),
+            Err(r) => Err(ApiError::rejected(r.status(), r.body_text(), &r)),
+        }
+    }
+}
+
+/// The query string, or the API's error (400 for one that does not parse,
+/// a repeated key included).
+#[derive(Debug)]
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(t)) => Ok(ApiQuery(t)),
+            Err(r) => Err(ApiError::rejected(r.status(), r.body_text(), &r)),
+        }
+    }
+}
+
+/// A JSON object body, or the API's error: 415 without
+/// `Content-Type: application/json`, 400 for invalid JSON, 413 over the
+/// route's body limit, 408 when it does not arrive in time, 422 for JSON
+/// that is not an object.
+#[derive(Debug)]
+pub struct JsonObject(pub Map<String, Value>);
+
+impl<S: Send + Sync> FromRequest<S> for JsonObject {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match Json::<Value>::from_request(req, state).await {
+            Ok(Json(Value::Object(m))) => Ok(JsonObject(m)),
+            Ok(_) => Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "the body must be a JSON object")),
+            Err(r) => Err(ApiError::rejected(r.status(), r.body_text(), &r)),
+        }
+    }
+}
+
+/// Puts an error answered without a JSON body (axum's own 405 and 413,
+/// for instance) in the API's shape, with its text as the message.
+async fn error_shape(res: Response) -> Response {
+    let status = res.status();
+    let json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if json || !(status.is_client_error() || status.is_server_error()) {
+        return res;
+    }
+    let (parts, body) = res.into_parts();
+    let text = axum::body::to_bytes(body, 16 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .unwrap_or_default();
+    let message =
+        if text.is_empty() { status.canonical_reason().unwrap_or("error").to_ascii_lowercase() } else { text };
+    let mut shaped = ApiError::new(status, message).into_response();
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            shaped.headers_mut().append(name.clone(), value.clone());
+        }
+    }
+    shaped
 }
 
 type ApiResult = Result<Response, ApiError>;
@@ -70,11 +182,7 @@ impl FromRequestParts<App> for Auth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Auth, ApiError> {
-        let token = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
+        let token = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(bearer);
         let id =
             app.accounts.verify(token).map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, format!("token {e}")))?;
         let user =
@@ -83,13 +191,11 @@ impl FromRequestParts<App> for Auth {
     }
 }
 
-/// A JSON object body, or the API's error.
-fn body(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
-    match serde_json::from_slice::<Value>(bytes) {
-        Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "the body must be a JSON object")),
-        Err(e) => Err(ApiError::new(StatusCode::BAD_REQUEST, format!("invalid JSON: {e}"))),
-    }
+/// The token of `Authorization: Bearer <token>`; the scheme's case does
+/// not matter (RFC 7235).
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
 fn name_field(b: &Map<String, Value>, max: usize) -> Result<String, ApiError> {
@@ -115,8 +221,7 @@ fn created(v: Value) -> Response {
     (StatusCode::CREATED, Json(v)).into_response()
 }
 
-async fn sign_in(State(app): State<App>, bytes: axum::body::Bytes) -> ApiResult {
-    let b = body(&bytes)?;
+async fn sign_in(State(app): State<App>, JsonObject(b): JsonObject) -> ApiResult {
     let user = app.accounts.sign_in(&name_field(&b, 40)?).await?;
     let token =
         app.accounts.token_for(&user).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
@@ -127,12 +232,12 @@ async fn list_rooms(State(app): State<App>, _: Auth) -> ApiResult {
     Ok(Json(json!({"data": app.chat.rooms().await?})).into_response())
 }
 
-async fn create_room(State(app): State<App>, Auth(user): Auth, bytes: axum::body::Bytes) -> ApiResult {
-    let name = name_field(&body(&bytes)?, 80)?;
+async fn create_room(State(app): State<App>, Auth(user): Auth, JsonObject(b): JsonObject) -> ApiResult {
+    let name = name_field(&b, 80)?;
     Ok(created(json!({"data": app.chat.create_room(&name, user.id).await?})))
 }
 
-async fn join_room(State(app): State<App>, Auth(user): Auth, Path(id): Path<i64>) -> ApiResult {
+async fn join_room(State(app): State<App>, Auth(user): Auth, ApiPath(id): ApiPath<i64>) -> ApiResult {
     app.chat.room(id).await?.ok_or_else(|| ApiError::not_found("room"))?;
     app.chat.add_member(id, user.id).await?;
     Ok(created(json!({"data": {"room_id": id, "user_id": user.id}})))
@@ -147,8 +252,8 @@ struct Page {
 async fn messages(
     State(app): State<App>,
     Auth(user): Auth,
-    Path(id): Path<i64>,
-    Query(page): Query<Page>,
+    ApiPath(id): ApiPath<i64>,
+    ApiQuery(page): ApiQuery<Page>,
 ) -> ApiResult {
     app.chat.room(id).await?.ok_or_else(|| ApiError::not_found("room"))?;
     if !app.chat.is_member(id, user.id).await? {
@@ -169,13 +274,25 @@ async fn messages(
     Ok(Json(json!({"data": app.chat.history(id, before, limit).await?})).into_response())
 }
 
-async fn notify(State(app): State<App>, Auth(user): Auth, bytes: axum::body::Bytes) -> ApiResult {
-    let b = body(&bytes)?;
+/// The notification rate per sender: bursts of 20, then 10 a second.
+const NOTIFICATION_BURST: f64 = 20.0;
+const NOTIFICATION_RATE: f64 = 10.0;
+
+/// Largest notification request body, in bytes: a message as long as a
+/// chat message may be ([`MAX_BODY`] characters, up to 4 bytes each in
+/// UTF-8) and room for the rest of the object.
+pub const NOTIFICATION_MAX_BYTES: usize = MAX_BODY * 4 + 1024;
+
+async fn notify(State(app): State<App>, Auth(user): Auth, JsonObject(b): JsonObject) -> ApiResult {
+    app.notification_buckets.take(user.id, NOTIFICATION_RATE, NOTIFICATION_BURST).map_err(ApiError::rate_limited)?;
     let to = id_field(&b, "user_id")?;
-    let message = match b.get("message").and_then(Value::as_str) {
-        Some(m) if !m.trim().is_empty() => m.to_owned(),
-        _ => return Err(ApiError::invalid("message", "can't be blank")),
-    };
+    // the same bounds as a chat message's; too long is too large
+    let message = validate_body(b.get("message")).map_err(|e| match e {
+        BodyError::TooLong => {
+            ApiError::field(StatusCode::PAYLOAD_TOO_LARGE, "message too large", "message", e.to_string())
+        }
+        e => ApiError::invalid("message", e.to_string()),
+    })?;
     app.accounts.get(to).await?.ok_or_else(|| ApiError::not_found("user"))?;
     let payload = json!({"message": message, "from": {"id": user.id, "name": user.name}});
     app.endpoint
@@ -184,8 +301,8 @@ async fn notify(State(app): State<App>, Auth(user): Auth, bytes: axum::body::Byt
     Ok(created(json!({"data": payload})))
 }
 
-async fn block(State(app): State<App>, Auth(user): Auth, bytes: axum::body::Bytes) -> ApiResult {
-    let blocked = id_field(&body(&bytes)?, "user_id")?;
+async fn block(State(app): State<App>, Auth(user): Auth, JsonObject(b): JsonObject) -> ApiResult {
+    let blocked = id_field(&b, "user_id")?;
     if blocked == user.id {
         return Err(ApiError::invalid("user_id", "can't block yourself"));
     }
@@ -195,7 +312,7 @@ async fn block(State(app): State<App>, Auth(user): Auth, bytes: axum::body::Byte
     Ok(created(json!({"data": {"user_id": blocked}})))
 }
 
-async fn unblock(State(app): State<App>, Auth(user): Auth, Path(blocked): Path<i64>) -> ApiResult {
+async fn unblock(State(app): State<App>, Auth(user): Auth, ApiPath(blocked): ApiPath<i64>) -> ApiResult {
     app.accounts.unblock(user.id, blocked).await?;
     blocks_changed(&app, user.id);
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -220,10 +337,13 @@ pub fn routes() -> Router<App> {
         .route("/api/v1/rooms", get(list_rooms).post(create_room))
         .route("/api/v1/rooms/{id}/members", post(join_room))
         .route("/api/v1/rooms/{id}/messages", get(messages))
-        .route("/api/v1/notifications", post(notify))
+        .route("/api/v1/notifications", post(notify).layer(DefaultBodyLimit::max(NOTIFICATION_MAX_BYTES)))
         .route("/api/v1/blocks", post(block))
         .route("/api/v1/blocks/{user_id}", delete(unblock))
+        .route("/api", axum::routing::any(not_found))
+        .route("/api/", axum::routing::any(not_found))
         .route("/api/{*rest}", axum::routing::any(not_found))
+        .layer(axum::middleware::map_response(error_shape))
 }
 
 /// Exposed for the channel: the same validation as the API's.

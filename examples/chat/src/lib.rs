@@ -16,7 +16,7 @@ pub mod socket;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::http::header;
@@ -37,8 +37,31 @@ pub struct App {
     pub endpoint: Endpoint,
     /// Who is in each room.
     pub presence: Presence,
-    message_buckets: Arc<Mutex<HashMap<i64, (f64, Instant)>>>,
+    message_buckets: Arc<Buckets>,
+    notification_buckets: Arc<Buckets>,
     _blocks_changed: Arc<fawkes::Subscription>,
+}
+
+/// A token bucket per user (on this node).
+#[derive(Default)]
+pub(crate) struct Buckets(Mutex<HashMap<i64, (f64, Instant)>>);
+
+impl Buckets {
+    /// Takes a token from `user`'s bucket, which fills at `rate` a second up
+    /// to `burst`, or says how long to wait for one.
+    pub(crate) fn take(&self, user: i64, rate: f64, burst: f64) -> Result<(), Duration> {
+        let mut buckets = self.0.lock();
+        let now = Instant::now();
+        let (tokens, last) = buckets.entry(user).or_insert((burst, now));
+        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * rate).min(burst);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - *tokens) / rate))
+        }
+    }
 }
 
 /// Where a change of someone's block list is announced to every node.
@@ -124,6 +147,7 @@ pub async fn build(config: &Config) -> Result<(axum::Router, SocketService<socke
         endpoint: endpoint.clone(),
         presence,
         message_buckets: Arc::default(),
+        notification_buckets: Arc::default(),
     };
     let service = SocketHandler::new(socket::ChatSocket { app: app.clone() })
         .channel::<socket::RoomChannel>("room:*")

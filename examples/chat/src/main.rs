@@ -11,7 +11,6 @@
 //! left out), and exit status 1. The database gets [`CONNECT_TIMEOUT`]
 //! (5 s) to answer the first connection, Redis the same.
 
-use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use fawkes::token::MIN_SECRET_LEN;
@@ -159,7 +158,7 @@ async fn run() -> Result<(), String> {
     tracing::info!("fawkes-chat on http://{addr}");
     let endpoint = service.endpoint().clone();
     let stopping = endpoint.clone();
-    axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+    fawkes::serve(listener, router)
         .with_graceful_shutdown(async move {
             let _ = tokio::signal::ctrl_c().await;
             // the other nodes drop this one's presences at once

@@ -2,7 +2,7 @@
 //! presence with a status, per-recipient block lists) and the private
 //! `notifications:<user_id>`.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fawkes::{
     Channel, ChannelContext, ChannelError, ConnectError, ConnectInfo, Flow, HandleIn, Join, Outgoing, Params, Payload,
@@ -55,17 +55,7 @@ const MESSAGE_RATE: f64 = 5.0;
 impl App {
     /// Takes a token from `user`'s message bucket, or says how long to wait.
     fn allow_message(&self, user: i64) -> Result<(), Duration> {
-        let mut buckets = self.message_buckets.lock();
-        let now = Instant::now();
-        let (tokens, last) = buckets.entry(user).or_insert((MESSAGE_BURST, now));
-        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * MESSAGE_RATE).min(MESSAGE_BURST);
-        *last = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(Duration::from_secs_f64((1.0 - *tokens) / MESSAGE_RATE))
-        }
+        self.message_buckets.take(user, MESSAGE_RATE, MESSAGE_BURST)
     }
 }
 

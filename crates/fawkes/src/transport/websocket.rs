@@ -23,6 +23,7 @@ use tracing::Instrument;
 use super::ws_codec::{self, close, negotiate_deflate, WsEvent, WsReader};
 use super::ws_io::{Generic, WsIo};
 use crate::conn::{ConnState, SocketShared};
+use crate::serve::Capped;
 use crate::session::{Action, Blocked, Session};
 use crate::{origin, ConnectError, ConnectInfo, Params, Socket};
 
@@ -114,9 +115,24 @@ async fn upgrade<S: Socket>(State(shared): State<Arc<SocketShared<S>>>, mut req:
                 Ok(parts) => {
                     Some(Either::Left(Conn::new(parts.io.into_inner(), &parts.read_buf, conn, reader, compress)))
                 }
-                Err(upgraded) => {
-                    Some(Either::Right(Conn::new(Generic(TokioIo::new(upgraded)), &[], conn, reader, compress)))
-                }
+                // through `fawkes::serve`: the stream keeps its slot under
+                // the connection cap until it is closed
+                Err(upgraded) => match upgraded.downcast::<TokioIo<Capped>>() {
+                    Ok(parts) => Some(Either::Right(Either::Left(Conn::new(
+                        parts.io.into_inner(),
+                        &parts.read_buf,
+                        conn,
+                        reader,
+                        compress,
+                    )))),
+                    Err(upgraded) => Some(Either::Right(Either::Right(Conn::new(
+                        Generic(TokioIo::new(upgraded)),
+                        &[],
+                        conn,
+                        reader,
+                        compress,
+                    )))),
+                },
             },
             Err(e) => {
                 tracing::debug!(error = %e, "upgrade failed");
@@ -128,8 +144,9 @@ async fn upgrade<S: Socket>(State(shared): State<Arc<SocketShared<S>>>, mut req:
         upgraded
             .then(|c| match c {
                 Some(Either::Left(c)) => Either::Left(serve(c)),
-                Some(Either::Right(c)) => Either::Right(Either::Left(serve(c))),
-                None => Either::Right(Either::Right(std::future::ready(()))),
+                Some(Either::Right(Either::Left(c))) => Either::Right(Either::Left(serve(c))),
+                Some(Either::Right(Either::Right(c))) => Either::Right(Either::Right(Either::Left(serve(c)))),
+                None => Either::Right(Either::Right(Either::Right(std::future::ready(())))),
             })
             .instrument(span),
     );

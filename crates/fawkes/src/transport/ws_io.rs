@@ -82,6 +82,25 @@ impl WsIo for TcpStream {
     }
 }
 
+/// A connection accepted by `fawkes::serve`: its TCP stream.
+impl WsIo for crate::serve::Capped {
+    fn poll_read_into(&mut self, cx: &mut Context<'_>, reader: &mut WsReader) -> Poll<io::Result<usize>> {
+        self.stream.poll_read_into(cx, reader)
+    }
+
+    fn try_write_now(&mut self, buf: &[u8]) -> io::Result<Option<usize>> {
+        self.stream.try_write_now(buf)
+    }
+
+    async fn write_all_bytes(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.stream.write_all_bytes(buf).await
+    }
+
+    async fn close_write(&mut self) {
+        self.stream.close_write().await;
+    }
+}
+
 /// Any other byte stream.
 pub(crate) struct Generic<T>(pub(crate) T);
 
