@@ -32,6 +32,8 @@ stop; start env
 bench churn --rate 5000 --duration "$duration"
 stop; start env PRESENCE_DIFF_WINDOW_MS=100
 bench presence --n 1000
+stop; start env
+bench stalled --stalled 200 --rate 100 --bytes 32768 --duration 30
 
 # Two nodes sharing a Redis server (skipped without redis-server): the
 # subscribers on one node, the publisher on the other.

@@ -330,7 +330,7 @@ pub enum OriginConfigError {
 /// | `timeout` | 60 s | a connection with no frame in either direction for that long is closed (1000) |
 /// | `max_frame_size` | 10 000 000 bytes (Phoenix 1.8's WebSocket default) | a larger message closes the connection with 1009, sent so that the client sees it |
 /// | `max_channels` | 100 | the next join is refused `{"reason": "too many channels joined"}` |
-/// | `outbox_frames`, `outbox_bytes` | 1024 frames, 16 MiB | a client that does not read is closed (1013) and counted |
+/// | `outbox_frames`, `outbox_bytes` | 4096 frames, 1 MiB (what the transport took but could not write yet included) | a client that does not read is closed at once (1013 when the socket can still take it), counted and logged with its socket id; across all connections, [`Endpoint::set_outbound_budget`](crate::Endpoint::set_outbound_budget) (1 GiB) closes the largest queues first |
 /// | `mailbox_limit` | 1024 messages | the connection stops reading until the channel catches up |
 /// | `write_timeout` | 30 s | a write the client does not take in that long closes the connection |
 /// | `disconnect_close_code` | 1001 | the code for a `disconnect` broadcast (clients reconnect) |
@@ -343,11 +343,47 @@ pub enum OriginConfigError {
 /// | `longpoll_max_body` | 8 000 000 bytes | a larger POST is answered HTTP 413 |
 /// | `max_connections` | 100 000 | further connections are refused (WebSocket 503, long poll `{"status": 403}`) |
 /// | `max_connections_per_id` | 100 | further connections with the same socket id are refused likewise |
-/// | `join_rate` | 20/s, bursts of 100 | the join is refused `{"reason": "rate_limited", "retry_after": ms}` |
-/// | `socket_event_rate` | 1000/s, bursts of 2000 | the event gets an error reply `{"reason": "rate_limited", "retry_after": ms}` |
-/// | `channel_event_rate` | 500/s, bursts of 1000, per joined topic | likewise |
+/// | `join_rate` | 100/s, bursts of 1000 | the join is refused `{"reason": "rate_limited", "retry_after": ms}` |
+/// | `socket_event_rate` | 1000/s, bursts of 10 000 | the event gets an error reply `{"reason": "rate_limited", "retry_after": ms}` |
+/// | `channel_event_rate` | off | likewise, per joined topic |
+/// | `fanout_rate` | 50/s, bursts of 500, per socket id | a broadcast or presence change made by `handle_in` fails with [`RateLimited`](crate::RateLimited); returned from `handle_in` (with `?`), the client gets the same `rate_limited` reply and the channel goes on |
 ///
 /// Heartbeats and leaves are never rate limited. `None` turns a rate limit off.
+/// Every reply on a channel, accepted or refused, leaves in the order of the
+/// client's pushes: a refusal waits behind the replies to the pushes before it.
+///
+/// # Where the defaults come from
+///
+/// A limit is there to bound what one abusive client can make the node
+/// spend; a default must never refuse what a normal client does (reconnect
+/// and rejoin up to the channel cap, switch rooms quickly, flush a burst of
+/// pushes it queued while offline). Costs measured with `fawkes bench` on a
+/// 2-core machine (docs/benchmarks.md):
+///
+/// * **Joins.** A whole connect, join, echo, leave and close cycle costs the
+///   server about 80 µs of CPU (40 % of a core at 5 000 cycles/s), so a
+///   join and its leave cost less. At 100 joins/s an abusive socket takes
+///   under 1 % of a core; a burst of 1000 lets a client rejoin all 100
+///   channels ten times in a row. Phoenix has no join limit.
+/// * **Events.** An event handled and answered costs about 1.3 µs (echo),
+///   so 1000/s is about 0.13 % of a core, and a burst of 10 000 (13 ms of
+///   CPU) covers a client flushing what it queued while offline. Memory is
+///   not at stake: a client's pushes wait in the kernel while its channel's
+///   mailbox is full (back-pressure). A per-topic limit adds nothing to the
+///   per-socket one and is off.
+/// * **Fan-out.** An event that a channel broadcasts costs about 1 µs per
+///   subscriber (0.9 µs at capacity): one person's tabs sending presence
+///   updates as fast as they could took 98 % of a core with 50 listeners.
+///   50/s per socket id (all of one user's tabs together) is above what a
+///   human makes by typing or clicking, and bounds that user to about 5 %
+///   of a core with 1000 listeners. Broadcasts from `handle_info`, HTTP
+///   handlers and `Endpoint::broadcast` are the application's own and are
+///   not counted.
+/// * **Outbound queues.** 1 MiB per connection (Centrifugo's default) holds
+///   about a second of a busy topic; memory per stalled reader stays at
+///   that, and the endpoint's budget bounds the node whatever the number of
+///   stalled readers. Broadcast frames are shared by every queue they sit
+///   in, so the real cost is lower than the bound.
 ///
 /// Behind a reverse proxy that terminates TLS, set `check_origin` to the
 /// public URL(s) ([`CheckOrigin::urls`]), or keep [`CheckOrigin::Conn`] and
@@ -395,7 +431,8 @@ pub struct SocketConfig {
     pub join_rate: Option<RateLimit>,
     /// Events per connection, all topics together.
     pub socket_event_rate: Option<RateLimit>,
-    /// Events per connection and topic.
+    /// Events per connection and topic (off by default: the per-socket
+    /// limit bounds the same cost).
     pub channel_event_rate: Option<RateLimit>,
     /// Client events that fan out to others (broadcasts and presence
     /// changes made while `handle_in` runs), per socket id across its
