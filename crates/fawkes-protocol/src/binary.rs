@@ -137,7 +137,7 @@ pub(crate) fn decode_server(data: &Bytes) -> Result<ServerFrame, DecodeError> {
         }
         Some(&BROADCAST) => {
             let ([topic, event], payload) = fields(data, ["topic", "event"])?;
-            Ok(ServerFrame::Broadcast(Broadcast { topic, event, payload: Payload::Binary(payload) }))
+            Ok(ServerFrame::Broadcast(Broadcast::new(topic, event, Payload::Binary(payload))))
         }
         Some(&kind) => Err(DecodeError::UnknownKind(kind)),
         None => Err(DecodeError::Truncated),

@@ -145,7 +145,10 @@ impl Reply {
     }
 }
 
-/// A broadcast: an event for every subscriber of a topic. It carries no refs.
+/// A broadcast: an event for every subscriber of a topic. Phoenix's carry
+/// no refs; on a topic with history, Fawkes puts the broadcast's position
+/// in the ref slot (the official client hands it to
+/// `channel.on(event, (payload, ref) => ...)` and otherwise ignores it).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Broadcast {
     /// The topic.
@@ -154,12 +157,23 @@ pub struct Broadcast {
     pub event: String,
     /// The payload.
     pub payload: Payload,
+    /// The position of the broadcast in its topic's history, sent in the
+    /// frame's ref slot (JSON serializers only: V2's binary broadcast frame
+    /// has no ref field). `None` on topics without history.
+    pub position: Option<Ref>,
 }
 
 impl Broadcast {
     /// A broadcast of `event` with `payload` on `topic`.
     pub fn new(topic: impl Into<String>, event: impl Into<String>, payload: Payload) -> Broadcast {
-        Broadcast { topic: topic.into(), event: event.into(), payload }
+        Broadcast { topic: topic.into(), event: event.into(), payload, position: None }
+    }
+
+    /// The same broadcast at `position` in its topic's history.
+    #[must_use]
+    pub fn with_position(mut self, position: Option<Ref>) -> Broadcast {
+        self.position = position;
+        self
     }
 }
 

@@ -94,6 +94,19 @@ impl PartialEq for Json {
 }
 
 impl Payload {
+    /// The size of the payload in bytes: its JSON text, or its raw bytes.
+    pub fn len(&self) -> usize {
+        match self {
+            Payload::Json(j) => j.as_bytes().len(),
+            Payload::Binary(b) => b.len(),
+        }
+    }
+
+    /// True for a zero-length binary payload (JSON text is never empty).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// The empty JSON object `{}`, the payload of most replies and of
     /// `phx_close`/`phx_error`.
     pub fn empty() -> Payload {

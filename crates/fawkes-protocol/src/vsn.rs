@@ -104,16 +104,17 @@ impl Vsn {
         }
     }
 
-    /// Encodes a broadcast (Phoenix's fastlane): no refs at all.
+    /// Encodes a broadcast (Phoenix's fastlane): no join ref, and no ref
+    /// but the broadcast's history position, if it has one.
     ///
     /// # Errors
     ///
     /// As [`Vsn::encode_push`].
     pub fn encode_broadcast(self, b: &Broadcast) -> Result<Frame, EncodeError> {
         match self {
-            Vsn::V1 => v1::encode(&b.topic, &b.event, &b.payload, None),
+            Vsn::V1 => v1::encode(&b.topic, &b.event, &b.payload, b.position.as_ref()),
             Vsn::V2 if b.payload.is_binary() => binary::encode_broadcast(b),
-            Vsn::V2 if b.payload.is_object() => v2::encode(None, None, &b.topic, &b.event, &b.payload),
+            Vsn::V2 if b.payload.is_object() => v2::encode(None, b.position.as_ref(), &b.topic, &b.event, &b.payload),
             Vsn::V2 => Err(EncodeError::PayloadNotAnObject),
         }
     }

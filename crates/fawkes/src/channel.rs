@@ -408,7 +408,19 @@ impl<S: Socket, I: Send + 'static> ChannelContext<S, I> {
     /// a JSON object or binary). Returning that error with `?` crashes the
     /// channel, as Phoenix's `push` raises.
     pub fn push(&mut self, event: &str, payload: impl Into<Payload>) -> Result<(), PushError> {
-        let msg = Message::push(self.join_ref.clone(), self.topic.as_ref(), event, payload.into());
+        self.push_at(event, payload, None)
+    }
+
+    /// Pushes with `position` (a history position) in the ref slot: what
+    /// `handle_out` pushes for a broadcast of a topic with history.
+    pub(crate) fn push_at(
+        &mut self,
+        event: &str,
+        payload: impl Into<Payload>,
+        position: Option<Ref>,
+    ) -> Result<(), PushError> {
+        let mut msg = Message::push(self.join_ref.clone(), self.topic.as_ref(), event, payload.into());
+        msg.ref_ = position;
         let frame = self.conn.vsn.encode_push(&msg)?;
         match &mut self.pending {
             Some(pending) => pending.push(frame),

@@ -39,6 +39,7 @@ struct Inner {
     budget: Arc<OutboundBudget>,
     /// Whether the task that enforces the budget runs.
     enforcing: AtomicBool,
+    history: crate::history::Histories,
 }
 
 /// The default of [`Endpoint::set_outbound_budget`]: 1 GiB.
@@ -162,6 +163,7 @@ impl Endpoint {
                 shutdown: ShutdownList::default(),
                 budget: Arc::new(OutboundBudget::new(DEFAULT_OUTBOUND_BUDGET)),
                 enforcing: AtomicBool::new(false),
+                history: crate::history::Histories::new(),
             }),
         }
     }
@@ -213,8 +215,51 @@ impl Endpoint {
     /// When the payload is neither a JSON object nor binary, or the remote
     /// adapter fails.
     pub fn broadcast(&self, topic: &str, event: &str, payload: impl Into<Payload>) -> Result<(), BroadcastError> {
-        self.inner.pubsub.broadcast(checked(topic, event, payload.into())?)?;
+        let b = checked(topic, event, payload.into())?;
+        match self.inner.history.topic(topic) {
+            Some(h) => h.append(b, &self.inner.history, |b| self.inner.pubsub.broadcast(b))?,
+            None => self.inner.pubsub.broadcast(b)?,
+        };
         Ok(())
+    }
+
+    /// Keeps a history of the broadcasts on every topic matching `pattern`
+    /// (an exact topic, or a prefix ending in `*`), within `config`'s
+    /// bounds: each broadcast gets a position, sent in its frame's ref slot,
+    /// and a client that rejoins with `{"since": position}` gets what it
+    /// missed before live broadcasts (see [`history`](crate::history)).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use fawkes::{history::HistoryConfig, Endpoint};
+    ///
+    /// let endpoint = Endpoint::local();
+    /// endpoint.history("history:*", HistoryConfig::new().max_messages(1000).max_age(Duration::from_secs(300)));
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// When `pattern` has a `*` anywhere but at its end.
+    pub fn history(&self, pattern: &str, config: crate::history::HistoryConfig) {
+        if let Err(e) = self.inner.history.add(pattern, config) {
+            panic!("{e}");
+        }
+    }
+
+    /// Sets the budget of history bytes kept across every topic of this
+    /// endpoint (default [`DEFAULT_HISTORY_BUDGET`](crate::history::DEFAULT_HISTORY_BUDGET),
+    /// 256 MiB): beyond it the oldest broadcasts of any topic are dropped.
+    pub fn set_history_budget(&self, bytes: usize) {
+        self.inner.history.set_budget(bytes);
+    }
+
+    /// Bytes of history kept now, across every topic.
+    pub fn history_bytes(&self) -> usize {
+        self.inner.history.bytes()
+    }
+
+    pub(crate) fn histories(&self) -> &crate::history::Histories {
+        &self.inner.history
     }
 
     /// Broadcasts to every subscriber but `from` (a subscription's id).
@@ -229,7 +274,11 @@ impl Endpoint {
         event: &str,
         payload: impl Into<Payload>,
     ) -> Result<(), BroadcastError> {
-        self.inner.pubsub.broadcast_from(from, checked(topic, event, payload.into())?)?;
+        let b = checked(topic, event, payload.into())?;
+        match self.inner.history.topic(topic) {
+            Some(h) => h.append(b, &self.inner.history, |b| self.inner.pubsub.broadcast_from(from, b))?,
+            None => self.inner.pubsub.broadcast_from(from, b)?,
+        };
         Ok(())
     }
 

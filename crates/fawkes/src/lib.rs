@@ -57,6 +57,7 @@ mod config;
 mod conn;
 mod endpoint;
 mod handler;
+pub mod history;
 mod limits;
 mod origin;
 mod presence;

@@ -273,7 +273,8 @@ impl Outbox {
         taken
     }
 
-    /// Waits while the outbox is more than three quarters full. A channel
+    /// Waits while the outbox holds more than three quarters of its frames
+    /// or half of its bytes. A channel
     /// calls it before handling a client's message, so that a client that
     /// pipelines many requests gets its replies at the pace it reads them
     /// (the channel slows down, its mailbox fills, the connection stops
@@ -286,7 +287,9 @@ impl Outbox {
             notified.as_mut().enable();
             {
                 let mut s = self.state.lock();
-                if s.closed || s.overflowed || s.frames < self.limits.frames - self.limits.frames / 4 {
+                let frames_room = s.frames < self.limits.frames - self.limits.frames / 4;
+                let bytes_room = s.bytes + s.unwritten < self.limits.bytes / 2;
+                if s.closed || s.overflowed || (frames_room && bytes_room) {
                     return;
                 }
                 s.room_waiters = true;

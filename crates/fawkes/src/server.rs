@@ -236,7 +236,23 @@ async fn join<S: Socket, C: Channel<S>>(
     // Subscribe before the reply, as Phoenix does, so that the client misses
     // nothing broadcast after it learns it joined.
     let subscriber = ChannelSubscriber { conn: conn.clone(), inbox, intercept: C::INTERCEPT };
-    let subscription = conn.shared.endpoint.pubsub().subscribe(&topic, Arc::new(subscriber));
+    let pubsub = conn.shared.endpoint.pubsub();
+    let histories = conn.shared.endpoint.histories();
+    let since = match histories.topic(&topic) {
+        Some(h) => join.payload.to_value().ok().and_then(|v| v.get("since").cloned()).map(|since| (h, since)),
+        None => None,
+    };
+    let (subscription, rejoin) = match since {
+        None => (pubsub.subscribe(&topic, Arc::new(subscriber)), None),
+        Some((history, since)) => {
+            // a rejoin: live broadcasts wait behind the gate until what the
+            // client missed is sent
+            let gate = Arc::new(Gate::new(subscriber));
+            let (subscription, replay) =
+                history.subscribe_since(Some(&since), histories, || pubsub.subscribe(&topic, gate.clone()));
+            (subscription, Some((gate, replay)))
+        }
+    };
     task.ctx.sub_id = Some(subscription.id());
     task.reply(&join, "ok".into(), reply, join.join_ref.clone());
     if let Some(frame) = after_reply {
@@ -245,9 +261,104 @@ async fn join<S: Socket, C: Channel<S>>(
     for frame in task.ctx.pending.take().unwrap_or_default() {
         conn.push_frame(frame);
     }
+    let mut channel = channel;
+    if let Some((gate, replay)) = rejoin {
+        if let Some(gap) = replay.gap {
+            if let Err(e) = task.ctx.push(crate::history::GAP_EVENT, gap) {
+                tracing::warn!(topic = %topic, error = %e, "the history gap could not be pushed");
+            }
+        }
+        let replayed = replay.items.len();
+        for b in replay.items {
+            deliver_own(&mut channel, &mut task, b).await;
+        }
+        // then what arrived meanwhile, until the gate opens with nothing
+        // left behind it
+        while let Some(items) = gate.take_or_open() {
+            for b in items {
+                deliver_own(&mut channel, &mut task, b).await;
+            }
+        }
+        tracing::debug!(topic = %topic, replayed, "rejoined from a history position");
+    }
     telemetry::channel_joined(&topic, "ok", started);
     conn.shared.endpoint.metrics().channel_joined();
     Some(Live { _subscription: subscription, channel, task })
+}
+
+/// Sends this channel's client a broadcast of its topic (replayed, or held
+/// behind the gate): through `handle_out` when the event is intercepted,
+/// encoded for this client otherwise, waiting for room in the outbox.
+async fn deliver_own<S: Socket, C: Channel<S>>(channel: &mut C, task: &mut Task<S, C>, b: Broadcast) {
+    task.ctx.conn.outbox.room_for_replies().await;
+    if C::INTERCEPT.iter().any(|e| *e == b.event) {
+        let position = b.position.clone();
+        match caught(channel.handle_out(&b.event, b.payload, &mut task.ctx)).await {
+            Ok(Outgoing::Push(payload)) => {
+                if let Err(e) = task.ctx.push_at(&b.event, payload, position) {
+                    tracing::error!(topic = %task.ctx.topic, error = %e, "a replayed broadcast could not be pushed");
+                }
+            }
+            Ok(Outgoing::Drop) => {}
+            Err(why) => {
+                tracing::error!(topic = %task.ctx.topic, event = %b.event, error = %why, "handle_out failed on a replayed broadcast");
+            }
+        }
+        return;
+    }
+    match task.ctx.conn.vsn.encode_broadcast(&b) {
+        Ok(frame) => task.ctx.conn.push_frame(frame),
+        Err(e) => tracing::warn!(topic = %task.ctx.topic, error = %e, "a replayed broadcast could not be encoded"),
+    }
+}
+
+/// Most broadcasts held behind a gate (while a rejoin replays history)
+/// before the connection counts as a slow consumer.
+const GATE_LIMIT: usize = 10_000;
+
+/// A channel's subscriber while its join replays history: live broadcasts
+/// are held, in order, until the replay is sent; then they pass straight
+/// through.
+struct Gate<T> {
+    open: std::sync::atomic::AtomicBool,
+    held: parking_lot::Mutex<Vec<Broadcast>>,
+    inner: T,
+}
+
+impl<T> Gate<T> {
+    fn new(inner: T) -> Gate<T> {
+        Gate { open: std::sync::atomic::AtomicBool::new(false), held: parking_lot::Mutex::new(Vec::new()), inner }
+    }
+
+    /// What is held, or `None` after opening the gate when nothing is.
+    fn take_or_open(&self) -> Option<Vec<Broadcast>> {
+        let mut held = self.held.lock();
+        if held.is_empty() {
+            self.open.store(true, Ordering::Release);
+            return None;
+        }
+        Some(std::mem::take(&mut *held))
+    }
+}
+
+impl<S: Socket, I: Send + 'static> Subscriber for Gate<ChannelSubscriber<S, I>> {
+    fn deliver(&self, msg: &Broadcast, frames: &mut FrameCache<'_>) -> Delivery {
+        if !self.open.load(Ordering::Acquire) {
+            let mut held = self.held.lock();
+            if !self.open.load(Ordering::Acquire) {
+                if self.inner.inbox.is_closed() {
+                    return Delivery::Gone;
+                }
+                if held.len() >= GATE_LIMIT {
+                    self.inner.conn.outbox.mark_overflow();
+                    return Delivery::Overflow;
+                }
+                held.push(msg.clone());
+                return Delivery::Delivered;
+            }
+        }
+        self.inner.deliver(msg, frames)
+    }
 }
 
 /// A joined channel's life: its mailbox, one message at a time, then its
@@ -386,7 +497,7 @@ async fn step<S: Socket, C: Channel<S>>(live: &mut Live<S, C>, msg: ChannelMsg<C
         ChannelMsg::Reply(r) => task.ctx.conn.send_reply(&r),
         ChannelMsg::Out(b) => match caught(channel.handle_out(&b.event, b.payload, &mut task.ctx)).await {
             Ok(Outgoing::Push(payload)) => {
-                if let Err(e) = task.ctx.push(&b.event, payload) {
+                if let Err(e) = task.ctx.push_at(&b.event, payload, b.position) {
                     tracing::error!(topic = %task.ctx.topic, error = %e, "channel crashed in handle_out");
                     return Some(StopReason::Crashed(e.to_string()));
                 }

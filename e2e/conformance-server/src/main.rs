@@ -332,8 +332,15 @@ async fn run() -> Result<(), String> {
     };
     let presence = Presence::builder(&endpoint).diff_window(window).build();
     let leaving = presence.clone();
+    // `history:*` is `room:*` with history: the last 1000 broadcasts, at
+    // most 5 minutes old
+    endpoint.history(
+        "history:*",
+        fawkes::history::HistoryConfig::new().max_messages(1000).max_age(Duration::from_secs(300)),
+    );
     let socket = SocketHandler::new(UserSocket { presence })
         .channel::<Room>("room:*")
+        .channel::<Room>("history:*")
         .channel::<PresenceRoom>("presence:*")
         .configure(|c| {
             c.timeout = timeout;

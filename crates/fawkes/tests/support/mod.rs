@@ -247,3 +247,85 @@ pub async fn lp(addr: SocketAddr, method: &str, query: &str, body: &str) -> Valu
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&b));
     serde_json::from_slice(&b).unwrap()
 }
+
+/// A V2 JSON client over WebSocket or long polling, for tests that run the
+/// same scenario on both transports.
+pub enum Client {
+    Ws(Box<tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>>),
+    Lp { addr: SocketAddr, token: String, received: std::collections::VecDeque<Value> },
+}
+
+impl Client {
+    /// Connects with `query` (`vsn=2.0.0` is added).
+    pub async fn connect(addr: SocketAddr, longpoll: bool, query: &str) -> Client {
+        if longpoll {
+            let v = lp(addr, "GET", &format!("vsn=2.0.0&{query}"), "").await;
+            assert_eq!(v["status"], 410, "{v}");
+            Client::Lp { addr, token: v["token"].as_str().unwrap().to_owned(), received: Default::default() }
+        } else {
+            let url = format!("ws://{addr}/socket/websocket?vsn=2.0.0&{query}");
+            Client::Ws(Box::new(tokio_tungstenite::connect_async(url).await.unwrap().0))
+        }
+    }
+
+    pub async fn send(&mut self, msg: Value) {
+        use futures_util::SinkExt;
+        match self {
+            Client::Ws(ws) => ws.send(tokio_tungstenite::tungstenite::Message::text(msg.to_string())).await.unwrap(),
+            Client::Lp { addr, token, .. } => {
+                let v = lp(*addr, "POST", &format!("vsn=2.0.0&token={token}"), &msg.to_string()).await;
+                assert_eq!(v["status"], 200, "{v}");
+            }
+        }
+    }
+
+    /// The next message; panics after 5 s without one.
+    pub async fn next(&mut self) -> Value {
+        use futures_util::StreamExt;
+        match self {
+            Client::Ws(ws) => loop {
+                let msg = tokio::time::timeout(std::time::Duration::from_secs(5), ws.next())
+                    .await
+                    .expect("a frame")
+                    .expect("open")
+                    .unwrap();
+                if let tokio_tungstenite::tungstenite::Message::Text(t) = msg {
+                    return serde_json::from_str(&t).unwrap();
+                }
+            },
+            Client::Lp { addr, token, received } => {
+                let started = std::time::Instant::now();
+                loop {
+                    if let Some(v) = received.pop_front() {
+                        return v;
+                    }
+                    assert!(started.elapsed() < std::time::Duration::from_secs(5), "a message in time");
+                    let v = lp(*addr, "GET", &format!("vsn=2.0.0&token={token}"), "").await;
+                    assert!(v["status"] == 200 || v["status"] == 204, "{v}");
+                    for m in v["messages"].as_array().unwrap() {
+                        received.push_back(serde_json::from_str(m.as_str().unwrap()).unwrap());
+                    }
+                }
+            }
+        }
+    }
+
+    /// The next message of `topic` with `event`, skipping others.
+    pub async fn expect(&mut self, topic: &str, event: &str) -> Value {
+        loop {
+            let m = self.next().await;
+            if m[2] == topic && m[3] == event {
+                return m;
+            }
+        }
+    }
+
+    /// Closes a WebSocket (a long-poll client just stops polling).
+    pub async fn close(self) {
+        use futures_util::StreamExt;
+        if let Client::Ws(mut ws) = self {
+            let _ = ws.close(None).await;
+            while let Ok(Some(Ok(_))) = tokio::time::timeout(std::time::Duration::from_secs(5), ws.next()).await {}
+        }
+    }
+}
