@@ -91,6 +91,34 @@ pub(crate) enum Scenario {
         #[command(flatten)]
         common: Common,
     },
+    /// N subscribers to one topic while a publisher sends R messages/s;
+    /// each subscriber drops its connection at random (every T s on
+    /// average) and reconnects after a random pause, rejoining with the last
+    /// position it saw: delivered %, duplicates, order, replays and gaps.
+    #[command(allow_negative_numbers = true)]
+    Jitter {
+        /// Subscribers.
+        #[arg(long, default_value_t = 100, value_parser = value_parser!(u64).range(1..))]
+        subscribers: u64,
+        /// Messages published per second.
+        #[arg(long, default_value_t = 50, value_parser = value_parser!(u64).range(1..))]
+        rate: u64,
+        /// Mean seconds between a subscriber's drops.
+        #[arg(long, value_name = "SECONDS", default_value = "2", value_parser = seconds)]
+        drop_every: Duration,
+        /// Longest pause before reconnecting, in milliseconds.
+        #[arg(long, default_value_t = 1000, value_parser = value_parser!(u64).range(0..=600_000))]
+        pause_ms: u64,
+        /// `false`: a topic without history (the baseline: at most once).
+        #[arg(long, default_value_t = true, action = ArgAction::Set, value_name = "true|false")]
+        history: bool,
+        /// Other nodes of the cluster (loopback only): reconnects go to the
+        /// --url node and these in turn.
+        #[arg(long = "also", value_name = "URL", value_parser = loopback)]
+        also: Vec<SocketAddr>,
+        #[command(flatten)]
+        common: Common,
+    },
     /// N users join one presence topic; how long until everyone sees
     /// everyone, and how many presence frames that took.
     #[command(allow_negative_numbers = true)]
@@ -113,6 +141,7 @@ impl Scenario {
             Scenario::Churn { .. } => "churn",
             Scenario::Presence { .. } => "presence",
             Scenario::Stalled { .. } => "stalled",
+            Scenario::Jitter { .. } => "jitter",
         }
     }
 
@@ -123,7 +152,8 @@ impl Scenario {
             | Scenario::Echo { common, .. }
             | Scenario::Churn { common, .. }
             | Scenario::Presence { common, .. }
-            | Scenario::Stalled { common, .. } => common,
+            | Scenario::Stalled { common, .. }
+            | Scenario::Jitter { common, .. } => common,
         }
     }
 }
@@ -916,6 +946,235 @@ async fn stalled(o: &Common, k: u64, rate: u64, bytes: u64) -> Result<(), String
     Ok(())
 }
 
+/// The options of `fawkes bench jitter`.
+struct JitterOpts {
+    subscribers: u64,
+    rate: u64,
+    drop_every: Duration,
+    pause: Duration,
+    history: bool,
+    also: Vec<SocketAddr>,
+}
+
+/// A small xorshift generator: random enough for drop times, seeded per
+/// subscriber, no dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next_f64(&mut self) -> f64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// An exponentially distributed duration with this mean.
+    fn exp(&mut self, mean: Duration) -> Duration {
+        mean.mul_f64(-(1.0 - self.next_f64()).ln())
+    }
+}
+
+#[derive(Default)]
+struct JitterStats {
+    first: Option<u64>,
+    received: u64,
+    dups: u64,
+    out_of_order: u64,
+    replayed: u64,
+    gaps: u64,
+    reconnects: u64,
+    failed_joins: u64,
+    seen: Vec<u64>,
+}
+
+/// Connects and joins `topic` with `since` (when given): the join reply.
+async fn join_since(server: SocketAddr, i: u64, topic: &str, since: Option<&str>) -> std::io::Result<Client> {
+    let mut c = Client::connect(server, local_ip(i), "/socket/websocket?vsn=2.0.0", 64 * 1024).await?;
+    let params = match since {
+        Some(p) => json!({"since": p}),
+        None => json!({}),
+    };
+    c.send_text(json!(["1", "1", topic, "phx_join", params]).to_string().as_bytes()).await?;
+    loop {
+        let f = c.next().await?;
+        let p = c.payload(&f);
+        if let Some(fl) = fields(p) {
+            if fl[1] == b"1" && fl[3] == b"phx_reply" {
+                let ok = serde_json::from_slice::<Value>(fl[4]).is_ok_and(|v| v["status"] == "ok");
+                if !ok {
+                    return Err(std::io::Error::other(format!("join refused: {}", String::from_utf8_lossy(fl[4]))));
+                }
+                return Ok(c);
+            }
+        }
+    }
+}
+
+/// One subscriber of the jitter scenario: read, drop, pause, rejoin.
+async fn jitter_subscriber(
+    nodes: Arc<Vec<SocketAddr>>,
+    i: u64,
+    topic: String,
+    o: Arc<JitterOpts>,
+    stop: Arc<Notify>,
+    done: Arc<std::sync::atomic::AtomicBool>,
+) -> JitterStats {
+    let mut st = JitterStats::default();
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (i + 1).wrapping_mul(0x2545_F491_4F6C_DD1D));
+    let mut position: Option<String> = None;
+    let mut node = i as usize % nodes.len();
+    let stopped = stop.notified();
+    tokio::pin!(stopped);
+    let mut highest: Option<u64> = None;
+    loop {
+        let since = if o.history { position.as_deref() } else { None };
+        let mut c = match join_since(nodes[node], i, &topic, since).await {
+            Ok(c) => c,
+            Err(_) => {
+                st.failed_joins += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let joined_at = Instant::now();
+        let drop_at = tokio::time::sleep(rng.exp(o.drop_every));
+        tokio::pin!(drop_at);
+        loop {
+            tokio::select! {
+                _ = &mut stopped => return st,
+                // once publishing is over, no more drops: everyone catches up
+                _ = &mut drop_at, if !done.load(Ordering::Relaxed) => break,
+                f = c.next() => {
+                    let Ok(f) = f else { break };
+                    let p = c.payload(&f);
+                    let Some(fl) = fields(p) else { continue };
+                    if fl[3] == b"history_gap" { st.gaps += 1; continue }
+                    if fl[3] != b"broadcast" { continue }
+                    let (Some(t), Some(s)) = (number_after(fl[4], b"\"t\":"), number_after(fl[4], b"\"s\":")) else { continue };
+                    if fl[1] != b"null" {
+                        position = Some(String::from_utf8_lossy(fl[1]).into_owned());
+                    }
+                    // sent before this connection joined: it came from history
+                    let sent_at = Duration::from_nanos(t);
+                    if st.reconnects > 0 && sent_at < joined_at.duration_since(base()) {
+                        st.replayed += 1;
+                    }
+                    let first = *st.first.get_or_insert(s);
+                    if s < first { continue }
+                    let k = s - first;
+                    let (w, bit) = ((k / 64) as usize, 1u64 << (k % 64));
+                    if st.seen.len() <= w { st.seen.resize(w + 1, 0); }
+                    if st.seen[w] & bit != 0 { st.dups += 1; continue }
+                    st.seen[w] |= bit;
+                    st.received += 1;
+                    if highest.is_some_and(|h| s < h) { st.out_of_order += 1; }
+                    highest = Some(highest.map_or(s, |h| h.max(s)));
+                }
+            }
+        }
+        drop(c);
+        st.reconnects += 1;
+        let pause = o.pause.mul_f64(rng.next_f64());
+        tokio::select! {
+            _ = &mut stopped => return st,
+            _ = tokio::time::sleep(pause) => {}
+        }
+        node = (node + 1) % nodes.len();
+    }
+}
+
+/// The instant the jitter run's timestamps count from.
+static BASE: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+
+fn base() -> Instant {
+    *BASE.get_or_init(Instant::now)
+}
+
+/// `fawkes bench jitter`.
+async fn jitter(o: &Common, j: JitterOpts) -> Result<(), String> {
+    let limit = raise_nofile();
+    if j.subscribers.saturating_add(100) > limit {
+        return Err(format!("{} connections need more than the {limit} open files allowed", j.subscribers));
+    }
+    let base = base();
+    let prefix = if j.history { "history" } else { "room" };
+    let topic = format!("{prefix}:jitter-{}", run_id());
+    let mut nodes = vec![o.server];
+    nodes.extend(j.also.iter().copied());
+    let nodes = Arc::new(nodes);
+    let j = Arc::new(j);
+    let stop = Arc::new(Notify::new());
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut publisher = connect_joined(o.server, j.subscribers + 1, "", &topic, 64 * 1024)
+        .await
+        .map_err(|e| format!("the publisher cannot join {topic} on {}: {}", o.server, reason(&e)))?;
+    let mut tasks = Vec::new();
+    for i in 0..j.subscribers {
+        let task = jitter_subscriber(nodes.clone(), i, topic.clone(), j.clone(), stop.clone(), done.clone());
+        tasks.push(tokio::spawn(task));
+    }
+    // let every subscriber join once before publishing
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let interval = Duration::from_secs_f64(1.0 / j.rate as f64);
+    let total = (o.duration.as_secs_f64() * j.rate as f64) as u64;
+    let mut next = Instant::now();
+    let mut sent = 0u64;
+    while sent < total {
+        let now = Instant::now();
+        while next <= now && sent < total {
+            let t = u64::try_from(Instant::now().duration_since(base).as_nanos()).unwrap_or(0);
+            publisher.queue_text(
+                json!(["1", sent.to_string(), topic, "broadcast_from", {"t": t, "s": sent}]).to_string().as_bytes(),
+            );
+            sent += 1;
+            next += interval;
+        }
+        publisher.flush().await.map_err(|e| format!("the publisher's connection failed: {}", reason(&e)))?;
+        while publisher.parse().is_some() {}
+        let wait = next.saturating_duration_since(Instant::now());
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            r = publisher.next() => { r.map_err(|e| format!("the publisher's connection failed: {}", reason(&e)))?; }
+        }
+    }
+    // no more drops: everyone reconnects one last time and catches up
+    done.store(true, Ordering::Relaxed);
+    tokio::time::sleep(j.pause + Duration::from_secs(3)).await;
+    stop.notify_waiters();
+    let (mut received, mut expected, mut dups, mut ooo, mut replayed, mut gaps, mut reconnects, mut failed) =
+        (0u64, 0u64, 0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
+    for t in tasks {
+        if let Ok(st) = t.await {
+            if let Some(first) = st.first {
+                expected += sent.saturating_sub(first);
+            }
+            received += st.received;
+            dups += st.dups;
+            ooo += st.out_of_order;
+            replayed += st.replayed;
+            gaps += st.gaps;
+            reconnects += st.reconnects;
+            failed += st.failed_joins;
+        }
+    }
+    let pct = if expected > 0 { received as f64 * 100.0 / expected as f64 } else { 0.0 };
+    report(
+        "jitter",
+        &[
+            ("topic".into(), format!("{topic} ({} nodes)", nodes.len())),
+            ("published".into(), format!("{sent} at {}/s", j.rate)),
+            ("reconnects".into(), format!("{reconnects} ({failed} joins failed and were retried)")),
+            ("delivered".into(), format!("{received} of {expected} ({pct:.3} %)")),
+            ("duplicates / out of order".into(), format!("{dups} / {ooo}")),
+            ("replayed / gaps signalled".into(), format!("{replayed} / {gaps}")),
+        ],
+        json!({"scenario": "jitter", "history": j.history, "nodes": nodes.len(), "subscribers": j.subscribers, "rate": j.rate, "published": sent,
+               "expected": expected, "delivered": received, "delivered_pct": pct, "duplicates": dups, "out_of_order": ooo,
+               "replayed": replayed, "gaps": gaps, "reconnects": reconnects, "failed_joins": failed}),
+    );
+    Ok(())
+}
+
 /// Runs a scenario; a bounded time after its load ends, it returns.
 pub(crate) fn run(scenario: Scenario) -> Result<(), String> {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -936,6 +1195,17 @@ pub(crate) fn run(scenario: Scenario) -> Result<(), String> {
                 Scenario::Churn { rate, .. } => churn(&o, rate).await,
                 Scenario::Presence { n, .. } => presence(&o, n).await,
                 Scenario::Stalled { stalled: k, rate, bytes, .. } => stalled(&o, k, rate, bytes).await,
+                Scenario::Jitter { subscribers, rate, drop_every, pause_ms, history, also, .. } => {
+                    let j = JitterOpts {
+                        subscribers,
+                        rate,
+                        drop_every,
+                        pause: Duration::from_millis(pause_ms),
+                        history,
+                        also,
+                    };
+                    jitter(&o, j).await
+                }
             }
         };
         tokio::time::timeout(limit, work).await.unwrap_or_else(|_| Err("the run did not finish in time".into()))
