@@ -49,6 +49,10 @@ pub(crate) enum Scenario {
         /// [default: the --url server].
         #[arg(long, value_name = "URL", value_parser = loopback)]
         publish_url: Option<SocketAddr>,
+        /// `true`: a `history:*` topic (every broadcast positioned and
+        /// kept), to measure what history costs.
+        #[arg(long, default_value_t = false, action = ArgAction::Set, value_name = "true|false")]
+        history: bool,
         #[command(flatten)]
         common: Common,
     },
@@ -403,9 +407,17 @@ struct SubStats {
 }
 
 /// S subscribers on one topic, a publisher at R messages/s.
-async fn fanout(o: &Common, subs: u64, rate: u64, bytes: u64, publish: Option<SocketAddr>) -> Result<(), String> {
+async fn fanout(
+    o: &Common,
+    subs: u64,
+    rate: u64,
+    bytes: u64,
+    publish: Option<SocketAddr>,
+    history: bool,
+) -> Result<(), String> {
     raise_nofile();
-    let topic = format!("room:fanout-{}", run_id());
+    let prefix = if history { "history" } else { "room" };
+    let topic = format!("{prefix}:fanout-{}", run_id());
     let base = Instant::now();
     let stop = Arc::new(Notify::new());
     let gate = Arc::new(Semaphore::new(256));
@@ -1188,8 +1200,8 @@ pub(crate) fn run(scenario: Scenario) -> Result<(), String> {
         let work = async {
             match scenario {
                 Scenario::Conns { n, join, .. } => conns(&o, n, join).await,
-                Scenario::Fanout { subscribers, rate, bytes, publish_url, .. } => {
-                    fanout(&o, subscribers, rate, bytes, publish_url).await
+                Scenario::Fanout { subscribers, rate, bytes, publish_url, history, .. } => {
+                    fanout(&o, subscribers, rate, bytes, publish_url, history).await
                 }
                 Scenario::Echo { clients, in_flight, .. } => echo(&o, clients, in_flight).await,
                 Scenario::Churn { rate, .. } => churn(&o, rate).await,
