@@ -322,7 +322,9 @@ pub struct ChannelContext<S: Socket, I: Send + 'static> {
     pub(crate) pending: Option<Vec<fawkes_protocol::Frame>>,
     /// This channel's id, unique in the process (its "pid").
     pub(crate) pid: u64,
-    pub(crate) exit_hooks: ExitHooks,
+    /// Behind a lock so that `&self` methods (presence tracking, timers,
+    /// subscriptions) can tie work to the channel's end.
+    pub(crate) exit_hooks: parking_lot::Mutex<ExitHooks>,
     /// True while `handle_in` runs: what fans out then is the client's doing
     /// and is counted against the socket id's `fanout_rate`.
     pub(crate) client_event: bool,
@@ -341,6 +343,11 @@ impl ExitHooks {
         if !self.hooks.iter().any(|(i, _)| *i == id) {
             self.hooks.push((id, Box::new(hook)));
         }
+    }
+
+    /// Adds `hook`, whatever else is there.
+    pub(crate) fn add(&mut self, hook: impl FnOnce() + Send + 'static) {
+        self.hooks.push((u64::MAX, Box::new(hook)));
     }
 }
 
@@ -466,6 +473,75 @@ impl<S: Socket, I: Send + 'static> ChannelContext<S, I> {
             // not subscribed yet (inside join): nobody to skip
             None => self.endpoint().broadcast(self.topic.as_ref(), event, payload),
         }
+    }
+
+    /// Subscribes this channel to `topic` too (Phoenix's
+    /// `Endpoint.subscribe` in a channel): every broadcast on it reaches
+    /// [`Channel::handle_info`] as `I::from(broadcast)`. The subscription
+    /// ends with the channel, however it ends.
+    ///
+    /// Broadcasts are queued in the channel's mailbox; one that finds it
+    /// full is dropped, logged and counted as a slow consumer (a channel
+    /// that cannot keep up with the topics it follows).
+    pub fn subscribe(&self, topic: &str)
+    where
+        I: From<Broadcast>,
+    {
+        let inbox = self.inbox.clone();
+        let conn = self.conn.clone();
+        let own = self.topic.clone();
+        let from = topic.to_owned();
+        let subscription = self.endpoint().subscribe(topic, move |b| {
+            if let Err((_, Pushed::Full)) = inbox.try_push(ChannelMsg::Info(I::from(b.clone()))) {
+                conn.shared.endpoint.metrics().slow_consumer();
+                tracing::warn!(topic = %own, from = %from, event = %b.event, "a channel's mailbox is full: a broadcast of a topic it follows was dropped");
+            }
+        });
+        self.exit_hooks.lock().add(move || drop(subscription));
+    }
+
+    /// Sends `info` to this channel's [`Channel::handle_info`] after `delay`
+    /// (Phoenix's `Process.send_after(self(), ...)`); cancelled when the
+    /// channel ends.
+    pub fn send_after(&self, delay: std::time::Duration, info: I) {
+        let inbox = self.inbox.clone();
+        let task = tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            // the mailbox's limit is for what clients send: a timer's one
+            // message always gets in while the channel lives
+            let _ = inbox.force_push(ChannelMsg::Info(info));
+        });
+        self.exit_hooks.lock().add(move || task.abort());
+    }
+
+    /// Sends `info` to this channel's [`Channel::handle_info`] every
+    /// `period`, the first time one period from now (Phoenix's
+    /// `:timer.send_interval`); stopped when the channel ends. A tick that
+    /// finds the mailbox full is skipped (the next one still comes), and
+    /// ticks missed while the runtime was busy are not sent in a burst.
+    ///
+    /// # Panics
+    ///
+    /// When `period` is zero.
+    pub fn send_interval(&self, period: std::time::Duration, info: I)
+    where
+        I: Clone,
+    {
+        assert!(!period.is_zero(), "send_interval needs a period above zero");
+        let inbox = self.inbox.clone();
+        let task = tokio::spawn(async move {
+            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                match inbox.try_push(ChannelMsg::Info(info.clone())) {
+                    Err((_, Pushed::Closed)) => return,
+                    // full: this tick is skipped, the next one comes
+                    Ok(()) | Err(_) => {}
+                }
+            }
+        });
+        self.exit_hooks.lock().add(move || task.abort());
     }
 
     /// A handle to send this channel [`Channel::Info`] messages from anywhere.

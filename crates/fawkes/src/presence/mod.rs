@@ -275,7 +275,7 @@ impl Presence {
     /// `key`; [`PresenceError::MetaNotAnObject`].
     pub fn track<S: Socket, I: Send + 'static>(
         &self,
-        ctx: &mut ChannelContext<S, I>,
+        ctx: &ChannelContext<S, I>,
         key: &str,
         meta: impl Into<Value>,
     ) -> Result<String, PresenceError> {
@@ -283,7 +283,7 @@ impl Presence {
         let pid = self.pid_of(ctx);
         let this = self.clone();
         let exit_pid = pid.clone();
-        ctx.exit_hooks.add_once(self.inner.id, move || this.untrack_pid(&exit_pid));
+        ctx.exit_hooks.lock().add_once(self.inner.id, move || this.untrack_pid(&exit_pid));
         self.track_pid(pid, ctx.topic(), key, meta)
     }
 
