@@ -534,10 +534,9 @@ impl<S: Socket, I: Send + 'static> ChannelContext<S, I> {
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 ticks.tick().await;
-                match inbox.try_push(ChannelMsg::Info(info.clone())) {
-                    Err((_, Pushed::Closed)) => return,
-                    // full: this tick is skipped, the next one comes
-                    Ok(()) | Err(_) => {}
+                // full: this tick is skipped, the next one comes
+                if let Err((_, Pushed::Closed)) = inbox.try_push(ChannelMsg::Info(info.clone())) {
+                    return;
                 }
             }
         });
