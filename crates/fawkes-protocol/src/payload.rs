@@ -198,6 +198,20 @@ impl From<Value> for Payload {
     }
 }
 
+impl From<serde_json::Map<String, Value>> for Payload {
+    /// A JSON object, such as what `Presence::list` returns.
+    fn from(m: serde_json::Map<String, Value>) -> Payload {
+        Payload::from(Value::Object(m))
+    }
+}
+
+impl From<&Value> for Payload {
+    fn from(v: &Value) -> Payload {
+        // Writing a `Value` into a Vec cannot fail: its map keys are strings.
+        Payload::Json(Json(Bytes::from(v.to_string())))
+    }
+}
+
 impl From<Bytes> for Payload {
     fn from(b: Bytes) -> Payload {
         Payload::Binary(b)
@@ -226,5 +240,18 @@ impl PartialEq for Payload {
 impl PartialEq<Value> for Payload {
     fn eq(&self, other: &Value) -> bool {
         matches!(self.to_value(), Ok(v) if &v == other)
+    }
+}
+
+#[cfg(test)]
+mod conversion_tests {
+    use super::*;
+
+    #[test]
+    fn maps_and_borrowed_values_convert() {
+        let mut m = serde_json::Map::new();
+        m.insert("a".into(), Value::from(1));
+        assert!(Payload::from(m.clone()).is_object());
+        assert_eq!(Payload::from(&Value::Object(m)).to_value().unwrap(), serde_json::json!({"a": 1}));
     }
 }
