@@ -21,7 +21,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::accounts::User;
-use crate::chat::{validate_body, BodyError, MAX_BODY};
+use crate::chat::{validate_body, validate_client_id, BodyError, PostError, MAX_BODY};
 use crate::App;
 
 /// An API error.
@@ -246,32 +246,82 @@ async fn join_room(State(app): State<App>, Auth(user): Auth, ApiPath(id): ApiPat
 #[derive(Deserialize)]
 struct Page {
     before: Option<String>,
+    after: Option<String>,
     limit: Option<String>,
 }
 
+/// A message id in the query string, when given.
+fn message_id_param(value: Option<&str>, field: &str) -> Result<Option<i64>, ApiError> {
+    value
+        .filter(|s| !s.is_empty())
+        .map(str::parse::<i64>)
+        .transpose()
+        .map_err(|_| ApiError::invalid(field, "must be a message id"))
+}
+
+/// Fails unless `room` exists and `user` is one of its members.
+async fn member_of(app: &App, room: i64, user: &User) -> Result<(), ApiError> {
+    app.chat.room(room).await?.ok_or_else(|| ApiError::not_found("room"))?;
+    if !app.chat.is_member(room, user.id).await? {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "not a member of this room"));
+    }
+    Ok(())
+}
+
+/// A page of a room's messages, oldest first: the latest (before
+/// `before`, when given) or, with `after`, the first after that message
+/// (a page shorter than `limit` is the last).
 async fn messages(
     State(app): State<App>,
     Auth(user): Auth,
     ApiPath(id): ApiPath<i64>,
     ApiQuery(page): ApiQuery<Page>,
 ) -> ApiResult {
-    app.chat.room(id).await?.ok_or_else(|| ApiError::not_found("room"))?;
-    if !app.chat.is_member(id, user.id).await? {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "not a member of this room"));
-    }
-    let before = page
-        .before
-        .as_deref()
-        .filter(|s| !s.is_empty())
-        .map(str::parse::<i64>)
-        .transpose()
-        .map_err(|_| ApiError::invalid("before", "must be a message id"))?;
+    member_of(&app, id, &user).await?;
+    let before = message_id_param(page.before.as_deref(), "before")?;
+    let after = message_id_param(page.after.as_deref(), "after")?;
     let limit = match page.limit.as_deref().filter(|s| !s.is_empty()).map(str::parse::<i64>).transpose() {
         Ok(Some(l)) if (1..=100).contains(&l) => l,
         Ok(None) => 50,
         _ => return Err(ApiError::invalid("limit", "must be between 1 and 100")),
     };
-    Ok(Json(json!({"data": app.chat.history(id, before, limit).await?})).into_response())
+    Ok(Json(json!({"data": app.chat.history(id, before, after, limit).await?})).into_response())
+}
+
+/// Sends a message: `{"body": ..., "client_id": ...}` (`client_id`
+/// optional). Stored and broadcast to the room as the channel's
+/// `new_message` is: 201 with the message. A send retried with the same
+/// `client_id` answers 200 with the message first stored, and neither
+/// stores nor broadcasts it again; 409 when the client id was used for
+/// another message.
+async fn post_message(
+    State(app): State<App>,
+    Auth(user): Auth,
+    ApiPath(id): ApiPath<i64>,
+    JsonObject(b): JsonObject,
+) -> ApiResult {
+    member_of(&app, id, &user).await?;
+    app.allow_message(user.id).map_err(ApiError::rate_limited)?;
+    let body = validate_body(b.get("body")).map_err(|e| ApiError::invalid("body", e.to_string()))?;
+    let client_id =
+        validate_client_id(b.get("client_id")).map_err(|e| ApiError::invalid("client_id", e.to_string()))?;
+    let posted = match app.chat.post(id, user.id, &body, client_id.as_deref()).await {
+        Ok(posted) => posted,
+        Err(PostError::ClientIdTaken) => {
+            let why = PostError::ClientIdTaken.to_string();
+            return Err(ApiError::field(StatusCode::CONFLICT, "client_id already used", "client_id", why));
+        }
+        Err(PostError::Database(e)) => return Err(e.into()),
+    };
+    let message = posted.message;
+    if !posted.created {
+        return Ok(Json(json!({ "data": message })).into_response());
+    }
+    // stored: it goes out as the channel's sends do
+    if let Err(e) = app.endpoint.broadcast(&format!("room:{id}"), "new_message", json!(message)) {
+        tracing::error!(error = %e, room = id, "a stored message was not broadcast");
+    }
+    Ok(created(json!({ "data": message })))
 }
 
 /// The notification rate per sender: bursts of 20, then 10 a second.
@@ -336,7 +386,7 @@ pub fn routes() -> Router<App> {
         .route("/api/v1/sessions", post(sign_in))
         .route("/api/v1/rooms", get(list_rooms).post(create_room))
         .route("/api/v1/rooms/{id}/members", post(join_room))
-        .route("/api/v1/rooms/{id}/messages", get(messages))
+        .route("/api/v1/rooms/{id}/messages", get(messages).post(post_message))
         .route("/api/v1/notifications", post(notify).layer(DefaultBodyLimit::max(NOTIFICATION_MAX_BYTES)))
         .route("/api/v1/blocks", post(block))
         .route("/api/v1/blocks/{user_id}", delete(unblock))
@@ -349,4 +399,10 @@ pub fn routes() -> Router<App> {
 /// Exposed for the channel: the same validation as the API's.
 pub fn message_body(payload: &Value) -> Result<String, String> {
     validate_body(payload.get("body")).map_err(|e| e.to_string())
+}
+
+/// Exposed for the channel: the client message id, checked as the API
+/// checks it.
+pub fn message_client_id(payload: &Value) -> Result<Option<String>, String> {
+    validate_client_id(payload.get("client_id")).map_err(|e| e.to_string())
 }

@@ -25,6 +25,66 @@ pub struct ChatMessage {
     pub user_id: i64,
     /// When it was stored (ISO 8601, UTC).
     pub inserted_at: String,
+    /// The id its author's client gave it, when it gave one: a send retried
+    /// with the same id is stored once (see [`Chat::post`]).
+    pub client_id: Option<String>,
+}
+
+/// What [`Chat::post`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Posted {
+    /// The stored message.
+    pub message: ChatMessage,
+    /// `false` when its author had already sent it with the same client
+    /// id: nothing was stored, and nothing is to be broadcast.
+    pub created: bool,
+}
+
+/// Why a message was not stored.
+#[derive(Debug, thiserror::Error)]
+pub enum PostError {
+    /// The author already used this client id for a message with another
+    /// body or in another room.
+    #[error("already used for another message")]
+    ClientIdTaken,
+    /// The database failed.
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// Longest client message id, in characters (a UUID has 36).
+pub const MAX_CLIENT_ID: usize = 64;
+
+/// Why a client message id was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClientIdError {
+    /// Not a string (or null).
+    #[error("must be a string")]
+    NotAString,
+    /// Empty, too long, or with characters other than ASCII letters,
+    /// digits, `-` and `_`.
+    #[error("must be 1 to 64 letters, digits, - or _")]
+    Malformed,
+}
+
+/// Checks a client message id: absent or null is none.
+///
+/// # Errors
+///
+/// See [`ClientIdError`].
+pub fn validate_client_id(v: Option<&serde_json::Value>) -> Result<Option<String>, ClientIdError> {
+    let s = match v {
+        None | Some(serde_json::Value::Null) => return Ok(None),
+        Some(serde_json::Value::String(s)) => s,
+        Some(_) => return Err(ClientIdError::NotAString),
+    };
+    let ok = (1..=MAX_CLIENT_ID).contains(&s.len())
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(Some(s.clone()))
+    } else {
+        Err(ClientIdError::Malformed)
+    }
 }
 
 /// Longest message, in characters.
@@ -138,43 +198,88 @@ impl Chat {
         Ok(row.is_some())
     }
 
-    /// Stores a message.
+    /// Stores a message. With a `client_id` (the id the author's client
+    /// gave it), a send retried after a lost reply is stored once: the
+    /// author's message of that client id comes back, `created: false`.
     ///
     /// # Errors
     ///
-    /// Database errors.
-    pub async fn post(&self, room: i64, user: i64, body: &str) -> Result<ChatMessage, sqlx::Error> {
+    /// [`PostError::ClientIdTaken`] when the author used `client_id` for
+    /// another body or room; database errors.
+    pub async fn post(&self, room: i64, user: i64, body: &str, client_id: Option<&str>) -> Result<Posted, PostError> {
         let at = now_iso();
-        let (id,): (i64,) = sqlx::query_as(
-            "INSERT INTO messages (room_id, user_id, body, inserted_at) VALUES ($1, $2, $3, $4) RETURNING id",
+        // one statement: two sends of one client id at once store one row
+        // (the unique index on (user_id, client_id); a null client id never
+        // conflicts)
+        let inserted: Option<(i64,)> = sqlx::query_as(
+            "INSERT INTO messages (room_id, user_id, body, inserted_at, client_id) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (user_id, client_id) DO NOTHING RETURNING id",
         )
         .bind(room)
         .bind(user)
         .bind(body)
         .bind(&at)
-        .fetch_one(&self.db)
+        .bind(client_id)
+        .fetch_optional(&self.db)
         .await?;
-        Ok(ChatMessage { id, body: body.to_owned(), user_id: user, inserted_at: at })
+        let client_id = client_id.map(str::to_owned);
+        if let Some((id,)) = inserted {
+            let message = ChatMessage { id, body: body.to_owned(), user_id: user, inserted_at: at, client_id };
+            return Ok(Posted { message, created: true });
+        }
+        let (id, room_id, stored, inserted_at): (i64, i64, String, String) =
+            sqlx::query_as("SELECT id, room_id, body, inserted_at FROM messages WHERE user_id = $1 AND client_id = $2")
+                .bind(user)
+                .bind(client_id.as_deref())
+                .fetch_one(&self.db)
+                .await?;
+        if room_id != room || stored != body {
+            return Err(PostError::ClientIdTaken);
+        }
+        let message = ChatMessage { id, body: stored, user_id: user, inserted_at, client_id };
+        Ok(Posted { message, created: false })
     }
 
-    /// Up to `limit` messages before message `before` (or the latest),
-    /// oldest first.
+    /// Up to `limit` messages of `room`, oldest first: the latest before
+    /// message `before` (or the latest of all); with `after`, the first
+    /// after message `after` instead (and before `before`, when given), to
+    /// read forward from a message one has.
     ///
     /// # Errors
     ///
     /// Database errors.
-    pub async fn history(&self, room: i64, before: Option<i64>, limit: i64) -> Result<Vec<ChatMessage>, sqlx::Error> {
-        let rows: Vec<(i64, String, i64, String)> = sqlx::query_as("SELECT id, body, user_id, inserted_at FROM messages WHERE room_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3")
+    pub async fn history(
+        &self,
+        room: i64,
+        before: Option<i64>,
+        after: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<ChatMessage>, sqlx::Error> {
+        let order = if after.is_some() { "ASC" } else { "DESC" };
+        let sql = format!(
+            "SELECT id, body, user_id, inserted_at, client_id FROM messages \
+             WHERE room_id = $1 AND id < $2 AND id > $3 ORDER BY id {order} LIMIT $4"
+        );
+        let rows: Vec<(i64, String, i64, String, Option<String>)> = sqlx::query_as(&sql)
             .bind(room)
             .bind(before.unwrap_or(i64::MAX))
+            .bind(after.unwrap_or(i64::MIN))
             .bind(limit)
             .fetch_all(&self.db)
             .await?;
         let mut out: Vec<ChatMessage> = rows
             .into_iter()
-            .map(|(id, body, user_id, inserted_at)| ChatMessage { id, body, user_id, inserted_at })
+            .map(|(id, body, user_id, inserted_at, client_id)| ChatMessage {
+                id,
+                body,
+                user_id,
+                inserted_at,
+                client_id,
+            })
             .collect();
-        out.reverse();
+        if after.is_none() {
+            out.reverse();
+        }
         Ok(out)
     }
 }

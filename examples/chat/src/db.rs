@@ -16,8 +16,14 @@ pub enum Backend {
     Postgres,
 }
 
-const SQLITE: &[(&str, &str)] = &[("001_init", include_str!("../migrations/sqlite/001_init.sql"))];
-const POSTGRES: &[(&str, &str)] = &[("001_init", include_str!("../migrations/postgres/001_init.sql"))];
+const SQLITE: &[(&str, &str)] = &[
+    ("001_init", include_str!("../migrations/sqlite/001_init.sql")),
+    ("002_client_id", include_str!("../migrations/sqlite/002_client_id.sql")),
+];
+const POSTGRES: &[(&str, &str)] = &[
+    ("001_init", include_str!("../migrations/postgres/001_init.sql")),
+    ("002_client_id", include_str!("../migrations/postgres/002_client_id.sql")),
+];
 
 /// How long the first connection may take: a database that cannot be
 /// reached fails the start at once (a refused connection) or after this.

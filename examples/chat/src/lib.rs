@@ -22,6 +22,7 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
+use fawkes::history::HistoryConfig;
 use fawkes::{CheckOrigin, Endpoint, Presence, SocketHandler, SocketService};
 use parking_lot::Mutex;
 use serde_json::{json, Value};
@@ -91,6 +92,22 @@ pub struct Config {
     pub pubsub: Option<fawkes::PubSub>,
 }
 
+/// The history of each `room:*` topic: what a page that reconnects gets
+/// back without asking the database.
+///
+/// It bridges a reconnect (a network change, a laptop waking up, a proxy
+/// restarted): minutes, so 10 minutes. It holds every broadcast of the
+/// room, messages and typing notices (about two per message), so 1000 of
+/// them is 10 minutes of a room where someone speaks every second. 1 MiB
+/// holds 1000 messages of 1 KB, when most are far shorter, and a node's
+/// default history budget (256 MiB) holds 256 rooms at their full bounds.
+/// Past any bound nothing is lost: the rejoin gets `history_gap` and the
+/// page reads the messages it lacks from the database, as it does after
+/// this server restarts (the history lives in its memory).
+pub fn room_history() -> HistoryConfig {
+    HistoryConfig::new().max_messages(1000).max_bytes(1 << 20).max_age(Duration::from_secs(600))
+}
+
 const INDEX: &str = include_str!("../static/index.html");
 const APP_JS: &str = include_str!("../static/app.js");
 const PHOENIX_JS: &str = include_str!(concat!(env!("OUT_DIR"), "/phoenix.mjs"));
@@ -109,6 +126,8 @@ pub async fn build(config: &Config) -> Result<(axum::Router, SocketService<socke
         Some(pubsub) => Endpoint::new(pubsub.clone()),
         None => Endpoint::local(),
     };
+    // every broadcast on a room gets a position a page rejoins from
+    endpoint.history("room:*", room_history());
     let names = accounts.clone();
     let presence = Presence::builder(&endpoint)
         // the names of everyone in a presence list, in one query

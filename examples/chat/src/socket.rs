@@ -11,6 +11,7 @@ use fawkes::{
 use serde_json::{json, Value};
 
 use crate::accounts::User;
+use crate::chat::PostError;
 use crate::App;
 
 /// The chat's socket: `connect` verifies the sign-in token.
@@ -42,8 +43,13 @@ pub struct RoomChannel {
 /// What a room channel sends itself.
 #[derive(Debug)]
 pub enum RoomInfo {
-    /// Push history and presence, and track the user.
-    AfterJoin,
+    /// Push presence and track the user; push the latest messages
+    /// (`message_history`) when `history`.
+    AfterJoin {
+        /// Whether to push the latest messages: not on a rejoin from a
+        /// history position, which gets what it missed (or `history_gap`).
+        history: bool,
+    },
 }
 
 const STATUSES: [&str; 3] = ["online", "away", "busy"];
@@ -53,8 +59,9 @@ const MESSAGE_BURST: f64 = 10.0;
 const MESSAGE_RATE: f64 = 5.0;
 
 impl App {
-    /// Takes a token from `user`'s message bucket, or says how long to wait.
-    fn allow_message(&self, user: i64) -> Result<(), Duration> {
+    /// Takes a token from `user`'s message bucket, or says how long to wait
+    /// (the channel's and the API's sends share it).
+    pub(crate) fn allow_message(&self, user: i64) -> Result<(), Duration> {
         self.message_buckets.take(user, MESSAGE_RATE, MESSAGE_BURST)
     }
 }
@@ -65,7 +72,7 @@ impl Channel<ChatSocket> for RoomChannel {
 
     async fn join(
         topic: &str,
-        _: Payload,
+        params: Payload,
         ctx: &mut ChannelContext<ChatSocket, RoomInfo>,
     ) -> Result<Join<Self>, ChannelError> {
         let Some(room) = topic.strip_prefix("room:").and_then(|id| id.parse::<i64>().ok()) else {
@@ -78,7 +85,13 @@ impl Channel<ChatSocket> for RoomChannel {
         if !app.chat.is_member(room, ctx.assigns().id).await? {
             return Ok(Join::refuse(json!({"reason": "not_a_member"})));
         }
-        ctx.channel_ref().send(RoomInfo::AfterJoin)?;
+        // A rejoin with `{"since": position}` gets the broadcasts it missed
+        // (replayed by the endpoint's history, in order, before live ones),
+        // or `history_gap` when they are no longer all kept, after which the
+        // client reads what it lacks from the API: the latest messages would
+        // only repeat what it has.
+        let since = params.to_value().ok().and_then(|p| p.get("since").cloned()).unwrap_or(Value::Null);
+        ctx.channel_ref().send(RoomInfo::AfterJoin { history: since.is_null() })?;
         Ok(Join::ok(RoomChannel { room }))
     }
 
@@ -88,10 +101,12 @@ impl Channel<ChatSocket> for RoomChannel {
         ctx: &mut ChannelContext<ChatSocket, RoomInfo>,
     ) -> Result<Flow, ChannelError> {
         match info {
-            RoomInfo::AfterJoin => {
+            RoomInfo::AfterJoin { history } => {
                 let app = ctx.socket().app.clone();
-                let history = app.chat.history(self.room, None, 50).await?;
-                ctx.push("message_history", json!({"messages": history}))?;
+                if history {
+                    let messages = app.chat.history(self.room, None, None, 50).await?;
+                    ctx.push("message_history", json!({"messages": messages}))?;
+                }
                 let state = app.presence.list(ctx.topic()).await;
                 ctx.push("presence_state", Value::Object(state))?;
                 let user = ctx.assigns().id.to_string();
@@ -121,11 +136,28 @@ impl Channel<ChatSocket> for RoomChannel {
                     Ok(b) => b,
                     Err(why) => return Ok(HandleIn::error(json!({"reason": "invalid", "errors": {"body": why}}))),
                 };
-                let msg = app.chat.post(self.room, me, &body).await?;
-                // stored: it goes out whatever the fan-out limit says (messages
-                // have their own limit, checked above)
-                ctx.endpoint().broadcast(ctx.topic(), "new_message", json!(msg))?;
-                Ok(HandleIn::ok(json!({"message_id": msg.id})))
+                let client_id = match crate::api::message_client_id(&p) {
+                    Ok(id) => id,
+                    Err(why) => return Ok(HandleIn::error(json!({"reason": "invalid", "errors": {"client_id": why}}))),
+                };
+                let posted = match app.chat.post(self.room, me, &body, client_id.as_deref()).await {
+                    Ok(posted) => posted,
+                    Err(e @ PostError::ClientIdTaken) => {
+                        return Ok(HandleIn::error(
+                            json!({"reason": "invalid", "errors": {"client_id": e.to_string()}}),
+                        ))
+                    }
+                    Err(PostError::Database(e)) => return Err(e.into()),
+                };
+                // A retried send (the client's reply was lost, or the official
+                // client resent a push buffered while it was disconnected) gets
+                // the same answer, and nothing is stored or broadcast again.
+                // A new one goes out whatever the fan-out limit says (messages
+                // have their own limit, checked above).
+                if posted.created {
+                    ctx.endpoint().broadcast(ctx.topic(), "new_message", json!(posted.message))?;
+                }
+                Ok(HandleIn::ok(json!({"message_id": posted.message.id})))
             }
             "typing" => {
                 let typing = p.get("typing").and_then(Value::as_bool).unwrap_or(false);

@@ -1,9 +1,47 @@
 // The chat page: the official phoenix client for the socket, channels and
 // presence; the JSON API for sign-in, rooms and history.
+//
+// Nothing is lost across reconnects and server restarts:
+// - every broadcast on a room carries its history position in the ref slot
+//   (the second argument of channel.on's callback); the page keeps the last
+//   one and rejoins with it (params given as a function are evaluated on
+//   every join), so the server replays what was missed, in order, before
+//   live messages;
+// - when it cannot (the server restarted, or the page was away too long),
+//   the channel says `history_gap` first and the page reads what it lacks
+//   from the API;
+// - messages are shown in id order and once each, whatever the order in
+//   which the replay, the API and live broadcasts bring them;
+// - what is typed goes through an outbox: shown as pending, sent one at a
+//   time when the room is joined, kept while offline, and sent again when
+//   a reply does not come. Each message has a client id, so a send the
+//   server already stored is answered with the same message id and stored
+//   and broadcast once.
 import { Socket, Presence } from "/assets/phoenix.mjs";
 
 const $ = (id) => document.getElementById(id);
-const state = { token: localStorage.getItem("token"), user: JSON.parse(localStorage.getItem("user") || "null"), socket: null, room: null, channel: null, presence: null, typingTimer: null, typists: new Map() };
+const state = {
+  token: localStorage.getItem("token"),
+  user: JSON.parse(localStorage.getItem("user") || "null"),
+  socket: null,
+  // the open room: { id, name, channel, last, joined, joinedBefore, sentSince, ... }
+  room: null,
+  presence: null,
+  typingTimer: null,
+  typists: new Map(),
+  // what is typed and not yet stored, per room id: [{ clientId, body, at }]
+  outboxes: new Map(),
+};
+
+// How long a push waits for its reply before it is sent again.
+const PUSH_TIMEOUT_MS = 10000;
+// A connection down this long is shown as offline rather than reconnecting.
+const OFFLINE_AFTER_MS = 4000;
+// After a gap the page reads from the API from a few messages back: a
+// message stored just before another can be broadcast just after it (two
+// senders at once), so the last id the page has is not quite enough.
+const FILL_MARGIN = 10;
+const PAGE = 100;
 
 async function api(method, path, body) {
   const res = await fetch(path, {
@@ -16,29 +54,210 @@ async function api(method, path, body) {
   return json;
 }
 
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// A random UUID; crypto.randomUUID needs a secure context (https or the
+// loopback), getRandomValues does not.
+function newId() {
+  if (crypto.randomUUID) return crypto.randomUUID();
+  const b = crypto.getRandomValues(new Uint8Array(16));
+  b[6] = (b[6] & 0x0f) | 0x40;
+  b[8] = (b[8] & 0x3f) | 0x80;
+  const h = [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+}
+
+// A history position: `<epoch>.<offset>`, the epoch starting with a letter.
+const isPosition = (ref) => typeof ref === "string" && /^[a-z][a-z0-9]*\.\d+$/i.test(ref);
+
+// --- the connection banner -------------------------------------------------
+
+const CONNECTION = {
+  connecting: "Connecting…",
+  connected: "Connected",
+  reconnecting: "Reconnecting…",
+  offline: "Offline: what you send is kept and sent when back",
+};
+const conn = { state: null, downSince: null, offlineTimer: null };
+
+function showConnection(s) {
+  conn.state = s;
+  const banner = $("connection");
+  banner.dataset.state = s;
+  banner.textContent = CONNECTION[s];
+  banner.setAttribute("aria-label", `Connection: ${s}`);
+}
+
+function connectionUp() {
+  clearTimeout(conn.offlineTimer);
+  conn.downSince = null;
+  showConnection("connected");
+}
+
+function connectionDown() {
+  if (conn.downSince === null) {
+    conn.downSince = Date.now();
+    conn.offlineTimer = setTimeout(() => showConnection("offline"), OFFLINE_AFTER_MS);
+  }
+  if (!navigator.onLine) showConnection("offline");
+  else if (conn.state !== "offline") showConnection("reconnecting");
+}
+
+window.addEventListener("offline", () => { if (conn.state) showConnection("offline"); });
+window.addEventListener("online", () => {
+  if (conn.state) showConnection(state.socket?.isConnected() ? "connected" : "reconnecting");
+});
+
+// --- messages ----------------------------------------------------------------
+
 function nameOf(userId) {
   const entry = state.presence && state.presence.state[String(userId)];
   return entry?.user?.name || `user ${userId}`;
 }
 
-function addMessage(m) {
-  if ($("messages").querySelector(`[data-id="${m.id}"]`)) return;
+function messageItem(className, authorName, text, timeText) {
   const li = document.createElement("li");
-  li.dataset.id = m.id;
-  li.className = "message";
+  li.className = className;
   const author = document.createElement("span");
   author.className = "author";
-  author.textContent = m.user_id === state.user.id ? state.user.name : nameOf(m.user_id);
+  author.textContent = authorName;
   const body = document.createElement("span");
   body.className = "body";
-  body.textContent = m.body;
+  body.textContent = text;
   const time = document.createElement("span");
   time.className = "time";
-  time.textContent = new Date(m.inserted_at).toLocaleTimeString();
+  time.textContent = timeText;
   li.append(author, body, time);
+  return li;
+}
+
+// Shows a stored message once, in id order, above what is still pending.
+function addMessage(m) {
+  const list = $("messages");
+  if (list.querySelector(`li.message[data-id="${Number(m.id)}"]`)) return;
+  // the server has it: it is no longer pending, and is not sent again
+  if (m.client_id && m.user_id === state.user.id && state.room) settle(state.room.id, m.client_id);
+  const author = m.user_id === state.user.id ? state.user.name : nameOf(m.user_id);
+  const li = messageItem("message", author, m.body, new Date(m.inserted_at).toLocaleTimeString());
+  li.dataset.id = m.id;
+  let before = list.querySelector("li.pending");
+  let prev = before ? before.previousElementSibling : list.lastElementChild;
+  while (prev && Number(prev.dataset.id) > m.id) {
+    before = prev;
+    prev = prev.previousElementSibling;
+  }
+  list.insertBefore(li, before);
+  li.scrollIntoView({ block: "end" });
+}
+
+function showPending(item) {
+  const li = messageItem("pending", state.user.name, item.body, "sending…");
+  li.dataset.clientId = item.clientId;
+  li.title = "not sent yet: it goes out when the connection is back";
   $("messages").append(li);
   li.scrollIntoView({ block: "end" });
 }
+
+function outbox(roomId) {
+  if (!state.outboxes.has(roomId)) state.outboxes.set(roomId, []);
+  return state.outboxes.get(roomId);
+}
+
+// Takes a message out of the outbox and its pending line off the page.
+function settle(roomId, clientId) {
+  const box = outbox(roomId);
+  const i = box.findIndex((item) => item.clientId === clientId);
+  if (i >= 0) box.splice(i, 1);
+  if (state.room?.id !== roomId) return;
+  for (const li of $("messages").querySelectorAll("li.pending")) {
+    if (li.dataset.clientId === clientId) li.remove();
+  }
+}
+
+// The page may lack messages (a gap in the history, or a rejoin without a
+// position): it reads them from the API from a few messages back of what it
+// had then. Called when the gap is known, before what the rejoin replays is
+// shown (newer messages, which must not move the starting point).
+function needFill(room) {
+  const shown = $("messages").querySelectorAll("li.message");
+  const from = shown.length >= FILL_MARGIN ? Number(shown[shown.length - FILL_MARGIN].dataset.id) : 0;
+  room.fillFrom = room.fillFrom == null ? from : Math.min(room.fillFrom, from);
+  room.fillNeeds = (room.fillNeeds || 0) + 1;
+  fill(room);
+}
+
+// Reads page after page from `room.fillFrom` to the newest message. What
+// arrives meanwhile, live, is shown too: the two overlap, and addMessage
+// shows each message once. A gap said while it reads makes it read again.
+async function fill(room) {
+  if (room.filling) return;
+  room.filling = true;
+  try {
+    while (room.fillFrom != null) {
+      const needs = room.fillNeeds;
+      let after = room.fillFrom;
+      for (;;) {
+        const { data } = await api("GET", `/api/v1/rooms/${room.id}/messages?after=${after}&limit=${PAGE}`);
+        if (state.room !== room) return;
+        data.forEach(addMessage);
+        if (data.length < PAGE) break;
+        after = data[data.length - 1].id;
+      }
+      if (room.fillNeeds === needs) room.fillFrom = null;
+    }
+  } catch {
+    // the server went away again: read again soon, or on the next rejoin
+    setTimeout(() => { if (state.room === room && room.joined) fill(room); }, 2000);
+  } finally {
+    room.filling = false;
+  }
+}
+
+// Sends one push and waits for its outcome: ok, error, timeout, or
+// `disconnected` when the channel errors first.
+function pushOnce(room, event, payload) {
+  return new Promise((resolve) => {
+    room.inflight = resolve;
+    room.channel.push(event, payload, PUSH_TIMEOUT_MS)
+      .receive("ok", (response) => resolve({ status: "ok", response }))
+      .receive("error", (response) => resolve({ status: "error", response }))
+      .receive("timeout", () => resolve({ status: "timeout" }));
+  }).finally(() => { room.inflight = null; });
+}
+
+// Sends the room's outbox, one message at a time (so that they are stored
+// in the order they were typed), while the room is joined.
+async function flush(room) {
+  if (room.flushing) return;
+  room.flushing = true;
+  try {
+    const box = outbox(room.id);
+    while (box.length && room.joined && state.room === room) {
+      const item = box[0];
+      const { status, response } = await pushOnce(room, "new_message", { body: item.body, client_id: item.clientId });
+      if (status === "ok") {
+        settle(room.id, item.clientId);
+        if (state.room === room) {
+          addMessage({ id: response.message_id, body: item.body, user_id: state.user.id, inserted_at: item.at, client_id: item.clientId });
+        }
+      } else if (status === "error" && response?.reason === "rate_limited") {
+        await sleep(response.retry_after || 1000);
+      } else if (status === "error") {
+        // refused for good: say why, and give the text back
+        settle(room.id, item.clientId);
+        const why = response?.errors ? Object.entries(response.errors).map(([k, v]) => `${k} ${v}`).join(", ") : response?.reason;
+        $("send-error").textContent = `not sent: ${why || "refused"}`;
+        if (!$("message").value) $("message").value = item.body;
+      }
+      // timeout or disconnected: sent again (with the same client id) once
+      // the room is joined again; the server stores it once
+    }
+  } finally {
+    room.flushing = false;
+  }
+}
+
+// --- presence and typing -------------------------------------------------------
 
 function renderPresence() {
   const ul = $("presence");
@@ -64,6 +283,8 @@ function renderTyping() {
   $("typing").textContent = names.length ? `${names.join(", ")} ${names.length > 1 ? "are" : "is"} typing…` : "";
 }
 
+// --- rooms ---------------------------------------------------------------------
+
 async function loadRooms() {
   const { data } = await api("GET", "/api/v1/rooms");
   const ul = $("rooms");
@@ -72,7 +293,7 @@ async function loadRooms() {
     const li = document.createElement("li");
     li.textContent = `# ${room.name}`;
     li.dataset.roomId = room.id;
-    if (state.room === room.id) li.className = "active";
+    if (state.room?.id === room.id) li.className = "active";
     li.onclick = () => openRoom(room.id, room.name);
     ul.append(li);
   }
@@ -80,55 +301,108 @@ async function loadRooms() {
 
 async function openRoom(id, name) {
   await api("POST", `/api/v1/rooms/${id}/members`);
-  if (state.channel) state.channel.leave();
-  state.room = id;
+  if (state.room) {
+    state.room.channel.leave();
+    state.room.inflight?.({ status: "disconnected" });
+  }
+  const room = { id, name, last: null, joined: false, joinedBefore: false, sentSince: null };
+  state.room = room;
   localStorage.setItem("room", JSON.stringify({ id, name }));
   $("room-title").textContent = `# ${name}`;
   $("messages").innerHTML = "";
+  outbox(id).forEach(showPending);
   state.typists.clear();
   renderTyping();
-  const channel = state.socket.channel(`room:${id}`);
-  state.channel = channel;
+  // evaluated on every join and rejoin: the last position seen, if any
+  const channel = state.socket.channel(`room:${id}`, () => {
+    room.sentSince = room.last;
+    return room.last ? { since: room.last } : {};
+  });
+  room.channel = channel;
+  // every event of the room that carries a position moves it on
+  channel.onMessage = (_event, payload, ref) => {
+    if (isPosition(ref)) room.last = ref;
+    return payload;
+  };
+  // what a room left behind still sends is not this room's
+  const on = (event, callback) => channel.on(event, (...args) => { if (state.room === room) callback(...args); });
   state.presence = new Presence(channel);
   state.presence.onSync(renderPresence);
-  channel.on("message_history", ({ messages }) => messages.forEach(addMessage));
-  channel.on("new_message", addMessage);
-  channel.on("user_typing", ({ user_id, typing }) => {
+  on("message_history", ({ messages }) => messages.forEach(addMessage));
+  on("new_message", addMessage);
+  // the history could not bring back everything missed: the API can
+  on("history_gap", () => needFill(room));
+  on("user_typing", ({ user_id, typing }) => {
+    // a rejoin replays the room's broadcasts, one's own included
+    if (user_id === state.user.id) return;
     clearTimeout(state.typists.get(user_id));
     if (typing) state.typists.set(user_id, setTimeout(() => { state.typists.delete(user_id); renderTyping(); }, 5000));
     else state.typists.delete(user_id);
     renderTyping();
   });
+  const down = () => {
+    room.joined = false;
+    room.inflight?.({ status: "disconnected" });
+  };
+  channel.onError(down);
+  channel.onClose(down);
   channel.join()
     .receive("ok", () => {
+      // on the first join and on every rejoin
+      const rejoin = room.joinedBefore;
+      room.joinedBefore = true;
+      room.joined = true;
       for (const el of ["message", "send", "status"]) $(el).disabled = false;
-      $("status").value = "online";
-      loadRooms();
+      if (!rejoin) {
+        $("status").value = "online";
+        loadRooms();
+      } else if (!room.sentSince) {
+        // rejoined without a position to replay from: the API fills in
+        needFill(room);
+      } else if (room.fillFrom != null) {
+        // a fill the last disconnection interrupted
+        fill(room);
+      }
+      flush(room);
     })
     .receive("error", ({ reason }) => { $("send-error").textContent = `cannot join: ${reason}`; });
 }
 
 function send() {
+  const room = state.room;
   const body = $("message").value;
-  state.channel.push("new_message", { body })
-    .receive("ok", () => { $("message").value = ""; $("send-error").textContent = ""; stopTyping(); })
-    .receive("error", (e) => { $("send-error").textContent = e.reason === "invalid" ? `message ${e.errors.body}` : e.reason; });
+  if (!room) return;
+  if (!body.trim()) {
+    $("send-error").textContent = "message can't be blank";
+    return;
+  }
+  const item = { clientId: newId(), body, at: new Date().toISOString() };
+  outbox(room.id).push(item);
+  showPending(item);
+  $("message").value = "";
+  $("send-error").textContent = "";
+  stopTyping();
+  flush(room);
 }
 
 function stopTyping() {
   if (state.typingTimer) {
     clearTimeout(state.typingTimer);
     state.typingTimer = null;
-    state.channel?.push("typing", { typing: false });
+    if (state.room?.joined) state.room.channel.push("typing", { typing: false });
   }
 }
 
 function connect() {
   $("signin").classList.add("hidden");
   $("app").classList.remove("hidden");
+  $("connection").classList.remove("hidden");
   $("me").textContent = state.user.name;
+  showConnection("connecting");
   state.socket = new Socket("/socket", { params: { token: state.token }, longPollFallbackMs: 2500 });
-  state.socket.onError(() => {});
+  state.socket.onOpen(connectionUp);
+  state.socket.onClose(connectionDown);
+  state.socket.onError(connectionDown);
   state.socket.connect();
   const notes = state.socket.channel(`notifications:${state.user.id}`);
   notes.on("new_notification", ({ message, from }) => {
@@ -170,10 +444,11 @@ $("create-room").onclick = async () => {
 $("send").onclick = send;
 $("message").onkeydown = (e) => {
   if (e.key === "Enter") return send();
-  if (!state.typingTimer) state.channel.push("typing", { typing: true });
+  if (!state.room?.joined) return;
+  if (!state.typingTimer) state.room.channel.push("typing", { typing: true });
   clearTimeout(state.typingTimer);
   state.typingTimer = setTimeout(stopTyping, 2000);
 };
-$("status").onchange = () => state.channel.push("update_status", { status: $("status").value });
+$("status").onchange = () => state.room?.channel.push("update_status", { status: $("status").value });
 
 if (state.token && state.user) connect();

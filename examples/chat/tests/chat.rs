@@ -11,6 +11,7 @@ use fawkes_chat::socket::ChatSocket;
 use fawkes_test::{any_payload, assert_push, assert_reply, connect, refute_push, TestChannel, TestSocket};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 static N: AtomicU64 = AtomicU64::new(0);
 
@@ -25,6 +26,17 @@ struct Server {
     service: SocketService<ChatSocket>,
     url: String,
     _dir: Option<std::path::PathBuf>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Server {
+    /// Stops the node: its listener, its connections and what it kept in
+    /// memory (topic histories) are gone; the database stays.
+    async fn stop(self) {
+        self.service.endpoint().shutdown();
+        self.task.abort();
+        let _ = self.task.await;
+    }
 }
 
 async fn start() -> Server {
@@ -50,8 +62,8 @@ async fn start_node(database: Option<(String, Option<std::path::PathBuf>)>, pubs
     let (router, service, _) = fawkes_chat::build(&config).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, router).await });
-    Server { addr, service, url, _dir: dir }
+    let task = tokio::spawn(async move { axum::serve(listener, router).await });
+    Server { addr, service, url, _dir: dir, task }
 }
 
 async fn http(addr: SocketAddr, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
@@ -331,4 +343,262 @@ async fn two_nodes_serve_one_chat() {
             .await;
     assert_eq!(status, 201);
     assert_push!(notes, "new_notification", |v: &Value| v["message"] == "psst");
+}
+
+/// The ids of a room's messages, read from the API.
+async fn stored(s: &Server, token: &str, room: i64, query: &str) -> Vec<i64> {
+    let (status, v) = http(s.addr, "GET", &format!("/api/v1/rooms/{room}/messages?{query}"), Some(token), None).await;
+    assert_eq!(status, 200, "{v}");
+    v["data"].as_array().unwrap().iter().map(|m| m["id"].as_i64().unwrap()).collect()
+}
+
+/// A send with a client id is stored and broadcast once, however often it
+/// is retried (from another tab too); the id is its author's: another user
+/// may use the same one, and reusing it for another message is refused.
+#[tokio::test]
+async fn channel_sends_with_a_client_id_are_stored_and_broadcast_once() {
+    let s = start().await;
+    let (ta, a) = sign_in(&s, &unique("alice")).await;
+    let (tb, _) = sign_in(&s, &unique("bob")).await;
+    let id = room(&s, &ta).await;
+    http(s.addr, "POST", &format!("/api/v1/rooms/{id}/members"), Some(&tb), None).await;
+    let (_sa, ca) = join(&s, &ta, id).await;
+    let (_sb, cb) = join(&s, &tb, id).await;
+    assert_push!(cb, "message_history", json!({"messages": []}));
+    let cid = "0b6f3a52-6bd1-4c8e-9d43-2f1a8c3e7a10";
+    let r = ca.push("new_message", json!({"body": "once", "client_id": cid}));
+    let first = assert_reply!(ca, r, "ok", any_payload).to_value().unwrap()["message_id"].as_i64().unwrap();
+    let m = assert_push!(cb, "new_message", any_payload).to_value().unwrap();
+    assert_eq!((m["id"].as_i64(), m["client_id"].as_str(), m["user_id"].as_i64()), (Some(first), Some(cid), Some(a)));
+    // retried: the reply was lost, or the client resent a buffered push
+    let r = ca.push("new_message", json!({"body": "once", "client_id": cid}));
+    assert_reply!(ca, r, "ok", json!({"message_id": first}));
+    // from another tab of the same person
+    let (_s2, tab2) = join(&s, &ta, id).await;
+    let r = tab2.push("new_message", json!({"body": "once", "client_id": cid}));
+    assert_reply!(tab2, r, "ok", json!({"message_id": first}));
+    refute_push!(cb, "new_message", any_payload);
+    assert_eq!(stored(&s, &ta, id, "").await, vec![first], "stored once");
+    // the same id for another message is a mistake, said as such
+    let r = ca.push("new_message", json!({"body": "something else", "client_id": cid}));
+    assert_reply!(
+        ca,
+        r,
+        "error",
+        json!({"reason": "invalid", "errors": {"client_id": "already used for another message"}})
+    );
+    for bad in [json!(42), json!(""), json!("not an id!"), json!("x".repeat(65))] {
+        let r = ca.push("new_message", json!({"body": "hi", "client_id": bad}));
+        assert_reply!(ca, r, "error", |v: &Value| v["errors"]["client_id"].is_string());
+    }
+    // the id is per author: bob's message with it is his own
+    let r = cb.push("new_message", json!({"body": "once", "client_id": cid}));
+    let bobs = assert_reply!(cb, r, "ok", any_payload).to_value().unwrap()["message_id"].as_i64().unwrap();
+    assert_ne!(bobs, first);
+    // without a client id, every send is a message
+    let r1 = ca.push("new_message", json!({"body": "twice"}));
+    let r2 = ca.push("new_message", json!({"body": "twice"}));
+    let m1 = assert_reply!(ca, r1, "ok", any_payload).to_value().unwrap()["message_id"].clone();
+    let m2 = assert_reply!(ca, r2, "ok", any_payload).to_value().unwrap()["message_id"].clone();
+    assert_ne!(m1, m2);
+    assert_eq!(stored(&s, &ta, id, "").await.len(), 4);
+}
+
+/// `POST /api/v1/rooms/:id/messages`: stored and broadcast like a channel
+/// send; retried with its client id, the same message (200) and no second
+/// broadcast; the channel and the API share the ids. `after` pages forward.
+#[tokio::test]
+async fn api_sends_are_idempotent_and_pages_read_forward() {
+    let s = start().await;
+    let (ta, a) = sign_in(&s, &unique("alice")).await;
+    let (tb, _) = sign_in(&s, &unique("bob")).await;
+    let id = room(&s, &ta).await;
+    let path = format!("/api/v1/rooms/{id}/messages");
+    let (status, v) = http(s.addr, "POST", &path, Some(&tb), Some(json!({"body": "hi"}))).await;
+    assert_eq!((status, fawkes_chat::error_status(&v)), (403, Some(403)), "members only");
+    let (status, _) =
+        http(s.addr, "POST", "/api/v1/rooms/999999999/messages", Some(&ta), Some(json!({"body": "x"}))).await;
+    assert_eq!(status, 404);
+    http(s.addr, "POST", &format!("/api/v1/rooms/{id}/members"), Some(&tb), None).await;
+    let (_sb, cb) = join(&s, &tb, id).await;
+    assert_push!(cb, "message_history", json!({"messages": []}));
+    let send = json!({"body": "via the API", "client_id": "api-1"});
+    let (status, created) = http(s.addr, "POST", &path, Some(&ta), Some(send.clone())).await;
+    assert_eq!(status, 201, "{created}");
+    let message = created["data"].clone();
+    assert_eq!((message["user_id"].as_i64(), message["client_id"].as_str()), (Some(a), Some("api-1")));
+    assert_push!(cb, "new_message", message.clone());
+    let (status, again) = http(s.addr, "POST", &path, Some(&ta), Some(send)).await;
+    assert_eq!((status, again), (200, created.clone()), "the same message, not stored again");
+    // the channel answers with the same id
+    let (_sa, ca) = join(&s, &ta, id).await;
+    let r = ca.push("new_message", json!({"body": "via the API", "client_id": "api-1"}));
+    assert_reply!(ca, r, "ok", json!({"message_id": message["id"]}));
+    refute_push!(cb, "new_message", any_payload);
+    let (status, v) =
+        http(s.addr, "POST", &path, Some(&ta), Some(json!({"body": "other", "client_id": "api-1"}))).await;
+    assert_eq!((status, v["error"]["fields"]["client_id"].as_str()), (409, Some("already used for another message")));
+    for (body, field) in [(json!({"body": " "}), "body"), (json!({"body": "x", "client_id": 7}), "client_id")] {
+        let (status, v) = http(s.addr, "POST", &path, Some(&ta), Some(body)).await;
+        assert_eq!((status, v["error"]["fields"][field].is_string()), (422, true), "{v}");
+    }
+    // pages forward with `after`
+    let mut ids = vec![message["id"].as_i64().unwrap()];
+    for i in 0..4 {
+        let (status, v) = http(s.addr, "POST", &path, Some(&ta), Some(json!({"body": format!("m{i}")}))).await;
+        assert_eq!(status, 201, "{v}");
+        ids.push(v["data"]["id"].as_i64().unwrap());
+    }
+    assert_eq!(stored(&s, &ta, id, &format!("after={}&limit=2", ids[0])).await, ids[1..3].to_vec());
+    assert_eq!(stored(&s, &ta, id, &format!("after={}&limit=2", ids[2])).await, ids[3..5].to_vec());
+    assert_eq!(stored(&s, &ta, id, &format!("after={}", ids[4])).await, Vec::<i64>::new());
+    assert_eq!(stored(&s, &ta, id, &format!("after={}&before={}", ids[0], ids[3])).await, ids[1..3].to_vec());
+    let (status, v) = http(s.addr, "GET", &format!("{path}?after=x"), Some(&ta), None).await;
+    assert_eq!((status, v["error"]["fields"]["after"].is_string()), (422, true));
+}
+
+/// A client of the chat's socket on a real WebSocket, as a page is.
+struct Ws {
+    ws: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    refs: u64,
+}
+
+impl Ws {
+    async fn connect(s: &Server, token: &str) -> Ws {
+        let url = format!("ws://{}/socket/websocket?vsn=2.0.0&token={token}", s.addr);
+        Ws { ws: tokio_tungstenite::connect_async(url).await.unwrap().0, refs: 0 }
+    }
+
+    /// Joins `room` with `params`; fails unless the join is accepted.
+    async fn join(&mut self, room: i64, params: Value) {
+        use futures_util::SinkExt;
+        self.refs += 1;
+        let r = self.refs.to_string();
+        let topic = format!("room:{room}");
+        let frame = json!([r, r, topic, "phx_join", params]);
+        self.ws.send(WsMessage::text(frame.to_string())).await.unwrap();
+        let reply = self.expect(&topic, "phx_reply").await;
+        assert_eq!(reply[4]["status"], "ok", "{reply}");
+    }
+
+    /// The next frame; `None` after 500 ms without one.
+    async fn next(&mut self, wait: std::time::Duration) -> Option<Value> {
+        use futures_util::StreamExt;
+        loop {
+            let msg = tokio::time::timeout(wait, self.ws.next()).await.ok()?.expect("open").unwrap();
+            if let WsMessage::Text(t) = msg {
+                return Some(serde_json::from_str(&t).unwrap());
+            }
+        }
+    }
+
+    /// The next frame of `topic` with `event`, skipping presence frames;
+    /// any other frame fails the test.
+    async fn expect(&mut self, topic: &str, event: &str) -> Value {
+        loop {
+            let m = self.next(std::time::Duration::from_secs(5)).await.expect("a frame in time");
+            if m[2] == topic && m[3] == event {
+                return m;
+            }
+            assert!(m[3].as_str().is_some_and(|e| e.starts_with("presence_")), "expected {event} on {topic}, got {m}");
+        }
+    }
+
+    async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+    }
+}
+
+/// A page that rejoins with the last position it saw gets the messages
+/// sent while it was away, in order, before live ones, and not the latest
+/// 50 again.
+#[tokio::test]
+async fn a_rejoin_with_since_gets_the_missed_messages() {
+    let s = start().await;
+    let (ta, _) = sign_in(&s, &unique("alice")).await;
+    let (tb, _) = sign_in(&s, &unique("bob")).await;
+    let id = room(&s, &ta).await;
+    let topic = format!("room:{id}");
+    let path = format!("/api/v1/rooms/{id}/messages");
+    http(s.addr, "POST", &format!("/api/v1/rooms/{id}/members"), Some(&tb), None).await;
+    let mut bob = Ws::connect(&s, &tb).await;
+    bob.join(id, json!({})).await;
+    assert_eq!(bob.expect(&topic, "message_history").await[4], json!({"messages": []}));
+    let (_, v) = http(s.addr, "POST", &path, Some(&ta), Some(json!({"body": "seen"}))).await;
+    let m = bob.expect(&topic, "new_message").await;
+    assert_eq!(m[4], v["data"]);
+    let last = m[1].as_str().expect("a position in the ref slot").to_owned();
+    assert!(last.contains('.') && last.parse::<f64>().is_err(), "{last}");
+    bob.close().await;
+    let mut missed = Vec::new();
+    for i in 0..3 {
+        let (_, v) = http(s.addr, "POST", &path, Some(&ta), Some(json!({"body": format!("missed {i}")}))).await;
+        missed.push(v["data"].clone());
+    }
+    let mut bob = Ws::connect(&s, &tb).await;
+    bob.join(id, json!({"since": last})).await;
+    let mut positions = vec![last];
+    for m in &missed {
+        let got = bob.expect(&topic, "new_message").await;
+        assert_eq!(&got[4], m, "in order");
+        positions.push(got[1].as_str().unwrap().to_owned());
+    }
+    let (_, v) = http(s.addr, "POST", &path, Some(&ta), Some(json!({"body": "live"}))).await;
+    let got = bob.expect(&topic, "new_message").await;
+    assert_eq!(got[4], v["data"], "then live, with nothing in between");
+    positions.push(got[1].as_str().unwrap().to_owned());
+    let offsets: Vec<u64> = positions.iter().map(|p| p.split_once('.').unwrap().1.parse().unwrap()).collect();
+    assert!(offsets.windows(2).all(|w| w[1] == w[0] + 1), "{positions:?}");
+    // a rejoin that is up to date gets nothing but live messages
+    bob.close().await;
+    let mut bob = Ws::connect(&s, &tb).await;
+    bob.join(id, json!({"since": positions.last().unwrap()})).await;
+    while let Some(m) = bob.next(std::time::Duration::from_millis(300)).await {
+        assert!(m[3].as_str().unwrap().starts_with("presence_"), "nothing to replay: {m}");
+    }
+}
+
+/// After a restart the history is gone: a rejoin with a position of the
+/// previous run gets `history_gap` (reason `epoch`) first, then what the
+/// new run kept; the database has the rest, from the last message the page
+/// had. A send retried across the restart is still stored once.
+#[tokio::test]
+async fn after_a_restart_a_rejoin_gets_a_gap_and_the_database_the_rest() {
+    let s = start().await;
+    let (ta, _) = sign_in(&s, &unique("alice")).await;
+    let (tb, _) = sign_in(&s, &unique("bob")).await;
+    let id = room(&s, &ta).await;
+    let topic = format!("room:{id}");
+    let path = format!("/api/v1/rooms/{id}/messages");
+    http(s.addr, "POST", &format!("/api/v1/rooms/{id}/members"), Some(&tb), None).await;
+    let mut bob = Ws::connect(&s, &tb).await;
+    bob.join(id, json!({})).await;
+    bob.expect(&topic, "message_history").await;
+    http(s.addr, "POST", &path, Some(&ta), Some(json!({"body": "before"}))).await;
+    let seen = bob.expect(&topic, "new_message").await;
+    let (last, last_id) = (seen[1].clone(), seen[4]["id"].as_i64().unwrap());
+    bob.close().await;
+    // said while bob is away, then the server restarts
+    let (_, v) = http(s.addr, "POST", &path, Some(&ta), Some(json!({"body": "lost 1", "client_id": "c-1"}))).await;
+    let lost = v["data"]["id"].as_i64().unwrap();
+    let database = (s.url.clone(), None);
+    s.stop().await;
+    let s = start_node(Some(database), None).await;
+    // alice's retry of a send whose reply she did not get
+    let (status, v) = http(s.addr, "POST", &path, Some(&ta), Some(json!({"body": "lost 1", "client_id": "c-1"}))).await;
+    assert_eq!((status, v["data"]["id"].as_i64()), (200, Some(lost)));
+    let (_, v) = http(s.addr, "POST", &path, Some(&ta), Some(json!({"body": "after the restart"}))).await;
+    let after = v["data"].clone();
+    let mut bob = Ws::connect(&s, &tb).await;
+    bob.join(id, json!({"since": last})).await;
+    let gap = bob.expect(&topic, "history_gap").await;
+    assert_eq!((gap[4]["reason"].as_str(), &gap[4]["since"]), (Some("epoch"), &last), "{gap}");
+    let first = gap[4]["from"].clone();
+    let replayed = bob.expect(&topic, "new_message").await;
+    assert_eq!((&replayed[4], &replayed[1]), (&after, &first), "what the new run kept, once (no retry in it)");
+    assert_ne!(replayed[1], last);
+    // no latest-50 push: the page reads from the last message it had
+    assert!(bob.next(std::time::Duration::from_millis(300)).await.is_none_or(|m| m[3] != "message_history"));
+    let from_db = stored(&s, &tb, id, &format!("after={last_id}")).await;
+    assert_eq!(from_db, vec![lost, after["id"].as_i64().unwrap()]);
 }

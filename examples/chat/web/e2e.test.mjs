@@ -1,10 +1,12 @@
 // The chat in a real browser (Debian's Chromium, driven by playwright-core):
 // two people sign in, join a room, see each other's presence and typing,
-// exchange messages, reload and see the history. Screenshots are kept in
-// $ARTIFACTS_DIR (default target/e2e-artifacts).
+// exchange messages, reload and see the history; then the server is killed
+// and restarted mid-conversation, and nothing is lost or shown twice.
+// Screenshots are kept in $ARTIFACTS_DIR (default target/e2e-artifacts).
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
+import { once } from "node:events";
 import fs from "node:fs";
 import net from "node:net";
 import os from "node:os";
@@ -29,26 +31,52 @@ function freePort() {
   });
 }
 
+/// The chat server on a free port and a fresh database; `kill` stops it
+/// at once (SIGKILL), `restart` starts it again on the same port and
+/// database.
 async function startServer(t) {
   const port = await freePort();
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "fawkes-chat-e2e-"));
   const env = { ...process.env, PORT: String(port), DATABASE_URL: process.env.DATABASE_URL || `sqlite://${dir}/chat.db?mode=rwc`, RUST_LOG: "warn" };
-  const child = spawn(BIN, [], { env, stdio: ["ignore", "ignore", "inherit"] });
-  t.after(() => child.kill("SIGKILL"));
   const url = `http://127.0.0.1:${port}`;
-  for (let i = 0; i < 200; i++) {
-    try {
-      if ((await fetch(`${url}/health`)).ok) return url;
-    } catch {}
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error("the chat server did not start");
+  let child = null;
+  const start = async () => {
+    child = spawn(BIN, [], { env, stdio: ["ignore", "ignore", "inherit"] });
+    for (let i = 0; i < 200; i++) {
+      try {
+        if ((await fetch(`${url}/health`)).ok) return;
+      } catch {}
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    throw new Error("the chat server did not start");
+  };
+  t.after(() => child?.kill("SIGKILL"));
+  await start();
+  return {
+    url,
+    kill: async () => {
+      const exited = once(child, "exit");
+      child.kill("SIGKILL");
+      await exited;
+    },
+    restart: start,
+  };
 }
 
-async function signIn(browser, url, name) {
+async function launchBrowser(t) {
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+  });
+  t.after(() => browser.close());
+  return browser;
+}
+
+async function signIn(browser, url, name, setup = async () => {}) {
   const context = await browser.newContext({ viewport: { width: 1100, height: 700 } });
   const page = await context.newPage();
   page.on("pageerror", (e) => console.error(`[${name}] page error: ${e.message}`));
+  await setup(page);
   await page.goto(url);
   await page.fill("#name", name);
   await page.click("#sign-in");
@@ -58,12 +86,8 @@ async function signIn(browser, url, name) {
 
 test("two people chat in a browser: presence, typing, messages, history after a reload", { timeout: 90000 }, async (t) => {
   fs.mkdirSync(ARTIFACTS, { recursive: true });
-  const url = await startServer(t);
-  const browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-  });
-  t.after(() => browser.close());
+  const { url } = await startServer(t);
+  const browser = await launchBrowser(t);
 
   const alice = await signIn(browser, url, "alice");
   await alice.fill("#room-name", "lobby");
@@ -107,4 +131,148 @@ test("two people chat in a browser: presence, typing, messages, history after a 
   await bob.screenshot({ path: path.join(ARTIFACTS, "bob-after-reload.png") });
   const texts = await bob.$$eval("#messages li .body", (els) => els.map((e) => e.textContent));
   assert.deepEqual(texts, ["hello alice", "hi bob!"]);
+});
+
+// Every state the connection banner shows from now on, in order.
+async function recordConnection(page) {
+  await page.evaluate(() => {
+    const banner = document.getElementById("connection");
+    window.connectionStates = [banner.dataset.state];
+    new MutationObserver(() => {
+      const s = banner.dataset.state;
+      if (window.connectionStates.at(-1) !== s) window.connectionStates.push(s);
+    }).observe(banner, { attributes: true, attributeFilter: ["data-state"] });
+  });
+}
+
+// Puts a page on long polling (phoenix.js remembers a fallback to it per
+// tab: the page starts there) behind a switch that cuts it off: while cut,
+// every poll and send fails, and a poll that was waiting when the cut came
+// loses what it brings, as a dropped connection does.
+async function cuttableLongPoll(page) {
+  const link = { cut: false };
+  await page.addInitScript(() => sessionStorage.setItem("phx:fallback:LongPoll", "true"));
+  await page.route(/\/socket\/longpoll/, async (route) => {
+    if (link.cut) return route.abort("internetdisconnected");
+    let response;
+    try {
+      response = await route.fetch({ timeout: 60000 });
+    } catch {
+      return route.abort("connectionrefused");
+    }
+    if (link.cut) return route.abort("internetdisconnected");
+    return route.fulfill({ response });
+  });
+  return link;
+}
+
+const bodies = (page) => page.$$eval("#messages li .body", (els) => els.map((e) => e.textContent));
+const connected = (page, timeout = 30000) => page.getByRole("status", { name: "Connection: connected" }).waitFor({ timeout });
+const disconnected = (page) => page.waitForSelector("#connection[data-state='reconnecting'], #connection[data-state='offline']");
+
+test("cut off, and through a server killed and restarted mid-conversation: nothing is lost, nothing shows twice", { timeout: 120000 }, async (t) => {
+  fs.mkdirSync(ARTIFACTS, { recursive: true });
+  const server = await startServer(t);
+  const browser = await launchBrowser(t);
+
+  // carol on long polling, with a switch to cut her off; dave on WebSocket
+  let link;
+  const carol = await signIn(browser, server.url, "carol", async (page) => { link = await cuttableLongPoll(page); });
+  const fills = [];
+  carol.on("request", (r) => { if (/\/messages\?after=/.test(r.url())) fills.push(r.url()); });
+  await carol.fill("#room-name", "standup");
+  await carol.click("#create-room");
+  await carol.waitForSelector("#message:not([disabled])");
+  const dave = await signIn(browser, server.url, "dave");
+  await dave.click("#rooms li:has-text('standup')");
+  await dave.waitForSelector("#message:not([disabled])");
+  await carol.waitForSelector("#presence li:has-text('dave')");
+  for (const page of [carol, dave]) {
+    await connected(page);
+    await recordConnection(page);
+  }
+
+  const said = [];
+  const say = async (page, text) => {
+    await page.fill("#message", text);
+    await page.press("#message", "Enter");
+    said.push(text);
+  };
+  const sees = (page, text) => page.waitForSelector(`#messages li.message:has-text("${text}")`, { timeout: 30000 });
+  const talk = async (lines) => {
+    for (const [from, to, text] of lines) {
+      await say(from, text);
+      await sees(to, text);
+    }
+  };
+  await talk([
+    [dave, carol, "morning"],
+    [carol, dave, "morning dave"],
+    [dave, carol, "shipping today?"],
+  ]);
+
+  // carol is cut off for a while: back, she gets what she missed from the
+  // room's history (no gap, nothing read from the API)
+  link.cut = true;
+  await say(dave, "carol?");
+  await sees(dave, "carol?");
+  await disconnected(carol);
+  await say(dave, "she dropped");
+  await sees(dave, "she dropped");
+  link.cut = false;
+  await sees(carol, "she dropped");
+  await connected(carol);
+  assert.deepEqual(fills, [], "replayed from the history");
+  await talk([[carol, dave, "yes, once the server is back"]]);
+
+  // cut off again, she misses a message; then the server dies at once
+  // (SIGKILL) and its history with it
+  link.cut = true;
+  await say(dave, "deploying now");
+  await sees(dave, "deploying now");
+  await server.kill();
+  await disconnected(dave);
+  // dave keeps typing: into his outbox, shown as pending
+  for (const text of ["are you there?", "the server is down", "I keep typing anyway"]) {
+    await say(dave, text);
+  }
+  await dave.waitForFunction(() => document.querySelectorAll("#messages li.pending").length === 3);
+  await dave.getByRole("status", { name: "Connection: offline" }).waitFor();
+  await dave.screenshot({ path: path.join(ARTIFACTS, "dave-offline-outbox.png") });
+  await carol.screenshot({ path: path.join(ARTIFACTS, "carol-server-down.png") });
+
+  // back on the same port and database, with a new history: dave's outbox
+  // goes out; carol, back too, is told of the gap and reads the rest
+  await server.restart();
+  await connected(dave);
+  await dave.waitForFunction(() => document.querySelectorAll("#messages li.pending").length === 0, null, { timeout: 30000 });
+  link.cut = false;
+  await connected(carol);
+  await sees(carol, "I keep typing anyway");
+  await sees(carol, "deploying now");
+  assert.ok(fills.length > 0, "the gap is filled from the API");
+  await talk([
+    [carol, dave, "back!"],
+    [dave, carol, "welcome back"],
+  ]);
+  await carol.screenshot({ path: path.join(ARTIFACTS, "carol-after-restart.png") });
+  await dave.screenshot({ path: path.join(ARTIFACTS, "dave-after-restart.png") });
+
+  // every message exactly once, in order, on both pages and in the database
+  assert.deepEqual(await bodies(carol), said);
+  assert.deepEqual(await bodies(dave), said);
+  const token = await carol.evaluate(() => localStorage.getItem("token"));
+  const room = await carol.evaluate(() => JSON.parse(localStorage.getItem("room")).id);
+  const res = await fetch(`${server.url}/api/v1/rooms/${room}/messages?limit=100`, { headers: { authorization: `Bearer ${token}` } });
+  assert.deepEqual((await res.json()).data.map((m) => m.body), said, "stored once each");
+  await carol.reload();
+  await sees(carol, "welcome back");
+  assert.deepEqual(await bodies(carol), said);
+
+  // dave's banner: reconnecting, offline, then connected
+  const states = await dave.evaluate(() => window.connectionStates);
+  const shown = states.join(" → ");
+  assert.equal(states[0], "connected", shown);
+  assert.equal(states.at(-1), "connected", shown);
+  assert.ok(states.indexOf("reconnecting") > 0 && states.indexOf("offline") > states.indexOf("reconnecting"), shown);
 });
