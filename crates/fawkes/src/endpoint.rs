@@ -216,7 +216,7 @@ impl Endpoint {
     /// adapter fails.
     pub fn broadcast(&self, topic: &str, event: &str, payload: impl Into<Payload>) -> Result<(), BroadcastError> {
         let b = checked(topic, event, payload.into())?;
-        match self.inner.history.topic(topic) {
+        match self.inner.history.keeping(topic, event) {
             Some(h) => h.append(b, &self.inner.history, |b| self.inner.pubsub.broadcast(b))?,
             None => self.inner.pubsub.broadcast(b)?,
         };
@@ -275,7 +275,7 @@ impl Endpoint {
         payload: impl Into<Payload>,
     ) -> Result<(), BroadcastError> {
         let b = checked(topic, event, payload.into())?;
-        match self.inner.history.topic(topic) {
+        match self.inner.history.keeping(topic, event) {
             Some(h) => h.append(b, &self.inner.history, |b| self.inner.pubsub.broadcast_from(from, b))?,
             None => self.inner.pubsub.broadcast_from(from, b)?,
         };

@@ -44,9 +44,13 @@ pub const GAP_EVENT: &str = "history_gap";
 
 /// Bounds of one topic's history. A broadcast is dropped from the history
 /// when any bound is reached (the oldest first).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct HistoryConfig {
+    /// Events that are neither positioned nor kept: ephemeral signals such
+    /// as typing notices, which a client that was away has no use for
+    /// (default none). They are broadcast as on a topic without history.
+    pub ephemeral: Vec<String>,
     /// Most broadcasts kept (default 1000).
     pub max_messages: usize,
     /// Most payload bytes kept (default 4 MiB).
@@ -57,7 +61,12 @@ pub struct HistoryConfig {
 
 impl Default for HistoryConfig {
     fn default() -> Self {
-        HistoryConfig { max_messages: 1000, max_bytes: 4 << 20, max_age: Duration::from_secs(300) }
+        HistoryConfig {
+            ephemeral: Vec::new(),
+            max_messages: 1000,
+            max_bytes: 4 << 20,
+            max_age: Duration::from_secs(300),
+        }
     }
 }
 
@@ -86,6 +95,18 @@ impl HistoryConfig {
     pub fn max_age(mut self, age: Duration) -> Self {
         self.max_age = age;
         self
+    }
+
+    /// Neither positions nor keeps these events (see [`HistoryConfig::ephemeral`]).
+    #[must_use]
+    pub fn ephemeral<E: Into<String>>(mut self, events: impl IntoIterator<Item = E>) -> Self {
+        self.ephemeral.extend(events.into_iter().map(Into::into));
+        self
+    }
+
+    /// Whether broadcasts of `event` are kept.
+    pub(crate) fn keeps(&self, event: &str) -> bool {
+        !self.ephemeral.iter().any(|e| e == event)
     }
 }
 
@@ -338,21 +359,22 @@ impl Histories {
 
     /// The history of `topic`, when its topic has one (made on first use).
     pub(crate) fn topic(&self, topic: &str) -> Option<Arc<TopicHistory>> {
-        let config = {
-            let patterns = self.patterns.read();
-            if patterns.is_empty() {
-                return None;
-            }
-            patterns.iter().find(|(p, _)| p.matches(topic)).map(|(_, c)| *c)?
-        };
+        if self.patterns.read().is_empty() {
+            return None;
+        }
         self.sweep();
+        if let Some(t) = self.topics.lock().get(topic) {
+            return Some(t.clone());
+        }
+        let config = self.patterns.read().iter().find(|(p, _)| p.matches(topic)).map(|(_, c)| c.clone())?;
         let mut topics = self.topics.lock();
-        Some(
-            topics
-                .entry(topic.to_owned())
-                .or_insert_with(|| Arc::new(TopicHistory::new(config, Instant::now())))
-                .clone(),
-        )
+        let t = topics.entry(topic.to_owned()).or_insert_with(|| Arc::new(TopicHistory::new(config, Instant::now())));
+        Some(t.clone())
+    }
+
+    /// The history that keeps `event` on `topic`, if any.
+    pub(crate) fn keeping(&self, topic: &str, event: &str) -> Option<Arc<TopicHistory>> {
+        self.topic(topic).filter(|t| t.config.keeps(event))
     }
 
     /// Accounts for a topic's history going from `before` to `after` bytes,
@@ -490,6 +512,15 @@ mod tests {
         assert!(node.bytes() <= 15_000, "{}", node.bytes());
         assert!(a2.inner.lock().entries.len() > 5, "the newest topic keeps its recent broadcasts");
         assert_eq!(node.bytes(), a1.inner.lock().bytes + a2.inner.lock().bytes);
+    }
+
+    #[test]
+    fn ephemeral_events_are_not_kept() {
+        let node = Histories::new();
+        node.add("t", HistoryConfig::new().ephemeral(["typing"])).unwrap();
+        assert!(node.keeping("t", "typing").is_none());
+        assert!(node.keeping("t", "msg").is_some());
+        assert!(node.keeping("other", "msg").is_none());
     }
 
     #[test]

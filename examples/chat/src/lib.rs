@@ -105,7 +105,12 @@ pub struct Config {
 /// page reads the messages it lacks from the database, as it does after
 /// this server restarts (the history lives in its memory).
 pub fn room_history() -> HistoryConfig {
-    HistoryConfig::new().max_messages(1000).max_bytes(1 << 20).max_age(Duration::from_secs(600))
+    // typing notices are of the moment: not kept, not replayed
+    HistoryConfig::new()
+        .max_messages(1000)
+        .max_bytes(1 << 20)
+        .max_age(Duration::from_secs(600))
+        .ephemeral(["user_typing"])
 }
 
 const INDEX: &str = include_str!("../static/index.html");
