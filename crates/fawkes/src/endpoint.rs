@@ -42,6 +42,37 @@ struct Inner {
     history: crate::history::Histories,
 }
 
+/// How [`Endpoint::drain`] closes connections: Phoenix's drainer options
+/// (`batch_size`, `batch_interval`, `shutdown`), with Phoenix's defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Drain {
+    /// Connections closed per batch (default 10 000).
+    pub batch_size: usize,
+    /// Time between batches (default 2 s).
+    pub interval: std::time::Duration,
+    /// Time by which the last batch is closed (default 30 s): batches grow
+    /// beyond `batch_size` when there are too many connections for it.
+    pub max: std::time::Duration,
+}
+
+impl Default for Drain {
+    fn default() -> Self {
+        Drain {
+            batch_size: 10_000,
+            interval: std::time::Duration::from_secs(2),
+            max: std::time::Duration::from_secs(30),
+        }
+    }
+}
+
+impl Drain {
+    /// `batch_size` connections every `interval`, all within `max`.
+    pub fn new(batch_size: usize, interval: std::time::Duration, max: std::time::Duration) -> Drain {
+        Drain { batch_size, interval, max }
+    }
+}
+
 /// The default of [`Endpoint::set_outbound_budget`]: 1 GiB.
 pub const DEFAULT_OUTBOUND_BUDGET: usize = 1 << 30;
 
@@ -322,6 +353,37 @@ impl Endpoint {
     /// HTTP server's own graceful shutdown.
     pub fn shutdown(&self) {
         self.inner.shutdown.trigger();
+    }
+
+    /// Closes every connection of this endpoint in batches, as Phoenix's
+    /// socket drainer does on shutdown, so that a deploy does not make every
+    /// client reconnect at the same moment: `drain.batch_size` connections
+    /// every `drain.interval`, the batches made larger when needed so that
+    /// the last one goes within `drain.max`. Each connection is closed as
+    /// by [`Endpoint::shutdown`] (1012, "service restart"; its channels run
+    /// `terminate`); a connection that arrives meanwhile is closed at once.
+    /// Returns once the last batch was told.
+    pub async fn drain(&self, drain: Drain) {
+        let list = &self.inner.shutdown;
+        list.done.store(true, Ordering::Release);
+        let live = list.live();
+        let interval = drain.interval;
+        let batches_in_time = if interval.is_zero() {
+            usize::MAX
+        } else {
+            usize::try_from(drain.max.as_millis() / interval.as_millis().max(1)).unwrap_or(usize::MAX).max(1)
+        };
+        let size = drain.batch_size.max(1).max(live.len().div_ceil(batches_in_time));
+        let batches = live.len().div_ceil(size);
+        tracing::info!(connections = live.len(), batches, batch_size = size, "draining connections");
+        for (i, batch) in live.chunks(size).enumerate() {
+            for outbox in batch {
+                outbox.push_control(Out::Shutdown);
+            }
+            if i + 1 < batches {
+                tokio::time::sleep(interval).await;
+            }
+        }
     }
 
     /// True once [`Endpoint::shutdown`] was called.

@@ -78,7 +78,7 @@ pub use channel::{
 pub use config::{
     CheckOrigin, ForwardedHeaders, OriginConfigError, PublicUrl, RateLimit, SocketConfig, TrustedProxies,
 };
-pub use endpoint::{Endpoint, DEFAULT_OUTBOUND_BUDGET};
+pub use endpoint::{Drain, Endpoint, DEFAULT_OUTBOUND_BUDGET};
 pub use handler::{SocketHandler, SocketService};
 pub use presence::{Presence, PresenceBuilder, PresenceError, PresencePid, Replication};
 pub use serve::{serve, Serve};
