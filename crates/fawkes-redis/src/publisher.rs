@@ -1,0 +1,329 @@
+//! The publishing side: a queue bounded in messages and bytes whose
+//! messages carry the time they were queued, and the task that publishes
+//! them in pipelined batches, drops what waited past the deadline, and
+//! makes the connection again when Redis stops answering.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fawkes_pubsub::WeakPubSub;
+use parking_lot::Mutex;
+use redis::aio::MultiplexedConnection;
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo};
+use tokio::sync::{oneshot, watch, Notify};
+use tokio::time::Instant;
+
+use crate::target::Connector;
+use crate::{add, within, Ctx, RedisConfig, RedisStats};
+
+/// Most messages written to Redis in one batch.
+const BATCH: usize = 256;
+
+enum Item {
+    /// Publish `data` on `channel`; queued at `at`.
+    Message { at: Instant, channel: Arc<str>, data: Vec<u8> },
+    /// Tell when everything queued before has been published (or dropped).
+    Flush(oneshot::Sender<()>),
+}
+
+#[derive(Default)]
+struct State {
+    items: VecDeque<Item>,
+    messages: usize,
+    bytes: usize,
+    closed: bool,
+}
+
+/// What waits to be published.
+pub(crate) struct Queue {
+    state: Mutex<State>,
+    ready: Notify,
+    /// True once closed.
+    closed: watch::Sender<bool>,
+    limit: usize,
+    byte_limit: usize,
+    stats: Arc<RedisStats>,
+}
+
+impl Queue {
+    pub(crate) fn new(config: &RedisConfig, stats: Arc<RedisStats>) -> Queue {
+        Queue {
+            state: Mutex::default(),
+            ready: Notify::new(),
+            closed: watch::channel(false).0,
+            limit: config.queue_limit.max(1),
+            byte_limit: config.queue_bytes.max(1),
+            stats,
+        }
+    }
+
+    /// Queues a message, unless the queue is full (in messages or bytes).
+    pub(crate) fn push(&self, channel: Arc<str>, data: Vec<u8>) -> Result<(), ()> {
+        let mut s = self.state.lock();
+        if s.closed || s.messages >= self.limit || s.bytes + data.len() > self.byte_limit {
+            return Err(());
+        }
+        s.messages += 1;
+        s.bytes += data.len();
+        self.stats.queued_bytes.store(s.bytes as u64, std::sync::atomic::Ordering::Relaxed);
+        s.items.push_back(Item::Message { at: Instant::now(), channel, data });
+        drop(s);
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    /// Queues a flush; answered at once when the queue is closed.
+    pub(crate) fn push_flush(&self, done: oneshot::Sender<()>) {
+        let mut s = self.state.lock();
+        if s.closed {
+            return;
+        }
+        s.items.push_back(Item::Flush(done));
+        drop(s);
+        self.ready.notify_one();
+    }
+
+    /// No more messages: the task drops what is queued and ends.
+    pub(crate) fn close(&self) {
+        let mut s = self.state.lock();
+        s.closed = true;
+        let n = s.messages;
+        s.items.clear();
+        (s.messages, s.bytes) = (0, 0);
+        self.stats.queued_bytes.store(0, std::sync::atomic::Ordering::Relaxed);
+        drop(s);
+        add(&self.stats.dropped, n as u64);
+        self.closed.send_replace(true);
+        self.ready.notify_one();
+    }
+
+    fn took(&self, s: &mut State, data: &[u8]) {
+        s.messages -= 1;
+        s.bytes -= data.len();
+        self.stats.queued_bytes.store(s.bytes as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Takes up to [`BATCH`] messages and the flushes among them; messages
+    /// older than `deadline` are dropped and counted.
+    fn take(&self, deadline: Duration, batch: &mut Vec<(Arc<str>, Vec<u8>)>, flushes: &mut Vec<oneshot::Sender<()>>) {
+        let mut s = self.state.lock();
+        let mut expired = 0;
+        while batch.len() < BATCH {
+            match s.items.pop_front() {
+                None => break,
+                Some(Item::Flush(done)) => flushes.push(done),
+                Some(Item::Message { at, channel, data }) => {
+                    self.took(&mut s, &data);
+                    if at.elapsed() > deadline {
+                        expired += 1;
+                    } else {
+                        batch.push((channel, data));
+                    }
+                }
+            }
+        }
+        drop(s);
+        self.count_expired(expired);
+    }
+
+    /// Drops the messages at the head that are older than `deadline`, and
+    /// answers the flushes that no longer wait for anything.
+    fn expire(&self, deadline: Duration) {
+        let mut s = self.state.lock();
+        let mut expired = 0;
+        loop {
+            match s.items.front() {
+                Some(Item::Message { at, .. }) if at.elapsed() > deadline => {
+                    if let Some(Item::Message { data, .. }) = s.items.pop_front() {
+                        self.took(&mut s, &data);
+                        expired += 1;
+                    }
+                }
+                Some(Item::Flush(_)) => {
+                    if let Some(Item::Flush(done)) = s.items.pop_front() {
+                        let _ = done.send(());
+                    }
+                }
+                _ => break,
+            }
+        }
+        drop(s);
+        self.count_expired(expired);
+    }
+
+    fn count_expired(&self, n: u64) {
+        if n > 0 {
+            add(&self.stats.dropped, n);
+            add(&self.stats.expired, n);
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        self.state.lock().closed
+    }
+
+    fn is_empty(&self) -> bool {
+        self.state.lock().items.is_empty()
+    }
+}
+
+/// The publishing connection.
+pub(crate) enum PubConn {
+    Single(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl PubConn {
+    /// Connects, and returns once a `PING` round trip succeeded.
+    pub(crate) async fn open(ctx: &Ctx) -> Result<PubConn, String> {
+        let limit = ctx.config.connect_timeout;
+        let mut conn = match &ctx.connector {
+            Connector::Cluster { .. } => {
+                let client = ctx.connector.cluster(limit, None::<fn(redis::PushInfo) -> Result<(), ()>>);
+                let client = client.map_err(|e| crate::target::words(&e.to_string()))?;
+                PubConn::Cluster(within(limit, "connecting", client.get_async_connection()).await?)
+            }
+            _ => {
+                let client = within(limit, "asking the sentinels", ctx.connector.client()).await?;
+                let config = redis::AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(limit))
+                    .set_response_timeout(Some(limit));
+                let conn = within(limit, "connecting", client.get_multiplexed_async_connection_with_config(&config));
+                PubConn::Single(conn.await?)
+            }
+        };
+        conn.ping(limit).await?;
+        Ok(conn)
+    }
+
+    /// A `PING` round trip (to every master of a cluster) within `limit`.
+    pub(crate) async fn ping(&mut self, limit: Duration) -> Result<(), String> {
+        match self {
+            PubConn::Single(c) => within(limit, "PING", redis::cmd("PING").query_async::<redis::Value>(c)).await?,
+            PubConn::Cluster(c) => {
+                let all =
+                    RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, Some(ResponsePolicy::AllSucceeded)));
+                within(limit, "PING", c.route_command(redis::cmd("PING"), all)).await?
+            }
+        };
+        Ok(())
+    }
+
+    /// Publishes a batch: one pipeline per channel (a cluster's pipelines
+    /// must stay within one slot), all at once.
+    async fn publish(&mut self, batch: &[(Arc<str>, Vec<u8>)], sharded: bool) -> redis::RedisResult<()> {
+        let command = if sharded { "SPUBLISH" } else { "PUBLISH" };
+        match self {
+            PubConn::Single(c) => {
+                let mut pipe = redis::pipe();
+                for (channel, data) in batch {
+                    pipe.cmd(command).arg(&**channel).arg(data).ignore();
+                }
+                pipe.query_async::<()>(c).await
+            }
+            PubConn::Cluster(c) => {
+                let mut pipes: Vec<(Arc<str>, redis::Pipeline)> = Vec::new();
+                for (channel, data) in batch {
+                    let i = match pipes.iter().position(|(c, _)| c == channel) {
+                        Some(i) => i,
+                        None => {
+                            pipes.push((channel.clone(), redis::pipe()));
+                            pipes.len() - 1
+                        }
+                    };
+                    pipes[i].1.cmd(command).arg(&**channel).arg(data).ignore();
+                }
+                let sends = pipes.iter().map(|(_, p)| {
+                    let mut c = c.clone();
+                    async move { p.query_async::<()>(&mut c).await }
+                });
+                futures_util::future::join_all(sends).await.into_iter().collect()
+            }
+        }
+    }
+}
+
+/// Publishes queued messages and reconnects when Redis fails; ends when
+/// the adapter (the PubSub) is dropped.
+pub(crate) async fn run(ctx: Arc<Ctx>, first: PubConn, queue: Arc<Queue>, pubsub: WeakPubSub) {
+    let config = &ctx.config;
+    let deadline = config.deadline.max(Duration::from_millis(1));
+    let keepalive = config.keepalive.max(Duration::from_millis(10));
+    let mut conn = Some(first);
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut flushes = Vec::new();
+    let mut failed = false;
+    loop {
+        let Some(c) = conn.as_mut() else {
+            // Redis is unreachable: what waited past the deadline goes
+            queue.expire(deadline);
+            if queue.is_closed() {
+                return;
+            }
+            match PubConn::open(&ctx).await {
+                Ok(c) => {
+                    conn = Some(c);
+                    add(&ctx.stats.reconnects, 1);
+                    tracing::info!("redis publisher reconnected");
+                    if std::mem::take(&mut failed) {
+                        if let Some(pubsub) = pubsub.upgrade() {
+                            pubsub.notify_reconnected();
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "redis unreachable: retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(config.reconnect_every) => {}
+                        _ = wait_closed(&queue) => return,
+                    }
+                }
+            }
+            continue;
+        };
+        // work, or a ping when there has been none for a while
+        if queue.is_empty() {
+            let idle = tokio::time::timeout(keepalive, queue.ready.notified()).await.is_err();
+            if idle {
+                if let Err(e) = c.ping(deadline).await {
+                    tracing::warn!(error = %e, "redis publisher connection lost");
+                    (conn, failed) = (None, true);
+                }
+                continue;
+            }
+        }
+        queue.take(deadline, &mut batch, &mut flushes);
+        if queue.is_closed() {
+            return;
+        }
+        if !batch.is_empty() {
+            let n = batch.len() as u64;
+            let sent = tokio::time::timeout(deadline, c.publish(&batch, ctx.sharded_commands)).await;
+            batch.clear();
+            match sent {
+                Ok(Ok(())) => add(&ctx.stats.published, n),
+                Ok(Err(e)) => {
+                    // unconfirmed: counted as dropped (at most once)
+                    add(&ctx.stats.dropped, n);
+                    tracing::warn!(error = %e, "redis publish failed; reconnecting");
+                    (conn, failed) = (None, true);
+                }
+                Err(_) => {
+                    add(&ctx.stats.dropped, n);
+                    tracing::warn!("redis did not answer a publish within the deadline; reconnecting");
+                    (conn, failed) = (None, true);
+                }
+            }
+        }
+        for done in flushes.drain(..) {
+            let _ = done.send(());
+        }
+    }
+}
+
+async fn wait_closed(queue: &Queue) {
+    let mut closed = queue.closed.subscribe();
+    let _ = closed.wait_for(|c| *c).await;
+}
