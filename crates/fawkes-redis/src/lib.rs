@@ -352,7 +352,13 @@ pub async fn connect_cluster(config: RedisConfig) -> Result<Cluster, RedisError>
     let connector = Connector::new(&target, certs).map_err(|e| failed(target::words(&e.to_string())))?;
     let sharded_commands = config.shards > 0 && target.mode == Mode::Cluster;
     let config = Arc::new(config);
-    let ctx = Arc::new(Ctx { config: config.clone(), connector, sharded_commands, stats: Arc::default() });
+    let ctx = Arc::new(Ctx {
+        config: config.clone(),
+        connector,
+        sharded_commands,
+        stats: Arc::default(),
+        moved: watch::channel(0).0,
+    });
     // fail early on a wrong address or password
     let publisher = PubConn::open(&ctx).await.map_err(failed)?;
     let channels = Arc::new(Channels::new(&config));
@@ -375,10 +381,20 @@ struct Ctx {
     /// `PUBLISH`/`SUBSCRIBE`.
     sharded_commands: bool,
     stats: Arc<RedisStats>,
+    /// Bumped when the publisher finds its server gone or no longer the
+    /// master: the subscriber, connected to the same one, moves too.
+    moved: watch::Sender<u64>,
+}
+
+impl Ctx {
+    /// Whether the server is a sentinel's master, whose role is checked.
+    fn sentinel(&self) -> bool {
+        matches!(self.connector, Connector::Sentinel(_))
+    }
 }
 
 /// `fut`, or an error naming what did not answer within `limit`.
-async fn within<T>(
+pub(crate) async fn within<T>(
     limit: Duration,
     what: &str,
     fut: impl std::future::Future<Output = redis::RedisResult<T>>,

@@ -171,7 +171,8 @@ impl Queue {
 
 /// The publishing connection.
 pub(crate) enum PubConn {
-    Single(MultiplexedConnection),
+    /// A server's connection, and the server's address.
+    Single(MultiplexedConnection, Option<(String, u16)>),
     Cluster(ClusterConnection),
 }
 
@@ -191,17 +192,30 @@ impl PubConn {
                     .set_connection_timeout(Some(limit))
                     .set_response_timeout(Some(limit));
                 let conn = within(limit, "connecting", client.get_multiplexed_async_connection_with_config(&config));
-                PubConn::Single(conn.await?)
+                PubConn::Single(conn.await?, crate::target::client_addr(&client))
             }
         };
-        conn.ping(limit).await?;
+        conn.ping(limit, ctx.sentinel()).await?;
         Ok(conn)
     }
 
-    /// A `PING` round trip (to every master of a cluster) within `limit`.
-    pub(crate) async fn ping(&mut self, limit: Duration) -> Result<(), String> {
+    /// A `PING` round trip (to every master of a cluster) within `limit`;
+    /// with `master`, a `ROLE` round trip that must say `master` (a
+    /// sentinel's master demoted by a failover keeps its clients).
+    pub(crate) async fn ping(&mut self, limit: Duration, master: bool) -> Result<(), String> {
         match self {
-            PubConn::Single(c) => within(limit, "PING", redis::cmd("PING").query_async::<redis::Value>(c)).await?,
+            PubConn::Single(c, _) if master => {
+                let role = within(limit, "ROLE", redis::cmd("ROLE").query_async::<redis::Value>(c)).await?;
+                match role {
+                    redis::Value::Array(items)
+                        if items.first() == Some(&redis::Value::BulkString(b"master".to_vec())) =>
+                    {
+                        redis::Value::Nil
+                    }
+                    _ => return Err("the server is no longer the master".into()),
+                }
+            }
+            PubConn::Single(c, _) => within(limit, "PING", redis::cmd("PING").query_async::<redis::Value>(c)).await?,
             PubConn::Cluster(c) => {
                 let all =
                     RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, Some(ResponsePolicy::AllSucceeded)));
@@ -211,12 +225,30 @@ impl PubConn {
         Ok(())
     }
 
+    /// [`PubConn::ping`]; and with Sentinel, whether the sentinels still
+    /// name this server the master (a demoted master says it is one for a
+    /// while after a failover).
+    async fn probe(&mut self, ctx: &Ctx, limit: Duration) -> Result<(), String> {
+        self.ping(limit, ctx.sentinel()).await?;
+        if let (Connector::Sentinel(sentinels), PubConn::Single(_, Some(addr))) = (&ctx.connector, &self) {
+            match sentinels.master_addr(limit).await {
+                Ok(master) if master != *addr => {
+                    return Err(format!("the sentinels name {}:{} the master now", master.0, master.1))
+                }
+                Ok(_) => {}
+                // the master answers: the sentinels' trouble is not the node's
+                Err(e) => tracing::debug!(error = %e, "the sentinels did not answer"),
+            }
+        }
+        Ok(())
+    }
+
     /// Publishes a batch: one pipeline per channel (a cluster's pipelines
     /// must stay within one slot), all at once.
     async fn publish(&mut self, batch: &[(Arc<str>, Vec<u8>)], sharded: bool) -> redis::RedisResult<()> {
         let command = if sharded { "SPUBLISH" } else { "PUBLISH" };
         match self {
-            PubConn::Single(c) => {
+            PubConn::Single(c, _) => {
                 let mut pipe = redis::pipe();
                 for (channel, data) in batch {
                     pipe.cmd(command).arg(&**channel).arg(data).ignore();
@@ -255,6 +287,7 @@ pub(crate) async fn run(ctx: Arc<Ctx>, first: PubConn, queue: Arc<Queue>, pubsub
     let mut batch = Vec::with_capacity(BATCH);
     let mut flushes = Vec::new();
     let mut failed = false;
+    let mut probed = Instant::now();
     loop {
         let Some(c) = conn.as_mut() else {
             // Redis is unreachable: what waited past the deadline goes
@@ -265,6 +298,7 @@ pub(crate) async fn run(ctx: Arc<Ctx>, first: PubConn, queue: Arc<Queue>, pubsub
             match PubConn::open(&ctx).await {
                 Ok(c) => {
                     conn = Some(c);
+                    probed = Instant::now();
                     add(&ctx.stats.reconnects, 1);
                     tracing::info!("redis publisher reconnected");
                     if std::mem::take(&mut failed) {
@@ -283,14 +317,17 @@ pub(crate) async fn run(ctx: Arc<Ctx>, first: PubConn, queue: Arc<Queue>, pubsub
             }
             continue;
         };
-        // work, or a ping when there has been none for a while
+        // work, and a ping every keepalive period, busy or not
         if queue.is_empty() {
-            let idle = tokio::time::timeout(keepalive, queue.ready.notified()).await.is_err();
-            if idle {
-                if let Err(e) = c.ping(deadline).await {
-                    tracing::warn!(error = %e, "redis publisher connection lost");
-                    (conn, failed) = (None, true);
-                }
+            let _ = tokio::time::timeout_at(probed + keepalive, queue.ready.notified()).await;
+        }
+        if probed.elapsed() >= keepalive {
+            probed = Instant::now();
+            if let Err(e) = c.probe(&ctx, deadline).await {
+                tracing::warn!(error = %e, "redis publisher connection lost");
+                (conn, failed) = (None, true);
+                // the subscriber follows a master that moved
+                ctx.moved.send_modify(|n| *n += 1);
                 continue;
             }
         }

@@ -108,6 +108,7 @@ impl SubConn {
         wanted.mark_changed();
         let mut stream = self.stream.take();
         let lost = self.lost.clone();
+        let mut moved = ctx.moved.subscribe();
         loop {
             tokio::select! {
                 msg = async {
@@ -121,6 +122,7 @@ impl SubConn {
                     deliver(&pubsub, &ctx.stats, msg.get_payload_bytes());
                 }
                 _ = lost.notified() => return Some("the connection to a cluster node was lost".into()),
+                _ = moved.changed(), if ctx.sentinel() => return Some("the master moved".into()),
                 done = async {
                     match ping.as_mut() {
                         Some(p) => p.await,

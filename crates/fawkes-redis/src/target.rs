@@ -3,6 +3,7 @@
 //! them.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::cluster::ClusterClientBuilder;
@@ -11,7 +12,9 @@ use redis::{
     ClientTlsConfig, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisConnectionInfo, TlsCertificates,
 };
 
-use crate::{RedisConfig, RedisError};
+use tokio::sync::Mutex;
+
+use crate::{within, RedisConfig, RedisError};
 
 /// How the URL reaches Redis.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -226,11 +229,49 @@ pub(crate) fn words(text: &str) -> String {
     }
 }
 
+/// The sentinels of a master.
+pub(crate) struct Sentinels {
+    client: Mutex<SentinelClient>,
+    master: String,
+    /// A connection to a sentinel, kept to ask where the master is.
+    asking: Mutex<Option<redis::aio::MultiplexedConnection>>,
+}
+
+impl Sentinels {
+    /// Where the sentinels say the master is now.
+    pub(crate) async fn master_addr(&self, limit: Duration) -> Result<(String, u16), String> {
+        let mut asking = self.asking.lock().await;
+        if asking.is_none() {
+            let client = within(limit, "asking the sentinels", async {
+                self.client.lock().await.async_get_sentinel_client().await
+            })
+            .await?;
+            *asking = Some(within(limit, "connecting to a sentinel", client.get_multiplexed_async_connection()).await?);
+        }
+        let Some(conn) = asking.as_mut() else { return Err("no sentinel".into()) };
+        let mut ask = redis::cmd("SENTINEL");
+        ask.arg("GET-MASTER-ADDR-BY-NAME").arg(&self.master);
+        let answer = within(limit, "SENTINEL GET-MASTER-ADDR-BY-NAME", ask.query_async::<(String, u16)>(conn)).await;
+        if answer.is_err() {
+            *asking = None;
+        }
+        answer
+    }
+}
+
+/// The host and port a client connects to.
+pub(crate) fn client_addr(client: &redis::Client) -> Option<(String, u16)> {
+    match client.get_connection_info().addr() {
+        ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => Some((host.clone(), *port)),
+        _ => None,
+    }
+}
+
 /// What a node connects with: a client per mode, made once.
 #[derive(Clone)]
 pub(crate) enum Connector {
     Single(redis::Client),
-    Sentinel(std::sync::Arc<tokio::sync::Mutex<SentinelClient>>),
+    Sentinel(Arc<Sentinels>),
     Cluster { target: Target, certs: Option<TlsCertificates> },
 }
 
@@ -274,7 +315,11 @@ impl Connector {
                             .set_client_to_sentinel_certificates(certs);
                     }
                 }
-                Ok(Connector::Sentinel(std::sync::Arc::new(tokio::sync::Mutex::new(b.build()?))))
+                Ok(Connector::Sentinel(Arc::new(Sentinels {
+                    client: Mutex::new(b.build()?),
+                    master: master.clone(),
+                    asking: Mutex::new(None),
+                })))
             }
             Mode::Cluster => Ok(Connector::Cluster { target: target.clone(), certs }),
         }
@@ -285,7 +330,7 @@ impl Connector {
     pub(crate) async fn client(&self) -> redis::RedisResult<redis::Client> {
         match self {
             Connector::Single(c) => Ok(c.clone()),
-            Connector::Sentinel(s) => s.lock().await.async_get_client().await,
+            Connector::Sentinel(s) => s.client.lock().await.async_get_client().await,
             Connector::Cluster { .. } => {
                 Err(redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, "a cluster has no single client")))
             }
