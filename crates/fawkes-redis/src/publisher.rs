@@ -11,7 +11,7 @@ use fawkes_pubsub::WeakPubSub;
 use parking_lot::Mutex;
 use redis::aio::MultiplexedConnection;
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo};
+use redis::cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo, SingleNodeRoutingInfo};
 use tokio::sync::{oneshot, watch, Notify};
 use tokio::time::Instant;
 
@@ -173,7 +173,66 @@ impl Queue {
 pub(crate) enum PubConn {
     /// A server's connection, and the server's address.
     Single(MultiplexedConnection, Option<(String, u16)>),
-    Cluster(ClusterConnection),
+    /// A cluster's connection, and which master serves which slots.
+    Cluster(ClusterConnection, Slots),
+}
+
+/// The masters of a cluster's slots, from `CLUSTER SLOTS`: `(first, last,
+/// host, port)`, so that a batch goes out as one pipeline per master.
+#[derive(Default)]
+pub(crate) struct Slots(Vec<(u16, u16, String, u16)>);
+
+impl Slots {
+    fn parse(v: &redis::Value) -> Slots {
+        use redis::Value as V;
+        let mut out = Vec::new();
+        let V::Array(ranges) = v else { return Slots(out) };
+        for range in ranges {
+            let V::Array(r) = range else { continue };
+            let (Some(V::Int(first)), Some(V::Int(last)), Some(V::Array(master))) = (r.first(), r.get(1), r.get(2))
+            else {
+                continue;
+            };
+            let host = match master.first() {
+                Some(V::BulkString(h)) => String::from_utf8_lossy(h).into_owned(),
+                Some(V::SimpleString(h)) => h.clone(),
+                _ => continue,
+            };
+            if let (Some(V::Int(port)), Ok(first), Ok(last)) =
+                (master.get(1), u16::try_from(*first), u16::try_from(*last))
+            {
+                if let Ok(port) = u16::try_from(*port) {
+                    out.push((first, last, host, port));
+                }
+            }
+        }
+        Slots(out)
+    }
+
+    /// The master of `channel`'s slot.
+    fn master(&self, channel: &str) -> Option<(&str, u16)> {
+        let slot = slot(channel.as_bytes());
+        self.0.iter().find(|(a, b, _, _)| *a <= slot && slot <= *b).map(|(_, _, h, p)| (h.as_str(), *p))
+    }
+}
+
+/// A key's (here a channel's) cluster slot: CRC16 (XMODEM) of its hash tag
+/// (what is between the first `{` and the next `}`, when not empty) or of
+/// the whole name, modulo 16 384.
+fn slot(key: &[u8]) -> u16 {
+    let tagged = key
+        .iter()
+        .position(|b| *b == b'{')
+        .and_then(|open| key[open + 1..].iter().position(|b| *b == b'}').map(|len| &key[open + 1..open + 1 + len]))
+        .filter(|tag| !tag.is_empty());
+    let mut crc: u16 = 0;
+    for byte in tagged.unwrap_or(key) {
+        crc ^= u16::from(*byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 { (crc << 1) ^ 0x1021 } else { crc << 1 };
+        }
+    }
+    crc % 16_384
 }
 
 impl PubConn {
@@ -184,7 +243,10 @@ impl PubConn {
             Connector::Cluster { .. } => {
                 let client = ctx.connector.cluster(limit, None::<fn(redis::PushInfo) -> Result<(), ()>>);
                 let client = client.map_err(|e| crate::target::words(&e.to_string()))?;
-                PubConn::Cluster(within(limit, "connecting", client.get_async_connection()).await?)
+                let mut conn = within(limit, "connecting", client.get_async_connection()).await?;
+                let slots =
+                    within(limit, "CLUSTER SLOTS", redis::cmd("CLUSTER").arg("SLOTS").query_async(&mut conn)).await?;
+                PubConn::Cluster(conn, Slots::parse(&slots))
             }
             _ => {
                 let client = within(limit, "asking the sentinels", ctx.connector.client()).await?;
@@ -216,7 +278,7 @@ impl PubConn {
                 }
             }
             PubConn::Single(c, _) => within(limit, "PING", redis::cmd("PING").query_async::<redis::Value>(c)).await?,
-            PubConn::Cluster(c) => {
+            PubConn::Cluster(c, _) => {
                 let all =
                     RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, Some(ResponsePolicy::AllSucceeded)));
                 within(limit, "PING", c.route_command(redis::cmd("PING"), all)).await?
@@ -255,21 +317,39 @@ impl PubConn {
                 }
                 pipe.query_async::<()>(c).await
             }
-            PubConn::Cluster(c) => {
-                let mut pipes: Vec<(Arc<str>, redis::Pipeline)> = Vec::new();
+            PubConn::Cluster(c, slots) => {
+                // one pipeline per master (a channel of a slot it does not
+                // serve is refused with MOVED: the connection is made
+                // again, with the new map)
+                let mut pipes: Vec<((&str, u16), redis::Pipeline, usize)> = Vec::new();
                 for (channel, data) in batch {
-                    let i = match pipes.iter().position(|(c, _)| c == channel) {
+                    let Some(master) = slots.master(channel) else {
+                        return Err(redis::RedisError::from((
+                            redis::ErrorKind::ClusterConnectionNotFound,
+                            "a slot without a master",
+                        )));
+                    };
+                    let i = match pipes.iter().position(|(m, _, _)| *m == master) {
                         Some(i) => i,
                         None => {
-                            pipes.push((channel.clone(), redis::pipe()));
+                            pipes.push((master, redis::pipe(), 0));
                             pipes.len() - 1
                         }
                     };
-                    pipes[i].1.cmd(command).arg(&**channel).arg(data).ignore();
+                    pipes[i].1.cmd(command).arg(&**channel).arg(data);
+                    pipes[i].2 += 1;
                 }
-                let sends = pipes.iter().map(|(_, p)| {
+                let sends = pipes.into_iter().map(|((host, port), pipe, n)| {
                     let mut c = c.clone();
-                    async move { p.query_async::<()>(&mut c).await }
+                    let to = SingleNodeRoutingInfo::ByAddress { host: host.to_owned(), port };
+                    async move {
+                        for reply in c.route_pipeline(pipe, 0, n, to).await? {
+                            if let redis::Value::ServerError(e) = reply {
+                                return Err(e.into());
+                            }
+                        }
+                        Ok(())
+                    }
                 });
                 futures_util::future::join_all(sends).await.into_iter().collect()
             }
@@ -357,6 +437,21 @@ pub(crate) async fn run(ctx: Arc<Ctx>, first: PubConn, queue: Arc<Queue>, pubsub
         for done in flushes.drain(..) {
             let _ = done.send(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_redis_s() {
+        // from the Redis Cluster specification and `CLUSTER KEYSLOT`
+        assert_eq!(slot(b"123456789"), 0x31C3 % 16_384);
+        assert_eq!(slot(b"foo"), 12_182);
+        assert_eq!(slot(b"{user1000}.following"), slot(b"user1000"));
+        // an empty tag is no tag: the whole name counts
+        assert_ne!(slot(b"{}x"), slot(b"x"));
     }
 }
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redis::cluster::ClusterClientBuilder;
+use redis::io::tcp::TcpSettings;
 use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use redis::{
     ClientTlsConfig, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisConnectionInfo, TlsCertificates,
@@ -76,8 +77,15 @@ impl Target {
     }
 
     fn info(&self, host: &str, port: u16) -> redis::RedisResult<ConnectionInfo> {
-        Ok(self.addr(host, port).into_connection_info()?.set_redis_settings(self.redis_info()))
+        Ok(self.addr(host, port).into_connection_info()?.set_redis_settings(self.redis_info()).set_tcp_settings(tcp()))
     }
+}
+
+/// Small writes leave at once: a pipelined batch must not wait for the
+/// acknowledgement of the previous one (Nagle's algorithm held each batch
+/// 40 ms).
+fn tcp() -> TcpSettings {
+    TcpSettings::default().set_nodelay(true)
 }
 
 fn host_port(host: &str, port: u16) -> String {
@@ -298,7 +306,9 @@ impl Connector {
             }
             Mode::Sentinel { master } => {
                 let sentinels = target.hosts.iter().map(|(h, p)| target.addr(h, *p));
-                let mut b = SentinelClientBuilder::new(sentinels, master, SentinelServerType::Master)?;
+                let mut b = SentinelClientBuilder::new(sentinels, master, SentinelServerType::Master)?
+                    .set_client_to_redis_tcp_settings(tcp())
+                    .set_client_to_sentinel_tcp_settings(tcp());
                 if let Some(user) = &target.user {
                     b = b.set_client_to_redis_username(user);
                 }
@@ -353,6 +363,7 @@ impl Connector {
             .use_protocol(redis::ProtocolVersion::RESP3)
             .connection_timeout(timeout)
             .response_timeout(timeout)
+            .tcp_settings(tcp())
             .retries(0);
         if let Some(user) = &target.user {
             b = b.username(user);

@@ -339,10 +339,20 @@ impl SentinelSetup {
     ///
     /// # Panics
     ///
-    /// When that takes more than fifteen seconds.
+    /// When the sentinel refuses for fifteen seconds, or the failover takes
+    /// more than fifteen seconds.
     pub fn failover(&self) {
-        let out = sentinel_cli(self.sentinels[0].0, &["SENTINEL", "FAILOVER", SENTINEL_MASTER]);
-        assert!(out.contains("OK"), "SENTINEL FAILOVER: {out}");
+        // a sentinel may not have heard from the replica recently enough
+        // to promote it yet (NOGOODSLAVE): it asks it every second
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let out = sentinel_cli(self.sentinels[0].0, &["SENTINEL", "FAILOVER", SENTINEL_MASTER]);
+            if out.contains("OK") {
+                break;
+            }
+            assert!(Instant::now() < deadline && out.contains("NOGOODSLAVE"), "SENTINEL FAILOVER: {out}");
+            std::thread::sleep(Duration::from_millis(250));
+        }
         self.wait_for_master(self.replica.port());
     }
 

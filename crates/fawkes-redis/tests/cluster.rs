@@ -319,3 +319,41 @@ fn command_name(buf: &[u8]) -> Option<(String, usize)> {
     }
     Some((name, at))
 }
+
+/// Sharded fan-out on one server (plain channels): a node subscribes to the
+/// channels of its own topics only, and direct broadcasts reach their node.
+#[tokio::test]
+async fn sharded_channels_on_one_server_follow_the_local_topics() {
+    let server = RedisServer::start();
+    let node = |name: &str| {
+        let mut c = RedisConfig::new(server.url(), name);
+        c.shards = 8;
+        connect_cluster(c)
+    };
+    let (a, b, c) = (node("a").await.unwrap(), node("b").await.unwrap(), node("c").await.unwrap());
+    assert_eq!(a.stats.channels(), 1, "its own channel");
+    let (sa, seen_a) = record(&a.pubsub, "room:1");
+    for _ in 0..200 {
+        if a.stats.channels() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(a.stats.channels(), 2);
+    b.pubsub.broadcast(bc("sharded", 1)).unwrap();
+    b.pubsub.direct_broadcast("a", bc("direct", 2)).unwrap();
+    assert_eq!(wait_for(&seen_a, 2).await.len(), 2);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(c.stats.received(), 0, "c has no subscriber: it hears nothing");
+    let numsub = raw(&server, &[b"PUBSUB", b"NUMSUB", b"phx:Fawkes.PubSub.Adapter"]).await;
+    assert!(String::from_utf8_lossy(&numsub).ends_with(":0\r\n"), "nobody is on the single channel");
+    // the last subscriber gone, the shard's channel goes too
+    drop(sa);
+    for _ in 0..200 {
+        if a.stats.channels() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(a.stats.channels(), 1);
+}

@@ -459,22 +459,31 @@ async fn fanout(o: &Common, f: Fanout) -> Result<(), String> {
     }
     let joined = ready.load(Ordering::Relaxed);
     let publish = publish.unwrap_or(o.server);
-    // the publisher joins every topic: it may only broadcast on those
-    let mut publisher = connect_joined(publish, subs + 1, "", &topic_of(0), 64 * 1024)
-        .await
-        .map_err(|e| format!("the publisher cannot join {} on {publish}: {}", topic_of(0), reason(&e)))?;
-    for t in 1..topics {
-        publisher.queue_text(json!(["1", format!("j{t}"), topic_of(t), "phx_join", {}]).to_string().as_bytes());
-    }
-    publisher.flush().await.map_err(|e| format!("the publisher's connection failed: {}", reason(&e)))?;
-    let mut joins = 1;
-    while joins < topics {
-        let f = publisher.next().await.map_err(|e| format!("the publisher's connection failed: {}", reason(&e)))?;
-        if reply_slot(publisher.payload(&f), b'j').is_some() {
-            joins += 1;
+    // the publishers join every topic (one may only broadcast on a topic it
+    // joined), 100 topics each: a socket's channel limit
+    const PER_PUBLISHER: u64 = 100;
+    let failed = |e: std::io::Error| format!("a publisher's connection to {publish} failed: {}", reason(&e));
+    let mut publishers = Vec::new();
+    for p in 0..topics.div_ceil(PER_PUBLISHER) {
+        let first = p * PER_PUBLISHER;
+        let mut c = connect_joined(publish, subs + 1 + p, "", &topic_of(first), 64 * 1024)
+            .await
+            .map_err(|e| format!("a publisher cannot join {} on {publish}: {}", topic_of(first), reason(&e)))?;
+        let last = (first + PER_PUBLISHER).min(topics);
+        for t in first + 1..last {
+            c.queue_text(json!(["1", format!("j{t}"), topic_of(t), "phx_join", {}]).to_string().as_bytes());
         }
+        c.flush().await.map_err(failed)?;
+        let mut joins = first + 1;
+        while joins < last {
+            let f = c.next().await.map_err(failed)?;
+            if reply_slot(c.payload(&f), b'j').is_some() {
+                joins += 1;
+            }
+        }
+        publishers.push(c);
     }
-    // the publisher's replies are read and dropped
+    // the publishers' replies are read and dropped
     let pad = "x".repeat(bytes.saturating_sub(40) as usize);
     let watched: Vec<Option<u32>> = std::iter::once(o.pid)
         .chain(node_pids.iter().map(|p| Some(*p)))
@@ -490,20 +499,26 @@ async fn fanout(o: &Common, f: Fanout) -> Result<(), String> {
         let now = Instant::now();
         while next <= now && sent < total {
             let t = u64::try_from(base.elapsed().as_nanos()).unwrap_or(0);
-            publisher.queue_text(
-                json!(["1", sent.to_string(), topic_of(sent % topics), "broadcast_from", {"t": t, "s": sent, "p": pad}])
+            let topic = sent % topics;
+            publishers[(topic / PER_PUBLISHER) as usize].queue_text(
+                json!(["1", sent.to_string(), topic_of(topic), "broadcast_from", {"t": t, "s": sent, "p": pad}])
                     .to_string()
                     .as_bytes(),
             );
             sent += 1;
             next += interval;
         }
-        publisher.flush().await.map_err(|e| format!("the publisher's connection failed: {}", reason(&e)))?;
-        while publisher.parse().is_some() {}
+        for c in &mut publishers {
+            c.flush().await.map_err(failed)?;
+            // whatever arrived (replies), without waiting
+            while let Ok(r) = tokio::time::timeout(Duration::ZERO, c.next()).await {
+                r.map_err(failed)?;
+            }
+        }
         let wait = next.saturating_duration_since(Instant::now());
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            r = publisher.next() => { r.map_err(|e| format!("the publisher's connection failed: {}", reason(&e)))?; }
+            r = publishers[0].next() => { r.map_err(failed)?; }
         }
     }
     // let the last messages arrive
