@@ -15,8 +15,10 @@ need() { # need <command> <debian package>
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
   fi
 }
-# the cluster tests start and stop their own redis-server
+# the cluster tests start and stop their own redis-server processes (TLS,
+# sentinels and Redis Cluster included) and drive them with redis-cli
 need redis-server redis-server
+need redis-cli redis-tools
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

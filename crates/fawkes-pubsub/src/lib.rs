@@ -37,9 +37,18 @@ use std::sync::Arc;
 
 pub use fawkes_protocol::{Broadcast, Frame, Payload, Vsn};
 pub use registry::{FrameCache, SubscriberId, Subscription};
-pub use remote::{Adapter, RemoteMessage, Target, WireError};
+pub use remote::{Adapter, AdapterMetric, RemoteMessage, Target, WireError};
 
 use registry::Registry;
+
+/// The local topic on which [`PubSub::notify_reconnected`] announces that
+/// this node's link to the other nodes came back after a failure: messages
+/// to or from this node may have been lost meanwhile (delivery is at most
+/// once). State that other nodes' broadcasts keep up to date (a cache
+/// cleared by "changed" broadcasts, say) must resynchronise when it hears
+/// this. The broadcast's event is `"reconnected"`, its payload
+/// `{"node": <this node>}`; it is never sent to other nodes.
+pub const RECONNECTED_TOPIC: &str = "fawkes:pubsub:reconnected";
 
 /// What a subscriber did with a broadcast.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,13 +130,19 @@ impl fmt::Debug for PubSub {
 impl PubSub {
     /// A PubSub for one node, with no remote delivery.
     pub fn local(node_name: impl Into<String>) -> PubSub {
-        PubSub { inner: Arc::new(Inner { node: node_name.into(), registry: Registry::new(), adapter: None }) }
+        PubSub { inner: Arc::new(Inner { node: node_name.into(), registry: Registry::new(None), adapter: None }) }
     }
 
     /// A PubSub whose broadcasts also reach other nodes through `adapter`.
     /// Messages from other nodes are handed to [`PubSub::deliver_remote`].
     pub fn with_adapter(node_name: impl Into<String>, adapter: Arc<dyn Adapter>) -> PubSub {
-        PubSub { inner: Arc::new(Inner { node: node_name.into(), registry: Registry::new(), adapter: Some(adapter) }) }
+        PubSub {
+            inner: Arc::new(Inner {
+                node: node_name.into(),
+                registry: Registry::new(Some(adapter.clone())),
+                adapter: Some(adapter),
+            }),
+        }
     }
 
     /// A handle that does not keep this PubSub alive: for an adapter's
@@ -232,6 +247,24 @@ impl PubSub {
         if let Some(adapter) = &self.inner.adapter {
             adapter.flush().await;
         }
+    }
+
+    /// Tells this node's subscribers of [`RECONNECTED_TOPIC`] that the link
+    /// to the other nodes is back after a failure. Adapters call it.
+    pub fn notify_reconnected(&self) -> Dispatched {
+        let payload = Payload::from(serde_json::json!({"node": self.inner.node}));
+        self.local_dispatch(&Broadcast::new(RECONNECTED_TOPIC, "reconnected", payload), None)
+    }
+
+    /// The adapter's counters in Prometheus's text exposition format
+    /// (see [`Adapter::metrics`]), to serve after the endpoint's own; empty
+    /// without an adapter.
+    pub fn prometheus(&self) -> String {
+        self.inner
+            .adapter
+            .as_ref()
+            .map(|a| a.metrics().iter().map(AdapterMetric::prometheus).collect())
+            .unwrap_or_default()
     }
 
     /// Hands a message received from another node to the local subscribers,

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use fawkes_protocol::{Broadcast, EncodeError, Frame, Vsn};
 use parking_lot::RwLock;
 
-use crate::{Delivery, Dispatched, Inner, Subscriber};
+use crate::{Adapter, Delivery, Dispatched, Inner, Subscriber, RECONNECTED_TOPIC};
 
 const SHARDS: usize = 32;
 
@@ -32,6 +32,8 @@ type Topics = HashMap<Arc<str>, Arc<Vec<Entry>>>;
 pub(crate) struct Registry {
     shards: Box<[RwLock<Topics>]>,
     next_id: AtomicU64,
+    /// Told when a topic gets its first subscriber or loses its last.
+    hooks: Option<Arc<dyn Adapter>>,
 }
 
 fn shard_of(topic: &str) -> usize {
@@ -41,8 +43,17 @@ fn shard_of(topic: &str) -> usize {
 }
 
 impl Registry {
-    pub(crate) fn new() -> Registry {
-        Registry { shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(), next_id: AtomicU64::new(1) }
+    pub(crate) fn new(hooks: Option<Arc<dyn Adapter>>) -> Registry {
+        Registry {
+            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+            next_id: AtomicU64::new(1),
+            hooks,
+        }
+    }
+
+    /// The adapter to tell about `topic`'s first and last subscribers.
+    fn hooks_for(&self, topic: &str) -> Option<&dyn Adapter> {
+        self.hooks.as_deref().filter(|_| topic != RECONNECTED_TOPIC)
     }
 
     pub(crate) fn subscribe(&self, inner: &Arc<Inner>, topic: &str, sub: Arc<dyn Subscriber>) -> Subscription {
@@ -50,7 +61,14 @@ impl Registry {
         let topic: Arc<str> = Arc::from(topic);
         let mut shard = self.shards[shard_of(&topic)].write();
         let list = shard.entry(topic.clone()).or_default();
+        let first = list.is_empty();
         Arc::make_mut(list).push(Entry { id, sub });
+        if first {
+            // under the shard's lock: in order with the topic's last unsubscribe
+            if let Some(hooks) = self.hooks_for(&topic) {
+                hooks.topic_subscribed(&topic);
+            }
+        }
         Subscription { owner: Arc::downgrade(inner), topic, id }
     }
 
@@ -67,6 +85,9 @@ impl Registry {
         list.retain(|x| !ids.contains(&x.id));
         if list.is_empty() {
             shard.remove(topic);
+            if let Some(hooks) = self.hooks_for(topic) {
+                hooks.topic_unsubscribed(topic);
+            }
         } else if list.capacity() > 64 && list.len() < list.capacity() / 4 {
             list.shrink_to_fit();
         }

@@ -44,6 +44,50 @@ pub trait Adapter: Send + Sync + 'static {
     fn flush(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
         Box::pin(std::future::ready(()))
     }
+
+    /// `topic` has its first local subscriber: an adapter that receives
+    /// only the topics its node needs (sharded fan-out) starts receiving
+    /// it. Called with the topic's registry shard locked, in order with
+    /// [`Adapter::topic_unsubscribed`] for the same topic: note it and
+    /// return, without calling back into the PubSub. Not called for
+    /// [`crate::RECONNECTED_TOPIC`]. The default does nothing.
+    fn topic_subscribed(&self, topic: &str) {
+        let _ = topic;
+    }
+
+    /// `topic` has no local subscriber any more (see
+    /// [`Adapter::topic_subscribed`]). The default does nothing.
+    fn topic_unsubscribed(&self, topic: &str) {
+        let _ = topic;
+    }
+
+    /// The adapter's counters, for a `/metrics` route (see
+    /// [`crate::PubSub::prometheus`]). The default has none.
+    fn metrics(&self) -> Vec<AdapterMetric> {
+        Vec::new()
+    }
+}
+
+/// One counter or gauge of an adapter, in Prometheus's terms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdapterMetric {
+    /// The metric's name, such as `fawkes_redis_dropped_total`.
+    pub name: &'static str,
+    /// `true` for a gauge (a level), `false` for a counter (a total).
+    pub gauge: bool,
+    /// What it counts, in one sentence.
+    pub help: &'static str,
+    /// The value now.
+    pub value: u64,
+}
+
+impl AdapterMetric {
+    /// The metric in Prometheus's text exposition format.
+    pub fn prometheus(&self) -> String {
+        let AdapterMetric { name, gauge, help, value } = self;
+        let kind = if *gauge { "gauge" } else { "counter" };
+        format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n")
+    }
 }
 
 /// Why a remote envelope could not be decoded.

@@ -209,3 +209,56 @@ fn a_derived_frame_is_made_once_per_dispatch_and_shared() {
     ps.broadcast(bc("t", "e")).unwrap();
     assert_eq!(calls.load(Ordering::SeqCst), 2, "one derivation per dispatch");
 }
+
+/// An adapter that records the hooks it is called with.
+#[derive(Default)]
+struct Hooks(Mutex<Vec<String>>);
+
+impl Adapter for Hooks {
+    fn publish(&self, _: RemoteMessage) -> Result<(), PubSubError> {
+        Ok(())
+    }
+    fn topic_subscribed(&self, topic: &str) {
+        self.0.lock().unwrap().push(format!("+{topic}"));
+    }
+    fn topic_unsubscribed(&self, topic: &str) {
+        self.0.lock().unwrap().push(format!("-{topic}"));
+    }
+    fn metrics(&self) -> Vec<fawkes_pubsub::AdapterMetric> {
+        vec![fawkes_pubsub::AdapterMetric { name: "x_total", gauge: false, help: "Xs.", value: 7 }]
+    }
+}
+
+#[test]
+fn the_adapter_hears_of_a_topics_first_and_last_subscriber_only() {
+    let hooks = Arc::new(Hooks::default());
+    let ps = PubSub::with_adapter("n1", hooks.clone());
+    let a = ps.subscribe_fn("t:1", |_| {});
+    let b = ps.subscribe_fn("t:1", |_| {});
+    let c = ps.subscribe_fn("t:2", |_| {});
+    drop(a);
+    assert_eq!(*hooks.0.lock().unwrap(), ["+t:1", "+t:2"]);
+    drop(b);
+    drop(c);
+    let again = ps.subscribe_fn("t:1", |_| {});
+    assert_eq!(*hooks.0.lock().unwrap(), ["+t:1", "+t:2", "-t:1", "-t:2", "+t:1"]);
+    // a subscriber found gone during a dispatch counts too
+    struct Gone;
+    impl Subscriber for Gone {
+        fn deliver(&self, _: &Broadcast, _: &mut FrameCache<'_>) -> Delivery {
+            Delivery::Gone
+        }
+    }
+    let gone = ps.subscribe("t:3", Arc::new(Gone));
+    ps.local_broadcast(bc("t:3", "e"));
+    assert_eq!(hooks.0.lock().unwrap().last().unwrap(), "-t:3");
+    drop(gone);
+    drop(again);
+    // the local notification topic is never the adapter's business
+    let (_r, seen) = recorder(&ps, fawkes_pubsub::RECONNECTED_TOPIC);
+    assert_eq!(ps.notify_reconnected().delivered, 1);
+    assert_eq!(*seen.lock().unwrap(), ["reconnected"]);
+    assert!(!hooks.0.lock().unwrap().iter().any(|h| h.contains("reconnected")));
+    assert_eq!(ps.prometheus(), "# HELP x_total Xs.\n# TYPE x_total counter\nx_total 7\n");
+    assert_eq!(PubSub::local("n").prometheus(), "");
+}

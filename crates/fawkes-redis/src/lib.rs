@@ -1,4 +1,5 @@
-//! PubSub across nodes over Redis, as `phoenix_pubsub_redis` 3.x does it.
+//! PubSub across nodes over Redis, as `phoenix_pubsub_redis` 3.x does it,
+//! on the [`redis`](https://docs.rs/redis) crate.
 //!
 //! Every node publishes its broadcasts to one Redis channel and subscribes
 //! to it; a node delivers what other nodes published to its local
@@ -6,10 +7,42 @@
 //! (see [`wire`]), so Fawkes nodes and Phoenix nodes configured with the
 //! same channel exchange channel broadcasts both ways.
 //!
-//! Delivery is at most once, as in Phoenix: a node that is disconnected from
-//! Redis misses what is published meanwhile, and what it publishes
-//! meanwhile is dropped (and counted). Both connections reconnect by
-//! themselves.
+//! Where Redis is ([`RedisConfig::url`]):
+//!
+//! | URL | what |
+//! | --- | --- |
+//! | `redis://[[user]:password@]host[:port][/db]` | one server |
+//! | `rediss://...` | the same over TLS ([`RedisConfig::ca_file`], and [`RedisConfig::cert_file`] with [`RedisConfig::key_file`] for a client certificate) |
+//! | `redis+sentinel://[[user]:password@]host:port[,host:port...]/master_name` | the master that the sentinels name, followed through failovers (the credentials are the master's; the sentinels are asked without) |
+//! | `redis+cluster://[[user]:password@]host:port[,host:port...]` | a Redis Cluster, reached through any of the nodes given |
+//!
+//! (`rediss+sentinel://` and `rediss+cluster://` use TLS everywhere.)
+//!
+//! **Sharded fan-out** ([`RedisConfig::shards`]): with `K` shards, topics
+//! hash to `K` channels and a node subscribes only to the channels of the
+//! topics it has local subscribers for (the PubSub tells the adapter, see
+//! [`fawkes_pubsub::Adapter::topic_subscribed`]); direct broadcasts go to a
+//! channel of the node's own. On a Redis Cluster these are sharded
+//! channels (`SPUBLISH`/`SSUBSCRIBE`), each carried by the master of its
+//! slot only, so that neither a Redis node nor a Fawkes node carries the
+//! whole fleet's traffic. Phoenix nodes do not speak it: fleets that mix
+//! them keep the single channel (the default). A node receives a topic's
+//! broadcasts from other nodes from one Redis round trip after its first
+//! local subscriber on.
+//!
+//! **Delivery is at most once, and never late.** A node disconnected from
+//! Redis misses what is published meanwhile. What this node publishes waits
+//! in a queue bounded in messages and bytes ([`RedisConfig::queue_limit`],
+//! [`RedisConfig::queue_bytes`]); a message still unpublished
+//! [`RedisConfig::deadline`] after it was queued is dropped (and counted),
+//! not sent late. Every connection carries nothing until a `PING` round
+//! trip succeeded, is pinged every [`RedisConfig::keepalive`] and is made
+//! again when a ping or a publish goes unanswered for the deadline (a
+//! stalled or half-open server). When a link comes back after a failure,
+//! the PubSub's subscribers of [`fawkes_pubsub::RECONNECTED_TOPIC`] hear of
+//! it: state kept in step by broadcasts must resynchronise then. The
+//! counters ([`RedisStats`]) are served with the PubSub's
+//! [`fawkes_pubsub::PubSub::prometheus`].
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), fawkes_redis::RedisError> {
@@ -19,42 +52,67 @@
 //! # let _ = pubsub; Ok(()) }
 //! ```
 
-mod resp;
+mod channels;
+mod publisher;
+mod subscriber;
+mod target;
 pub mod test_server;
 pub mod wire;
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use fawkes_pubsub::{Adapter, PubSub, PubSubError, RemoteMessage, WeakPubSub};
-use tokio::sync::{mpsc, oneshot, watch};
+use fawkes_pubsub::{Adapter, AdapterMetric, PubSub, PubSubError, RemoteMessage};
+use tokio::sync::{oneshot, watch};
 
-use crate::resp::{command, Conn, Value};
+use crate::channels::Channels;
+use crate::publisher::{PubConn, Queue};
+use crate::target::{Connector, Mode};
 
 /// How a node reaches Redis and names itself.
 #[derive(Debug, Clone)]
 pub struct RedisConfig {
-    /// `redis://[[user]:password@]host[:port][/db]` (the database number
-    /// does not matter to PubSub and is ignored).
+    /// Where Redis is: `redis://`, `rediss://`, `redis+sentinel://` or
+    /// `redis+cluster://` (see the crate's documentation). The database
+    /// number does not matter to PubSub and is ignored.
     pub url: String,
     /// This node's name, unique among the nodes sharing the channel.
     pub node_name: String,
     /// The Redis channel. Phoenix's is `phx:` followed by the PubSub's
     /// adapter name, `phx:Elixir.MyApp.PubSub.Adapter` for `MyApp.PubSub`
-    /// (see [`RedisConfig::phoenix_pubsub`]).
+    /// (see [`RedisConfig::phoenix_pubsub`]). In sharded mode, the prefix of
+    /// the channels' names.
     pub channel: String,
+    /// With TLS: the CA certificates (PEM) that the server's certificate
+    /// must chain to, instead of the system's.
+    pub ca_file: Option<PathBuf>,
+    /// With TLS: this node's certificate (PEM), for servers that ask for
+    /// one (`tls-auth-clients`); with [`RedisConfig::key_file`].
+    pub cert_file: Option<PathBuf>,
+    /// With TLS: the private key (PEM) of [`RedisConfig::cert_file`].
+    pub key_file: Option<PathBuf>,
+    /// Sharded fan-out over this many channels; 0 (the default) for the
+    /// single channel Phoenix uses.
+    pub shards: u32,
     /// Messages waiting to be published, at most; a broadcast that finds
     /// the queue full fails with an error instead of growing memory.
     pub queue_limit: usize,
+    /// Bytes of messages waiting to be published, at most (as
+    /// [`RedisConfig::queue_limit`]).
+    pub queue_bytes: usize,
+    /// A message not published this long after it was queued is dropped
+    /// (and counted) rather than sent late; a publish or a ping that Redis
+    /// does not answer within it ends the connection.
+    pub deadline: Duration,
     /// Time between reconnection attempts (Phoenix's is 5 s).
     pub reconnect_every: Duration,
-    /// Time allowed to connect (and authenticate), and for Redis to answer
-    /// a batch of publishes.
+    /// Time allowed to connect (TLS, authentication and the first `PING`
+    /// included).
     pub connect_timeout: Duration,
-    /// The subscriber pings Redis this often; a subscription silent for
-    /// three of these periods is taken for dead (a half-open connection
-    /// after a failover, say) and made again.
+    /// Both connections ping Redis this often when nothing else proves it
+    /// alive.
     pub keepalive: Duration,
 }
 
@@ -65,10 +123,16 @@ impl RedisConfig {
             url: url.into(),
             node_name: node_name.into(),
             channel: "phx:Fawkes.PubSub.Adapter".into(),
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            shards: 0,
             queue_limit: 65_536,
+            queue_bytes: 16 << 20,
+            deadline: Duration::from_secs(2),
             reconnect_every: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(5),
-            keepalive: Duration::from_secs(10),
+            keepalive: Duration::from_secs(1),
         }
     }
 
@@ -85,93 +149,25 @@ impl RedisConfig {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RedisError {
-    /// The URL is not `redis://...` with a host.
+    /// The URL is not one of the forms in the crate's documentation.
     #[error("invalid redis url: {0}")]
     Url(String),
     /// An empty node name.
     #[error("the node name must not be empty")]
     NodeName,
+    /// TLS files that cannot be used: unreadable, not PEM, a certificate
+    /// without its key, or files given for a URL without TLS.
+    #[error("{0}")]
+    TlsFiles(String),
     /// Redis could not be reached, refused the credentials or the
-    /// subscription.
-    #[error("cannot connect to Redis at redis://{addr}: {}", reason(source))]
+    /// subscription, or did not answer in time.
+    #[error("cannot connect to Redis at {addr}: {reason}")]
     Io {
-        /// The `host:port` tried (the URL's credentials left out).
+        /// The URL tried, without its credentials.
         addr: String,
-        /// Why.
-        source: std::io::Error,
+        /// Why, in words.
+        reason: String,
     },
-}
-
-/// An I/O error as people read it: `connection refused`, without the
-/// operating system's error number.
-fn reason(e: &std::io::Error) -> String {
-    let text = e.to_string();
-    // the system's messages are capitalized sentences with a number
-    match text.rfind(" (os error ") {
-        Some(at) if e.raw_os_error().is_some() => {
-            let mut chars = text[..at].chars();
-            chars.next().map(|first| first.to_lowercase().chain(chars).collect()).unwrap_or_default()
-        }
-        _ => text,
-    }
-}
-
-struct Target {
-    addr: String,
-    user: Option<String>,
-    password: Option<String>,
-}
-
-impl Target {
-    fn auth(&self) -> Option<(Option<&str>, &str)> {
-        self.password.as_deref().map(|p| (self.user.as_deref(), p))
-    }
-}
-
-fn parse_url(url: &str) -> Result<Target, RedisError> {
-    let bad = || RedisError::Url(url.to_owned());
-    let rest = url.strip_prefix("redis://").ok_or_else(bad)?;
-    let authority = rest.split('/').next().unwrap_or("");
-    let (userinfo, hostport) = match authority.rsplit_once('@') {
-        Some((u, h)) => (Some(u), h),
-        None => (None, authority),
-    };
-    if hostport.is_empty() {
-        return Err(bad());
-    }
-    let has_port = match hostport.strip_prefix('[') {
-        // [v6] or [v6]:port
-        Some(v6) => v6.split_once(']').is_some_and(|(_, rest)| rest.starts_with(':')),
-        None => hostport.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()),
-    };
-    let addr = if has_port { hostport.to_owned() } else { format!("{hostport}:6379") };
-    let (user, password) = match userinfo {
-        None => (None, None),
-        Some(u) => match u.split_once(':') {
-            Some((user, pass)) => ((!user.is_empty()).then(|| percent_decode(user)), Some(percent_decode(pass))),
-            None => (None, Some(percent_decode(u))),
-        },
-    };
-    Ok(Target { addr, user, password })
-}
-
-/// Decodes `%XX` escapes (a password may hold `@`, `:` or `/`).
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            if let Some(v) = s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Counts of what the adapter did.
@@ -179,9 +175,12 @@ fn percent_decode(s: &str) -> String {
 pub struct RedisStats {
     published: AtomicU64,
     dropped: AtomicU64,
+    expired: AtomicU64,
     received: AtomicU64,
     undecodable: AtomicU64,
     reconnects: AtomicU64,
+    queued_bytes: AtomicU64,
+    channels: AtomicU64,
 }
 
 impl RedisStats {
@@ -189,9 +188,16 @@ impl RedisStats {
     pub fn published(&self) -> u64 {
         self.published.load(Ordering::Relaxed)
     }
-    /// Messages not published: the queue was full or Redis unreachable.
+    /// Messages not published: the queue was full, they were older than
+    /// the deadline when their turn came (see [`RedisStats::expired`]), or
+    /// Redis did not confirm them.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+    /// Of the dropped messages, those older than the deadline when their
+    /// turn came.
+    pub fn expired(&self) -> u64 {
+        self.expired.load(Ordering::Relaxed)
     }
     /// Messages received from other nodes (or for this one).
     pub fn received(&self) -> u64 {
@@ -205,23 +211,68 @@ impl RedisStats {
     pub fn reconnects(&self) -> u64 {
         self.reconnects.load(Ordering::Relaxed)
     }
+    /// Bytes of messages waiting to be published now.
+    pub fn queued_bytes(&self) -> u64 {
+        self.queued_bytes.load(Ordering::Relaxed)
+    }
+    /// Redis channels subscribed to now.
+    pub fn channels(&self) -> u64 {
+        self.channels.load(Ordering::Relaxed)
+    }
+
+    fn metrics(&self) -> Vec<AdapterMetric> {
+        let m = |name, gauge, help, value| AdapterMetric { name, gauge, help, value };
+        vec![
+            m("fawkes_redis_published_total", false, "Messages published to Redis.", self.published()),
+            m(
+                "fawkes_redis_dropped_total",
+                false,
+                "Messages not published: queue full, past the deadline, or unconfirmed by Redis.",
+                self.dropped(),
+            ),
+            m(
+                "fawkes_redis_expired_total",
+                false,
+                "Messages dropped because they waited past the deadline.",
+                self.expired(),
+            ),
+            m("fawkes_redis_received_total", false, "Messages received from Redis.", self.received()),
+            m(
+                "fawkes_redis_undecodable_total",
+                false,
+                "Messages from Redis that were not broadcasts.",
+                self.undecodable(),
+            ),
+            m(
+                "fawkes_redis_reconnects_total",
+                false,
+                "Connections to Redis made again after a failure.",
+                self.reconnects(),
+            ),
+            m("fawkes_redis_queue_bytes", true, "Bytes of messages waiting to be published.", self.queued_bytes()),
+            m("fawkes_redis_channels", true, "Redis channels subscribed to.", self.channels()),
+        ]
+    }
 }
 
-/// What the publisher is asked to do.
-enum Outgoing {
-    /// Publish these bytes.
-    Message(Vec<u8>),
-    /// Tell when everything queued before has been written (or dropped).
-    Flush(oneshot::Sender<()>),
+pub(crate) fn add(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Ordering::Relaxed);
 }
 
 /// The adapter a [`PubSub`] publishes through.
 struct RedisAdapter {
-    queue: mpsc::Sender<Outgoing>,
+    queue: Arc<Queue>,
+    channels: Arc<Channels>,
     stats: Arc<RedisStats>,
     /// Dropped with the adapter (that is, with the PubSub): tells the
     /// receiving task to stop.
     _alive: watch::Sender<()>,
+}
+
+impl Drop for RedisAdapter {
+    fn drop(&mut self) {
+        self.queue.close();
+    }
 }
 
 impl Adapter for RedisAdapter {
@@ -229,27 +280,36 @@ impl Adapter for RedisAdapter {
         let bytes = match wire::encode(&msg) {
             Ok(b) => b,
             Err(e) => {
-                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                add(&self.stats.dropped, 1);
                 return Err(PubSubError::Remote(e.to_string()));
             }
         };
-        match self.queue.try_send(Outgoing::Message(bytes)) {
-            Ok(()) => Ok(()),
-            Err(_) => {
-                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                Err(PubSubError::Remote("the redis publish queue is full".into()))
-            }
-        }
+        let channel = self.channels.publish_channel(&msg);
+        self.queue.push(channel, bytes).map_err(|()| {
+            add(&self.stats.dropped, 1);
+            PubSubError::Remote("the redis publish queue is full".into())
+        })
     }
 
     fn flush(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
         Box::pin(async move {
             let (done, wait) = oneshot::channel();
-            // waits for room in the queue: a flush is never dropped
-            if self.queue.send(Outgoing::Flush(done)).await.is_ok() {
-                let _ = wait.await;
-            }
+            // a flush is never refused
+            self.queue.push_flush(done);
+            let _ = wait.await;
         })
+    }
+
+    fn topic_subscribed(&self, topic: &str) {
+        self.channels.topic_added(topic);
+    }
+
+    fn topic_unsubscribed(&self, topic: &str) {
+        self.channels.topic_removed(topic);
+    }
+
+    fn metrics(&self) -> Vec<AdapterMetric> {
+        self.stats.metrics()
     }
 }
 
@@ -270,7 +330,7 @@ pub struct Cluster {
 ///
 /// # Errors
 ///
-/// A bad URL or node name, or Redis unreachable (or refusing the
+/// A bad URL, node name or TLS file, or Redis unreachable (or refusing the
 /// credentials) on the first try.
 pub async fn connect(config: RedisConfig) -> Result<PubSub, RedisError> {
     Ok(connect_cluster(config).await?.pubsub)
@@ -285,278 +345,63 @@ pub async fn connect_cluster(config: RedisConfig) -> Result<Cluster, RedisError>
     if config.node_name.is_empty() {
         return Err(RedisError::NodeName);
     }
-    let target = Arc::new(parse_url(&config.url)?);
+    let target = target::parse_url(&config.url)?;
+    let certs = target::certificates(&config, &target)?;
+    let shown = target.shown();
+    let failed = |e: String| RedisError::Io { addr: shown.clone(), reason: e };
+    let connector = Connector::new(&target, certs).map_err(|e| failed(target::words(&e.to_string())))?;
+    let sharded_commands = config.shards > 0 && target.mode == Mode::Cluster;
     let config = Arc::new(config);
-    // Fail early on a wrong address or password.
-    let failed = |source| RedisError::Io { addr: target.addr.clone(), source };
-    let first = subscribe(&target, &config).await.map_err(failed)?;
-    let publisher = Conn::open(&target.addr, target.auth(), config.connect_timeout).await.map_err(failed)?;
-    let stats = Arc::new(RedisStats::default());
-    let (queue, rx) = mpsc::channel(config.queue_limit.max(1));
+    let ctx = Arc::new(Ctx {
+        config: config.clone(),
+        connector,
+        sharded_commands,
+        stats: Arc::default(),
+        moved: watch::channel(0).0,
+    });
+    // fail early on a wrong address or password
+    let publisher = PubConn::open(&ctx).await.map_err(failed)?;
+    let channels = Arc::new(Channels::new(&config));
+    let queue = Arc::new(Queue::new(&config, ctx.stats.clone()));
     let (alive, alive_rx) = watch::channel(());
-    let adapter = RedisAdapter { queue, stats: stats.clone(), _alive: alive };
+    let adapter =
+        RedisAdapter { queue: queue.clone(), channels: channels.clone(), stats: ctx.stats.clone(), _alive: alive };
     let pubsub = PubSub::with_adapter(config.node_name.clone(), Arc::new(adapter));
-    tokio::spawn(publish_loop(target.clone(), config.clone(), publisher, rx, stats.clone()));
-    tokio::spawn(receive_loop(target, config, first, pubsub.downgrade(), alive_rx, stats.clone()));
-    Ok(Cluster { pubsub, stats })
+    let first = subscriber::SubConn::open(&ctx, &channels, pubsub.downgrade()).await.map_err(failed)?;
+    tokio::spawn(publisher::run(ctx.clone(), publisher, queue, pubsub.downgrade()));
+    tokio::spawn(subscriber::run(ctx.clone(), first, channels, pubsub.downgrade(), alive_rx));
+    Ok(Cluster { pubsub, stats: ctx.stats.clone() })
 }
 
-/// Opens a connection and subscribes to the channel; returns once Redis
-/// confirmed the subscription.
-async fn subscribe(target: &Target, config: &RedisConfig) -> std::io::Result<Conn> {
-    let mut conn = Conn::open(&target.addr, target.auth(), config.connect_timeout).await?;
-    let mut out = Vec::new();
-    command(&mut out, &[b"SUBSCRIBE", config.channel.as_bytes()]);
-    conn.write(&out).await?;
-    let confirmed = tokio::time::timeout(config.connect_timeout, conn.read()).await;
-    match confirmed {
-        Ok(Ok(Value::Array(Some(items)))) if items.first().is_some_and(|k| is_bulk(k, b"subscribe")) => Ok(conn),
-        Ok(Ok(Value::Error(e))) => Err(std::io::Error::other(format!("SUBSCRIBE refused: {e}"))),
-        Ok(Ok(_)) => Err(std::io::Error::other("unexpected reply to SUBSCRIBE")),
-        Ok(Err(e)) => Err(e),
-        Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "SUBSCRIBE timed out")),
-    }
-}
-
-fn is_bulk(v: &Value, s: &[u8]) -> bool {
-    matches!(v, Value::Bulk(Some(b)) if b.eq_ignore_ascii_case(s))
-}
-
-/// Most messages written to Redis in one batch.
-const BATCH: usize = 256;
-
-/// Publishes queued messages, pipelined in batches, and reconnects when the
-/// connection fails; ends when the adapter (the PubSub) is dropped.
-async fn publish_loop(
-    target: Arc<Target>,
+/// What both connections share.
+struct Ctx {
     config: Arc<RedisConfig>,
-    conn: Conn,
-    mut rx: mpsc::Receiver<Outgoing>,
+    connector: Connector,
+    /// `SPUBLISH`/`SSUBSCRIBE` (sharded mode on a cluster) rather than
+    /// `PUBLISH`/`SUBSCRIBE`.
+    sharded_commands: bool,
     stats: Arc<RedisStats>,
-) {
-    let mut conn = Some(conn);
-    let mut batch = Vec::with_capacity(BATCH);
-    let mut flushed = Vec::new();
-    let mut out = Vec::new();
-    loop {
-        if rx.recv_many(&mut batch, BATCH).await == 0 {
-            return;
-        }
-        out.clear();
-        let mut n = 0;
-        for item in batch.drain(..) {
-            match item {
-                Outgoing::Message(msg) => {
-                    command(&mut out, &[b"PUBLISH", config.channel.as_bytes(), &msg]);
-                    n += 1;
-                }
-                Outgoing::Flush(done) => flushed.push(done),
-            }
-        }
-        if n > 0 && !publish(&target, &config, &mut conn, &out, n, &stats).await {
-            // Redis is unreachable: what is queued now is dropped (at most
-            // once, as Phoenix), not delivered minutes late; then wait
-            while let Ok(item) = rx.try_recv() {
-                match item {
-                    Outgoing::Message(_) => {
-                        stats.dropped.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Outgoing::Flush(done) => flushed.push(done),
-                }
-            }
-            for done in flushed.drain(..) {
-                let _ = done.send(());
-            }
-            tokio::time::sleep(config.reconnect_every).await;
-        }
-        for done in flushed.drain(..) {
-            let _ = done.send(());
-        }
+    /// Bumped when the publisher finds its server gone or no longer the
+    /// master: the subscriber, connected to the same one, moves too.
+    moved: watch::Sender<u64>,
+}
+
+impl Ctx {
+    /// Whether the server is a sentinel's master, whose role is checked.
+    fn sentinel(&self) -> bool {
+        matches!(self.connector, Connector::Sentinel(_))
     }
 }
 
-/// Publishes one pipelined batch of `n` commands, reconnecting first if
-/// needed; on failure the batch is dropped and counted. False when Redis
-/// could not be reached at all.
-async fn publish(
-    target: &Target,
-    config: &RedisConfig,
-    conn: &mut Option<Conn>,
-    out: &[u8],
-    n: usize,
-    stats: &RedisStats,
-) -> bool {
-    let c = match conn.as_mut() {
-        Some(c) => c,
-        None => match Conn::open(&target.addr, target.auth(), config.connect_timeout).await {
-            Ok(c) => {
-                stats.reconnects.fetch_add(1, Ordering::Relaxed);
-                tracing::info!("redis publisher reconnected");
-                conn.insert(c)
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, dropped = n, "redis unreachable: dropping broadcasts");
-                stats.dropped.fetch_add(n as u64, Ordering::Relaxed);
-                return false;
-            }
-        },
-    };
-    let sent = match tokio::time::timeout(config.connect_timeout, send_batch(c, out, n)).await {
-        Ok(r) => r,
-        Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "redis did not answer")),
-    };
-    match sent {
-        Ok(()) => {
-            stats.published.fetch_add(n as u64, Ordering::Relaxed);
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, dropped = n, "redis publish failed; reconnecting");
-            stats.dropped.fetch_add(n as u64, Ordering::Relaxed);
-            *conn = None;
-        }
-    }
-    true
-}
-
-/// Writes a pipelined batch and reads its `n` replies.
-async fn send_batch(conn: &mut Conn, out: &[u8], n: usize) -> std::io::Result<()> {
-    conn.write(out).await?;
-    for _ in 0..n {
-        match conn.read().await? {
-            Value::Int(_) => {}
-            Value::Error(e) => return Err(std::io::Error::other(format!("PUBLISH refused: {e}"))),
-            _ => return Err(std::io::Error::other("unexpected reply to PUBLISH")),
-        }
-    }
-    Ok(())
-}
-
-/// Delivers what other nodes publish, resubscribing after a failure; ends
-/// when the PubSub is dropped.
-async fn receive_loop(
-    target: Arc<Target>,
-    config: Arc<RedisConfig>,
-    first: Conn,
-    pubsub: WeakPubSub,
-    mut alive: watch::Receiver<()>,
-    stats: Arc<RedisStats>,
-) {
-    let mut conn = Some(first);
-    loop {
-        let c = match conn.take() {
-            Some(c) => c,
-            None => {
-                let retry = tokio::select! {
-                    _ = alive.changed() => return,
-                    r = subscribe(&target, &config) => r,
-                };
-                match retry {
-                    Ok(c) => {
-                        stats.reconnects.fetch_add(1, Ordering::Relaxed);
-                        tracing::info!("redis subscriber reconnected");
-                        c
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "redis unreachable: retrying");
-                        tokio::select! {
-                            _ = alive.changed() => return,
-                            _ = tokio::time::sleep(config.reconnect_every) => {}
-                        }
-                        continue;
-                    }
-                }
-            }
-        };
-        tokio::select! {
-            _ = alive.changed() => return,
-            err = receive(c, &pubsub, &stats, config.keepalive) => {
-                match err {
-                    Some(e) => tracing::warn!(error = %e, "redis subscription lost; resubscribing"),
-                    None => return,
-                }
-            }
-        }
-        tokio::select! {
-            _ = alive.changed() => return,
-            _ = tokio::time::sleep(config.reconnect_every) => {}
-        }
-    }
-}
-
-/// Reads pushes until the connection fails or stays silent for three
-/// keepalive periods (`Some(error)`), or the PubSub is gone (`None`).
-async fn receive(
-    mut conn: Conn,
-    pubsub: &WeakPubSub,
-    stats: &RedisStats,
-    keepalive: Duration,
-) -> Option<std::io::Error> {
-    let keepalive = keepalive.max(Duration::from_millis(10));
-    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + keepalive, keepalive);
-    let mut heard = tokio::time::Instant::now();
-    let mut out = Vec::new();
-    command(&mut out, &[b"PING"]);
-    loop {
-        // (reading is cancel-safe: what arrived stays in the buffer)
-        let v = tokio::select! {
-            v = conn.read() => match v {
-                Ok(v) => v,
-                Err(e) => return Some(e),
-            },
-            _ = ping.tick() => {
-                if heard.elapsed() > keepalive * 3 {
-                    return Some(std::io::Error::new(std::io::ErrorKind::TimedOut, "the redis subscription went silent"));
-                }
-                if let Err(e) = conn.write(&out).await {
-                    return Some(e);
-                }
-                continue;
-            }
-        };
-        heard = tokio::time::Instant::now();
-        let Value::Array(Some(items)) = v else { continue };
-        let [kind, _channel, Value::Bulk(Some(data))] = items.as_slice() else { continue };
-        if !is_bulk(kind, b"message") {
-            continue;
-        }
-        let pubsub = pubsub.upgrade()?;
-        match wire::decode(data) {
-            Ok(msg) => {
-                stats.received.fetch_add(1, Ordering::Relaxed);
-                pubsub.deliver_remote(msg);
-            }
-            Err(e) => {
-                stats.undecodable.fetch_add(1, Ordering::Relaxed);
-                match e {
-                    // what Phoenix nodes on the channel send besides broadcasts
-                    wire::WireError::NotABroadcast | wire::WireError::Version(_) => {
-                        tracing::debug!(error = %e, "ignoring a message on the redis channel");
-                    }
-                    _ => tracing::warn!(error = %e, "dropping a message from the redis channel"),
-                }
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn urls_give_address_and_credentials() {
-        let t = parse_url("redis://127.0.0.1").unwrap();
-        assert_eq!((t.addr.as_str(), t.auth()), ("127.0.0.1:6379", None));
-        let t = parse_url("redis://:secret@localhost:7000/2").unwrap();
-        assert_eq!((t.addr.as_str(), t.auth()), ("localhost:7000", Some((None, "secret"))));
-        let t = parse_url("redis://app:pw@h:1").unwrap();
-        assert_eq!(t.auth(), Some((Some("app"), "pw")));
-        let t = parse_url("redis://u%40x:p%2Fw%3Ad@h:1").unwrap();
-        assert_eq!(t.auth(), Some((Some("u@x"), "p/w:d")));
-        assert_eq!(parse_url("redis://[::1]").unwrap().addr, "[::1]:6379");
-        assert_eq!(parse_url("redis://[::1]:7000").unwrap().addr, "[::1]:7000");
-        for bad in ["http://h", "redis://", "rediss://h:1"] {
-            assert!(matches!(parse_url(bad), Err(RedisError::Url(_))), "{bad}");
-        }
+/// `fut`, or an error naming what did not answer within `limit`.
+pub(crate) async fn within<T>(
+    limit: Duration,
+    what: &str,
+    fut: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(limit, fut).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(target::words(&e.to_string())),
+        Err(_) => Err(format!("{what}: no answer within {} ms", limit.as_millis())),
     }
 }

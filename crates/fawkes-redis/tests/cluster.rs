@@ -157,7 +157,10 @@ async fn passwords_are_sent_and_wrong_ones_refused() {
     a.broadcast(bc("authed", 1)).unwrap();
     assert_eq!(wait_for(&seen_b, 1).await.len(), 1);
     let wrong = format!("redis://:nope@127.0.0.1:{}", server.port());
-    assert!(matches!(connect(RedisConfig::new(wrong, "c")).await, Err(RedisError::Io { .. })));
+    let e = connect(RedisConfig::new(wrong, "c")).await.unwrap_err();
+    assert!(matches!(e, RedisError::Io { .. }), "{e}");
+    assert!(e.to_string().contains("authentication failed"), "{e}");
+    assert!(!e.to_string().contains("nope"), "{e}");
     let none = format!("redis://127.0.0.1:{}", server.port());
     assert!(connect(RedisConfig::new(none, "d")).await.is_err(), "SUBSCRIBE without AUTH is refused");
 }
@@ -229,11 +232,13 @@ async fn flush_returns_once_everything_before_it_is_published() {
 }
 
 /// A subscription that goes silent (a half-open connection after a
-/// failover, say) is taken for dead and made again.
+/// failover, say) is taken for dead and made again; and a connection that
+/// does not answer its first PING carries nothing.
 #[tokio::test]
 async fn a_silent_subscription_is_made_again() {
     use std::sync::atomic::{AtomicUsize, Ordering};
-    // a fake Redis: confirms SUBSCRIBE, then never says a word, not even to PING
+    // a fake Redis: answers everything until SUBSCRIBE, confirms it, then
+    // never says a word, not even to PING
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let subscribes = Arc::new(AtomicUsize::new(0));
@@ -243,17 +248,33 @@ async fn a_silent_subscription_is_made_again() {
             let Ok((mut sock, _)) = listener.accept().await else { return };
             let counted = counted.clone();
             tokio::spawn(async move {
-                let mut buf = vec![0u8; 4096];
-                let mut answered = false;
+                let mut buf = Vec::new();
+                let mut chunk = vec![0u8; 4096];
+                let mut silent = false;
                 loop {
-                    let n = match sock.read(&mut buf).await {
+                    let n = match sock.read(&mut chunk).await {
                         Ok(0) | Err(_) => return,
                         Ok(n) => n,
                     };
-                    if !answered && buf[..n].windows(9).any(|w| w == b"SUBSCRIBE") {
-                        answered = true;
-                        counted.fetch_add(1, Ordering::SeqCst);
-                        let _ = sock.write_all(b"*3\r\n$9\r\nsubscribe\r\n$1\r\nx\r\n:1\r\n").await;
+                    if silent {
+                        continue;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    while let Some((name, used)) = command_name(&buf) {
+                        buf.drain(..used);
+                        let reply: &[u8] = match name.as_str() {
+                            "PING" => b"+PONG\r\n",
+                            "SUBSCRIBE" => {
+                                silent = true;
+                                counted.fetch_add(1, Ordering::SeqCst);
+                                b"*3\r\n$9\r\nsubscribe\r\n$1\r\nx\r\n:1\r\n"
+                            }
+                            _ => b"+OK\r\n",
+                        };
+                        let _ = sock.write_all(reply).await;
+                        if silent {
+                            break;
+                        }
                     }
                 }
             });
@@ -261,9 +282,10 @@ async fn a_silent_subscription_is_made_again() {
     });
     let mut config = RedisConfig::new(format!("redis://127.0.0.1:{port}"), "a");
     config.keepalive = Duration::from_millis(50);
+    config.deadline = Duration::from_millis(100);
     config.reconnect_every = Duration::from_millis(50);
     let cluster = connect_cluster(config).await.unwrap();
-    for _ in 0..200 {
+    for _ in 0..300 {
         if subscribes.load(Ordering::SeqCst) >= 2 {
             break;
         }
@@ -271,4 +293,67 @@ async fn a_silent_subscription_is_made_again() {
     }
     assert!(subscribes.load(Ordering::SeqCst) >= 2, "the silent subscription was never made again");
     assert!(cluster.stats.reconnects() >= 1);
+}
+
+/// The name of the first whole command (a RESP array of bulk strings) in
+/// `buf`, and the bytes it takes.
+fn command_name(buf: &[u8]) -> Option<(String, usize)> {
+    let text = std::str::from_utf8(buf).ok()?;
+    let mut at = 0;
+    let line = |at: &mut usize| -> Option<&str> {
+        let end = text[*at..].find("\r\n")? + *at;
+        let l = &text[*at..end];
+        *at = end + 2;
+        Some(l)
+    };
+    let n: usize = line(&mut at)?.strip_prefix('*')?.parse().ok()?;
+    let mut name = String::new();
+    for i in 0..n {
+        let len: usize = line(&mut at)?.strip_prefix('$')?.parse().ok()?;
+        let arg = text.get(at..at + len)?;
+        if i == 0 {
+            name = arg.to_ascii_uppercase();
+        }
+        at += len;
+        line(&mut at)?;
+    }
+    Some((name, at))
+}
+
+/// Sharded fan-out on one server (plain channels): a node subscribes to the
+/// channels of its own topics only, and direct broadcasts reach their node.
+#[tokio::test]
+async fn sharded_channels_on_one_server_follow_the_local_topics() {
+    let server = RedisServer::start();
+    let node = |name: &str| {
+        let mut c = RedisConfig::new(server.url(), name);
+        c.shards = 8;
+        connect_cluster(c)
+    };
+    let (a, b, c) = (node("a").await.unwrap(), node("b").await.unwrap(), node("c").await.unwrap());
+    assert_eq!(a.stats.channels(), 1, "its own channel");
+    let (sa, seen_a) = record(&a.pubsub, "room:1");
+    for _ in 0..200 {
+        if a.stats.channels() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(a.stats.channels(), 2);
+    b.pubsub.broadcast(bc("sharded", 1)).unwrap();
+    b.pubsub.direct_broadcast("a", bc("direct", 2)).unwrap();
+    assert_eq!(wait_for(&seen_a, 2).await.len(), 2);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(c.stats.received(), 0, "c has no subscriber: it hears nothing");
+    let numsub = raw(&server, &[b"PUBSUB", b"NUMSUB", b"phx:Fawkes.PubSub.Adapter"]).await;
+    assert!(String::from_utf8_lossy(&numsub).ends_with(":0\r\n"), "nobody is on the single channel");
+    // the last subscriber gone, the shard's channel goes too
+    drop(sa);
+    for _ in 0..200 {
+        if a.stats.channels() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(a.stats.channels(), 1);
 }

@@ -185,7 +185,7 @@ impl Client {
 
     async fn close(self) {
         if let Client::Ws(mut ws) = self {
-            ws.close(None).await.unwrap();
+            WebSocketStream::close(&mut ws, None).await.unwrap();
             // wait for the server's close
             while let Ok(Some(Ok(_))) = tokio::time::timeout(Duration::from_secs(10), ws.next()).await {}
         }

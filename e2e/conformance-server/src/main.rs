@@ -6,8 +6,12 @@
 //! diff per change), `RATE_LIMITS` (`on`; `off`: no join and event rate
 //! limits, for load tests), `REDIS_URL` and `NODE_NAME` (join the cluster of
 //! every node on that Redis: broadcasts, disconnects, presence and long-poll
-//! sessions span them; an empty `REDIS_URL` is none), `RUST_LOG` (`warn`).
-//! `GET /metrics` serves the endpoint's counters for Prometheus.
+//! sessions span them; an empty `REDIS_URL` is none; `rediss://`,
+//! `redis+sentinel://` and `redis+cluster://` URLs too, see
+//! [`fawkes_redis`]), `REDIS_CA_FILE`, `REDIS_CERT_FILE` and `REDIS_KEY_FILE`
+//! (TLS), `REDIS_SHARDED` (sharded fan-out over that many channels),
+//! `RUST_LOG` (`warn`). `GET /metrics` serves the endpoint's counters and
+//! the Redis adapter's for Prometheus.
 //!
 //! A bad value in any of these, a port already in use or a Redis that
 //! cannot be reached stops the server at start-up with one line on stderr
@@ -213,8 +217,8 @@ struct Settings {
     timeout: Duration,
     presence_window: Duration,
     rate_limits: bool,
-    /// The Redis URL and this node's name, when given.
-    redis: Option<(String, Option<String>)>,
+    /// The Redis config (but the node's name) and this node's name, when given.
+    redis: Option<(fawkes_redis::RedisConfig, Option<String>)>,
     log: tracing_subscriber::EnvFilter,
 }
 
@@ -243,6 +247,37 @@ fn millis(name: &str, default: u64, min: u64) -> Result<Duration, String> {
     }
 }
 
+/// The cluster's Redis from `REDIS_URL` (none when unset or empty), with
+/// `REDIS_CA_FILE`, `REDIS_CERT_FILE` and `REDIS_KEY_FILE` for TLS and
+/// `REDIS_SHARDED` for sharded fan-out; the node's name is left empty.
+fn redis_config() -> Result<Option<fawkes_redis::RedisConfig>, String> {
+    let Some(url) = var("REDIS_URL")?.filter(|u| !u.is_empty()) else { return Ok(None) };
+    let tls = url.starts_with("rediss");
+    let mut config = fawkes_redis::RedisConfig::new(url, "");
+    let file = |name: &str| -> Result<Option<std::path::PathBuf>, String> {
+        let Some(path) = var(name)?.filter(|p| !p.is_empty()) else { return Ok(None) };
+        std::fs::File::open(&path)
+            .map_err(|e| format!("{name} must name a readable file, got {path:?}: {}", reason(&e)))?;
+        if !tls {
+            return Err(format!("{name} needs a rediss:// REDIS_URL (TLS)"));
+        }
+        Ok(Some(path.into()))
+    };
+    (config.ca_file, config.cert_file, config.key_file) =
+        (file("REDIS_CA_FILE")?, file("REDIS_CERT_FILE")?, file("REDIS_KEY_FILE")?);
+    if config.cert_file.is_some() != config.key_file.is_some() {
+        return Err("REDIS_CERT_FILE and REDIS_KEY_FILE go together: give both or neither".into());
+    }
+    if let Some(v) = var("REDIS_SHARDED")? {
+        config.shards = v
+            .parse()
+            .ok()
+            .filter(|k| (1..=65_536).contains(k))
+            .ok_or_else(|| format!("REDIS_SHARDED must be a number of channels (1 to 65536), got {v:?}"))?;
+    }
+    Ok(Some(config))
+}
+
 impl Settings {
     fn from_env() -> Result<Settings, String> {
         let log = match var("RUST_LOG")? {
@@ -265,10 +300,7 @@ impl Settings {
         if node.as_deref() == Some("") {
             return Err("NODE_NAME must not be empty".into());
         }
-        let redis = match var("REDIS_URL")? {
-            Some(url) if !url.is_empty() => Some((url, node)),
-            _ => None,
-        };
+        let redis = redis_config()?.map(|config| (config, node));
         Ok(Settings { port, timeout, presence_window, rate_limits, redis, log })
     }
 }
@@ -317,15 +349,15 @@ async fn run() -> Result<(), String> {
 
     // REDIS_URL: join the cluster of every node on that Redis
     let endpoint = match settings.redis {
-        Some((url, node)) => {
-            let node = node.unwrap_or_else(|| format!("fawkes-{}@127.0.0.1", addr.port()));
-            let pubsub =
-                fawkes_redis::connect(fawkes_redis::RedisConfig::new(url, node)).await.map_err(|e| match e {
-                    fawkes_redis::RedisError::Url(url) => {
-                        format!("REDIS_URL must be redis://[[user]:password@]host[:port][/db], got {url:?}")
-                    }
-                    e => e.to_string(),
-                })?;
+        Some((mut config, node)) => {
+            config.node_name = node.unwrap_or_else(|| format!("fawkes-{}@127.0.0.1", addr.port()));
+            let pubsub = fawkes_redis::connect(config).await.map_err(|e| match e {
+                fawkes_redis::RedisError::Url(url) => format!(
+                    "REDIS_URL must be redis://[[user]:password@]host[:port][/db] (or rediss://, \
+                     redis+sentinel://host:port/master, redis+cluster://host:port,...), got {url:?}"
+                ),
+                e => e.to_string(),
+            })?;
             Endpoint::new(pubsub)
         }
         None => Endpoint::local(),
@@ -359,7 +391,7 @@ async fn run() -> Result<(), String> {
             get(|State(endpoint): State<Endpoint>| async move {
                 (
                     [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                    endpoint.metrics().snapshot().prometheus(),
+                    endpoint.metrics().snapshot().prometheus() + &endpoint.pubsub().prometheus(),
                 )
             }),
         )

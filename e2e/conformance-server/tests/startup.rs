@@ -8,8 +8,19 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Every variable the server reads.
-const VARS: [&str; 7] =
-    ["PORT", "SOCKET_TIMEOUT_MS", "PRESENCE_DIFF_WINDOW_MS", "RATE_LIMITS", "REDIS_URL", "NODE_NAME", "RUST_LOG"];
+const VARS: [&str; 11] = [
+    "PORT",
+    "SOCKET_TIMEOUT_MS",
+    "PRESENCE_DIFF_WINDOW_MS",
+    "RATE_LIMITS",
+    "REDIS_URL",
+    "NODE_NAME",
+    "RUST_LOG",
+    "REDIS_CA_FILE",
+    "REDIS_CERT_FILE",
+    "REDIS_KEY_FILE",
+    "REDIS_SHARDED",
+];
 
 fn spawn(env: &[(&str, &str)]) -> Child {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_conformance-server"));
@@ -82,6 +93,26 @@ fn bad_values_are_named_with_the_variable() {
         (&[("RUST_LOG", "info,=[")], r#"RUST_LOG must be a log filter"#),
         (&[("REDIS_URL", "redis://127.0.0.1:1"), ("NODE_NAME", "")], "NODE_NAME must not be empty"),
         (&[("REDIS_URL", "http://127.0.0.1:6379")], r#"REDIS_URL must be redis://"#),
+        (
+            &[("REDIS_URL", "redis://127.0.0.1:1"), ("REDIS_SHARDED", "0")],
+            r#"REDIS_SHARDED must be a number of channels (1 to 65536), got "0""#,
+        ),
+        (
+            &[("REDIS_URL", "rediss://127.0.0.1:1"), ("REDIS_CA_FILE", "/nonexistent/ca.pem")],
+            r#"REDIS_CA_FILE must name a readable file, got "/nonexistent/ca.pem": no such file or directory"#,
+        ),
+        (
+            &[("REDIS_URL", "redis://127.0.0.1:1"), ("REDIS_CA_FILE", "Cargo.toml")],
+            "REDIS_CA_FILE needs a rediss:// REDIS_URL (TLS)",
+        ),
+        (
+            &[("REDIS_URL", "rediss://127.0.0.1:1"), ("REDIS_CERT_FILE", "Cargo.toml")],
+            "REDIS_CERT_FILE and REDIS_KEY_FILE go together: give both or neither",
+        ),
+        (
+            &[("REDIS_URL", "rediss://127.0.0.1:1"), ("REDIS_CA_FILE", "Cargo.toml")],
+            "the CA file Cargo.toml holds no PEM CERTIFICATE",
+        ),
     ] {
         let mut env = env.to_vec();
         let port = closed_port().to_string();

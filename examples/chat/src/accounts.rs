@@ -169,6 +169,11 @@ impl Accounts {
         self.blocks.write().remove(&user);
     }
 
+    /// Forgets every cached block list (changes may have been missed).
+    pub fn forget_all_blocks(&self) {
+        self.blocks.write().clear();
+    }
+
     /// `user` stops receiving `blocked`'s messages.
     ///
     /// # Errors

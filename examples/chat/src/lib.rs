@@ -41,6 +41,7 @@ pub struct App {
     message_buckets: Arc<Buckets>,
     notification_buckets: Arc<Buckets>,
     _blocks_changed: Arc<fawkes::Subscription>,
+    _resync: Arc<fawkes::Subscription>,
 }
 
 /// A token bucket per user (on this node).
@@ -68,10 +69,11 @@ impl Buckets {
 /// Where a change of someone's block list is announced to every node.
 pub(crate) const BLOCKS_TOPIC: &str = "chat:blocks_changed";
 
-/// The payload on [`BLOCKS_TOPIC`].
+/// The payload on [`BLOCKS_TOPIC`]: whose list changed, or (`null`)
+/// forget them all.
 #[derive(serde::Serialize, serde::Deserialize)]
 pub(crate) struct BlocksChanged {
-    pub(crate) user_id: i64,
+    pub(crate) user_id: Option<i64>,
 }
 
 impl std::fmt::Debug for App {
@@ -161,11 +163,29 @@ pub async fn build(config: &Config) -> Result<(axum::Router, SocketService<socke
     let forget = accounts.clone();
     let blocks_changed = Arc::new(endpoint.subscribe(BLOCKS_TOPIC, move |b| {
         if let Ok(changed) = b.payload.decode::<BlocksChanged>() {
-            forget.forget_blocks(changed.user_id);
+            match changed.user_id {
+                Some(user) => forget.forget_blocks(user),
+                None => forget.forget_all_blocks(),
+            }
         }
+    }));
+    // those broadcasts are at most once: after a loss of the link to the
+    // other nodes (changes made meanwhile went nowhere), every node
+    // forgets every list and asks the others to
+    let (forget, announce) = (accounts.clone(), endpoint.clone());
+    let resync = Arc::new(endpoint.subscribe(fawkes::pubsub::RECONNECTED_TOPIC, move |_| {
+        forget.forget_all_blocks();
+        let announce = announce.clone();
+        tokio::spawn(async move {
+            let all = serde_json::to_value(BlocksChanged { user_id: None }).unwrap_or_default();
+            if let Err(e) = announce.broadcast(BLOCKS_TOPIC, "changed", all) {
+                tracing::warn!(error = %e, "block lists: the resynchronisation was not announced");
+            }
+        });
     }));
     let app = App {
         _blocks_changed: blocks_changed,
+        _resync: resync,
         accounts,
         chat: chat::Chat::new(pool),
         endpoint: endpoint.clone(),
@@ -194,7 +214,8 @@ pub async fn build(config: &Config) -> Result<(axum::Router, SocketService<socke
         .route(
             "/metrics",
             get(|State(app): State<App>| async move {
-                ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], app.endpoint.metrics().snapshot().prometheus())
+                let text = app.endpoint.metrics().snapshot().prometheus() + &app.endpoint.pubsub().prometheus();
+                ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
             }),
         )
         .merge(api::routes())

@@ -3,7 +3,10 @@
 //! default), `SECRET_KEY_BASE` (at least 20 bytes; generated and stored when
 //! absent), `REDIS_URL` with `NODE_NAME` to run several nodes as one
 //! (broadcasts and presence span every node on that Redis; give them one
-//! database; an empty `REDIS_URL` is none), and `RUST_LOG` (`info`).
+//! database; an empty `REDIS_URL` is none; `rediss://`, `redis+sentinel://`
+//! and `redis+cluster://` URLs too, see [`fawkes_redis`]), `REDIS_CA_FILE`,
+//! `REDIS_CERT_FILE` and `REDIS_KEY_FILE` (TLS), `REDIS_SHARDED` (sharded
+//! fan-out over that many channels), and `RUST_LOG` (`info`).
 //!
 //! A bad value in any of these, a port already in use, or a database or
 //! Redis that cannot be reached stops the server at start-up with one line
@@ -81,6 +84,37 @@ fn reason(e: &std::io::Error) -> String {
     }
 }
 
+/// The cluster's Redis from `REDIS_URL` (none when unset or empty), with
+/// `REDIS_CA_FILE`, `REDIS_CERT_FILE` and `REDIS_KEY_FILE` for TLS and
+/// `REDIS_SHARDED` for sharded fan-out; the node's name is left empty.
+fn redis_config() -> Result<Option<fawkes_redis::RedisConfig>, String> {
+    let Some(url) = var("REDIS_URL")?.filter(|u| !u.is_empty()) else { return Ok(None) };
+    let tls = url.starts_with("rediss");
+    let mut config = fawkes_redis::RedisConfig::new(url, "");
+    let file = |name: &str| -> Result<Option<std::path::PathBuf>, String> {
+        let Some(path) = var(name)?.filter(|p| !p.is_empty()) else { return Ok(None) };
+        std::fs::File::open(&path)
+            .map_err(|e| format!("{name} must name a readable file, got {path:?}: {}", reason(&e)))?;
+        if !tls {
+            return Err(format!("{name} needs a rediss:// REDIS_URL (TLS)"));
+        }
+        Ok(Some(path.into()))
+    };
+    (config.ca_file, config.cert_file, config.key_file) =
+        (file("REDIS_CA_FILE")?, file("REDIS_CERT_FILE")?, file("REDIS_KEY_FILE")?);
+    if config.cert_file.is_some() != config.key_file.is_some() {
+        return Err("REDIS_CERT_FILE and REDIS_KEY_FILE go together: give both or neither".into());
+    }
+    if let Some(v) = var("REDIS_SHARDED")? {
+        config.shards = v
+            .parse()
+            .ok()
+            .filter(|k| (1..=65_536).contains(k))
+            .ok_or_else(|| format!("REDIS_SHARDED must be a number of channels (1 to 65536), got {v:?}"))?;
+    }
+    Ok(Some(config))
+}
+
 /// Why the database at `url` (already without its password) could not be
 /// opened.
 fn database_error(url: &str, e: sqlx::Error) -> String {
@@ -131,24 +165,24 @@ async fn run() -> Result<(), String> {
     if node.as_deref() == Some("") {
         return Err("NODE_NAME must not be empty".into());
     }
-    let redis_url = var("REDIS_URL")?.filter(|u| !u.is_empty());
+    let redis = redis_config()?;
     tracing_subscriber::fmt().with_env_filter(log).init();
 
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
         .map_err(|e| format!("cannot listen on 127.0.0.1:{port}: {}", reason(&e)))?;
     let addr = listener.local_addr().map_err(|e| format!("cannot listen on 127.0.0.1:{port}: {}", reason(&e)))?;
-    let pubsub = match redis_url {
-        Some(url) => {
-            let node = node.unwrap_or_else(|| format!("fawkes-chat-{}", addr.port()));
-            let pubsub =
-                fawkes_redis::connect(fawkes_redis::RedisConfig::new(url, node)).await.map_err(|e| match e {
-                    fawkes_redis::RedisError::Url(url) => format!(
-                        "REDIS_URL must be redis://[[user]:password@]host[:port][/db], got {:?}",
-                        without_password(&url)
-                    ),
-                    e => e.to_string(),
-                })?;
+    let pubsub = match redis {
+        Some(mut config) => {
+            config.node_name = node.unwrap_or_else(|| format!("fawkes-chat-{}", addr.port()));
+            let pubsub = fawkes_redis::connect(config).await.map_err(|e| match e {
+                fawkes_redis::RedisError::Url(url) => format!(
+                    "REDIS_URL must be redis://[[user]:password@]host[:port][/db] (or rediss://, \
+                     redis+sentinel://host:port/master, redis+cluster://host:port,...), got {:?}",
+                    without_password(&url)
+                ),
+                e => e.to_string(),
+            })?;
             Some(pubsub)
         }
         None => None,

@@ -602,3 +602,68 @@ async fn after_a_restart_a_rejoin_gets_a_gap_and_the_database_the_rest() {
     let from_db = stored(&s, &tb, id, &format!("after={last_id}")).await;
     assert_eq!(from_db, vec![lost, after["id"].as_i64().unwrap()]);
 }
+
+/// A block made while Redis is down cannot reach the other node's cache by
+/// broadcast (delivery is at most once); once the link is back, every node
+/// forgets its cached block lists, and the block holds on both nodes.
+#[tokio::test]
+async fn block_lists_resynchronise_after_redis_comes_back() {
+    let mut redis = fawkes_redis::test_server::RedisServer::start();
+    let config = |name: &str| {
+        let mut c = fawkes_redis::RedisConfig::new(redis.url(), name);
+        c.reconnect_every = std::time::Duration::from_millis(100);
+        c.keepalive = std::time::Duration::from_millis(100);
+        c.deadline = std::time::Duration::from_millis(500);
+        c.connect_timeout = std::time::Duration::from_millis(500);
+        c
+    };
+    let cluster_a = fawkes_redis::connect_cluster(config("chat-a")).await.unwrap();
+    let cluster_b = fawkes_redis::connect_cluster(config("chat-b")).await.unwrap();
+    let a = start_node(None, Some(cluster_a.pubsub.clone())).await;
+    let b = start_node(Some((a.url.clone(), None)), Some(cluster_b.pubsub.clone())).await;
+    let (ta, alice) = sign_in(&a, &unique("alice")).await;
+    let (tb, _) = sign_in(&b, &unique("bob")).await;
+    let (tc, _) = sign_in(&b, &unique("carol")).await;
+    let id = room(&a, &ta).await;
+    for t in [&tb, &tc] {
+        let (status, _) = http(b.addr, "POST", &format!("/api/v1/rooms/{id}/members"), Some(t), None).await;
+        assert_eq!(status, 201);
+    }
+    let (_sa, ca) = join(&a, &ta, id).await;
+    let (_sb, cb) = join(&b, &tb, id).await;
+    let (_sc, cc) = join(&b, &tc, id).await;
+    // node b caches bob's (empty) block list while delivering this
+    let r = ca.push("new_message", json!({"body": "before"}));
+    assert_reply!(ca, r, "ok", any_payload);
+    assert_push!(cb, "new_message", |v: &Value| v["body"] == "before");
+    assert_push!(cc, "new_message", |v: &Value| v["body"] == "before");
+
+    redis.stop();
+    // bob blocks alice through node a: the announcement goes nowhere
+    let (status, _) = http(a.addr, "POST", "/api/v1/blocks", Some(&tb), Some(json!({"user_id": alice}))).await;
+    assert_eq!(status, 201);
+    let (before_a, before_b) = (cluster_a.stats.reconnects(), cluster_b.stats.reconnects());
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    redis.restart();
+    for _ in 0..200 {
+        if cluster_a.stats.reconnects() >= before_a + 2 && cluster_b.stats.reconnects() >= before_b + 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(cluster_b.stats.reconnects() >= before_b + 2, "node b did not reconnect");
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let r = ca.push("new_message", json!({"body": "after"}));
+    assert_reply!(ca, r, "ok", any_payload);
+    // carol gets it, so it crossed; bob's block holds on node b
+    assert_push!(cc, "new_message", |v: &Value| v["body"] == "after");
+    refute_push!(cb, "new_message", |v: &Value| v["body"] == "after");
+
+    // the adapter's counters are served with the endpoint's
+    let mut s = tokio::net::TcpStream::connect(a.addr).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await.unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).await.unwrap();
+    assert!(raw.contains("\nfawkes_connections "), "{raw}");
+    assert!(raw.contains(&format!("\nfawkes_redis_reconnects_total {}\n", cluster_a.stats.reconnects())), "{raw}");
+}

@@ -9,7 +9,18 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Every variable the server reads.
-const VARS: [&str; 6] = ["PORT", "DATABASE_URL", "SECRET_KEY_BASE", "REDIS_URL", "NODE_NAME", "RUST_LOG"];
+const VARS: [&str; 10] = [
+    "PORT",
+    "DATABASE_URL",
+    "SECRET_KEY_BASE",
+    "REDIS_URL",
+    "NODE_NAME",
+    "RUST_LOG",
+    "REDIS_CA_FILE",
+    "REDIS_CERT_FILE",
+    "REDIS_KEY_FILE",
+    "REDIS_SHARDED",
+];
 
 const PASSWORD: &str = "hunter2-not-for-logs";
 
@@ -101,6 +112,22 @@ fn bad_values_are_named_with_the_variable() {
         (&[("RUST_LOG", "info,=[")], "RUST_LOG must be a log filter"),
         (&[("REDIS_URL", "redis://127.0.0.1:1"), ("NODE_NAME", "")], "NODE_NAME must not be empty"),
         (&[("REDIS_URL", "http://127.0.0.1:6379")], r#"REDIS_URL must be redis://"#),
+        (
+            &[("REDIS_URL", "redis://127.0.0.1:1"), ("REDIS_SHARDED", "many")],
+            r#"REDIS_SHARDED must be a number of channels (1 to 65536), got "many""#,
+        ),
+        (
+            &[("REDIS_URL", "rediss://127.0.0.1:1"), ("REDIS_KEY_FILE", "/nonexistent/key.pem")],
+            r#"REDIS_KEY_FILE must name a readable file, got "/nonexistent/key.pem": no such file or directory"#,
+        ),
+        (
+            &[("REDIS_URL", "redis://127.0.0.1:1"), ("REDIS_CA_FILE", "Cargo.toml")],
+            "REDIS_CA_FILE needs a rediss:// REDIS_URL (TLS)",
+        ),
+        (
+            &[("REDIS_URL", "rediss://127.0.0.1:1"), ("REDIS_KEY_FILE", "Cargo.toml")],
+            "REDIS_CERT_FILE and REDIS_KEY_FILE go together: give both or neither",
+        ),
     ] {
         let mut env = env.to_vec();
         let port = closed_port().to_string();

@@ -32,8 +32,11 @@ pub(crate) enum Scenario {
         #[command(flatten)]
         common: Common,
     },
-    /// S subscribers on one topic, a publisher at R messages/s; delivery,
-    /// latency and server CPU per delivery.
+    /// S subscribers on T topics (one by default), a publisher at R
+    /// messages/s round-robin over the topics; delivery, latency and server
+    /// CPU per delivery. Subscriber i joins topic i mod T on node i mod M
+    /// (the --url server, then each --node-url): with T a multiple of M, each
+    /// topic's subscribers are on one node.
     #[command(allow_negative_numbers = true)]
     Fanout {
         /// Subscribers.
@@ -49,6 +52,21 @@ pub(crate) enum Scenario {
         /// [default: the --url server].
         #[arg(long, value_name = "URL", value_parser = loopback)]
         publish_url: Option<SocketAddr>,
+        /// Topics the subscribers are spread over.
+        #[arg(long, default_value_t = 1, value_parser = value_parser!(u64).range(1..=1_000_000))]
+        topics: u64,
+        /// Another node of the cluster that subscribers connect to (loopback
+        /// only; repeatable).
+        #[arg(long = "node-url", value_name = "URL", value_parser = loopback)]
+        node_urls: Vec<SocketAddr>,
+        /// The process of each --node-url, in the same order, for its CPU
+        /// time per delivery (repeatable).
+        #[arg(long = "node-pid", value_name = "PID", value_parser = process)]
+        node_pids: Vec<u32>,
+        /// A Redis server process, for its CPU time (repeatable: a
+        /// cluster's).
+        #[arg(long = "redis-pid", value_name = "PID", value_parser = process)]
+        redis_pids: Vec<u32>,
         /// `true`: a `history:*` topic (every broadcast positioned and
         /// kept), to measure what history costs.
         #[arg(long, default_value_t = false, action = ArgAction::Set, value_name = "true|false")]
@@ -406,18 +424,34 @@ struct SubStats {
     hist: Histogram,
 }
 
-/// S subscribers on one topic, a publisher at R messages/s.
-async fn fanout(
-    o: &Common,
+/// What `fanout` is asked for.
+struct Fanout {
     subs: u64,
     rate: u64,
     bytes: u64,
     publish: Option<SocketAddr>,
+    topics: u64,
+    node_urls: Vec<SocketAddr>,
+    node_pids: Vec<u32>,
+    redis_pids: Vec<u32>,
     history: bool,
-) -> Result<(), String> {
+}
+
+/// CPU time of several processes (`None` for one that cannot be read).
+fn cpus(pids: &[Option<u32>]) -> Vec<Option<Duration>> {
+    pids.iter().map(|p| server_cpu(*p)).collect()
+}
+
+/// S subscribers on T topics over M nodes, a publisher at R messages/s.
+async fn fanout(o: &Common, f: Fanout) -> Result<(), String> {
+    let Fanout { subs, rate, bytes, publish, topics, node_urls, node_pids, redis_pids, history } = f;
     raise_nofile();
+    let run = run_id();
     let prefix = if history { "history" } else { "room" };
-    let topic = format!("{prefix}:fanout-{}", run_id());
+    let topic_of =
+        |i: u64| if topics == 1 { format!("{prefix}:fanout-{run}") } else { format!("{prefix}:fanout-{run}-{i}") };
+    let nodes: Vec<SocketAddr> = std::iter::once(o.server).chain(node_urls.iter().copied()).collect();
+    let n_nodes = nodes.len() as u64;
     let base = Instant::now();
     let stop = Arc::new(Notify::new());
     let gate = Arc::new(Semaphore::new(256));
@@ -425,7 +459,8 @@ async fn fanout(
     let ready = Arc::new(AtomicU64::new(0));
     for i in 0..subs {
         let permit = gate.clone().acquire_owned().await.map_err(|e| e.to_string())?;
-        let (server, topic, stop, ready) = (o.server, topic.clone(), stop.clone(), ready.clone());
+        let (node, t) = (i % n_nodes, i % topics);
+        let (server, topic, stop, ready) = (nodes[node as usize], topic_of(t), stop.clone(), ready.clone());
         tasks.push(tokio::spawn(async move {
             let mut c = connect_joined(server, i, "", &topic, 64 * 1024).await.ok()?;
             drop(permit);
@@ -453,7 +488,7 @@ async fn fanout(
                     }
                 }
             }
-            Some(st)
+            Some((node, t, st))
         }));
     }
     while ready.load(Ordering::Relaxed) + (tasks.iter().filter(|t| t.is_finished()).count() as u64) < subs {
@@ -461,12 +496,37 @@ async fn fanout(
     }
     let joined = ready.load(Ordering::Relaxed);
     let publish = publish.unwrap_or(o.server);
-    let mut publisher = connect_joined(publish, subs + 1, "", &topic, 64 * 1024)
-        .await
-        .map_err(|e| format!("the publisher cannot join {topic} on {publish}: {}", reason(&e)))?;
-    // the publisher's replies are read and dropped
+    // the publishers join every topic (one may only broadcast on a topic it
+    // joined), 100 topics each: a socket's channel limit
+    const PER_PUBLISHER: u64 = 100;
+    let failed = |e: std::io::Error| format!("a publisher's connection to {publish} failed: {}", reason(&e));
+    let mut publishers = Vec::new();
+    for p in 0..topics.div_ceil(PER_PUBLISHER) {
+        let first = p * PER_PUBLISHER;
+        let mut c = connect_joined(publish, subs + 1 + p, "", &topic_of(first), 64 * 1024)
+            .await
+            .map_err(|e| format!("a publisher cannot join {} on {publish}: {}", topic_of(first), reason(&e)))?;
+        let last = (first + PER_PUBLISHER).min(topics);
+        for t in first + 1..last {
+            c.queue_text(json!(["1", format!("j{t}"), topic_of(t), "phx_join", {}]).to_string().as_bytes());
+        }
+        c.flush().await.map_err(failed)?;
+        let mut joins = first + 1;
+        while joins < last {
+            let f = c.next().await.map_err(failed)?;
+            if reply_slot(c.payload(&f), b'j').is_some() {
+                joins += 1;
+            }
+        }
+        publishers.push(c);
+    }
+    // the publishers' replies are read and dropped
     let pad = "x".repeat(bytes.saturating_sub(40) as usize);
-    let cpu0 = server_cpu(o.pid);
+    let watched: Vec<Option<u32>> = std::iter::once(o.pid)
+        .chain(node_pids.iter().map(|p| Some(*p)))
+        .chain(redis_pids.iter().map(|p| Some(*p)))
+        .collect();
+    let cpu0 = cpus(&watched);
     let wall0 = Instant::now();
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
     let total = (o.duration.as_secs_f64() * rate as f64) as u64;
@@ -476,66 +536,121 @@ async fn fanout(
         let now = Instant::now();
         while next <= now && sent < total {
             let t = u64::try_from(base.elapsed().as_nanos()).unwrap_or(0);
-            publisher.queue_text(
-                json!(["1", sent.to_string(), topic, "broadcast_from", {"t": t, "s": sent, "p": pad}])
+            let topic = sent % topics;
+            publishers[(topic / PER_PUBLISHER) as usize].queue_text(
+                json!(["1", sent.to_string(), topic_of(topic), "broadcast_from", {"t": t, "s": sent, "p": pad}])
                     .to_string()
                     .as_bytes(),
             );
             sent += 1;
             next += interval;
         }
-        publisher.flush().await.map_err(|e| format!("the publisher's connection failed: {}", reason(&e)))?;
-        while publisher.parse().is_some() {}
+        for c in &mut publishers {
+            c.flush().await.map_err(failed)?;
+            // whatever arrived (replies), without waiting
+            while let Ok(r) = tokio::time::timeout(Duration::ZERO, c.next()).await {
+                r.map_err(failed)?;
+            }
+        }
         let wait = next.saturating_duration_since(Instant::now());
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            r = publisher.next() => { r.map_err(|e| format!("the publisher's connection failed: {}", reason(&e)))?; }
+            r = publishers[0].next() => { r.map_err(failed)?; }
         }
     }
     // let the last messages arrive
     tokio::time::sleep(Duration::from_secs(2)).await;
     let wall = wall0.elapsed();
-    let cpu1 = server_cpu(o.pid);
+    let cpu1 = cpus(&watched);
     stop.notify_waiters();
     let mut hist = Histogram::new();
-    let (mut received, mut dups, mut ooo) = (0u64, 0u64, 0u64);
-    for t in tasks {
-        if let Ok(Some(st)) = t.await {
+    let (mut received, mut dups, mut ooo, mut expected) = (0u64, 0u64, 0u64, 0u64);
+    let mut per_node = vec![0u64; nodes.len()];
+    for task in tasks {
+        if let Ok(Some((node, t, st))) = task.await {
             received += st.received;
             dups += st.dups;
             ooo += st.out_of_order;
             hist.merge(&st.hist);
+            per_node[node as usize] += st.received;
+            // the messages sent on topic t: s < sent with s mod T = t
+            expected += sent / topics + u64::from(t < sent % topics);
         }
     }
-    let expected = joined * sent;
     let lost = expected.saturating_sub(received - dups);
-    let cpu = match (cpu0, cpu1) {
-        (Some(a), Some(b)) if received > 0 => Some((b - a).as_secs_f64() * 1e6 / received as f64),
+    let used = |i: usize| match (cpu0[i], cpu1[i]) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a)),
         _ => None,
     };
+    let per_delivery = |i: usize, n: u64| used(i).filter(|_| n > 0).map(|c| c.as_secs_f64() * 1e6 / n as f64);
+    let cpu = per_delivery(0, if nodes.len() == 1 { received } else { per_node[0] });
+    let mut rows = vec![
+        ("subscribers".into(), format!("{joined} of {subs} on {} topic(s), {} node(s)", topics, nodes.len())),
+        ("published".into(), format!("{sent} at {rate}/s, {bytes} B")),
+        (
+            "delivered".into(),
+            format!(
+                "{received} of {expected} ({:.2} %, {:.0}/s over {:.1} s)",
+                if expected > 0 { received as f64 * 100.0 / expected as f64 } else { 0.0 },
+                received as f64 / wall.as_secs_f64(),
+                wall.as_secs_f64()
+            ),
+        ),
+        ("lost / duplicated / out of order".into(), format!("{lost} / {dups} / {ooo}")),
+        (
+            "latency p50 / p99 / max".into(),
+            format!(
+                "{:.2} / {:.2} / {:.2} ms",
+                hist.percentile_ms(50.0),
+                hist.percentile_ms(99.0),
+                hist.percentile_ms(100.0)
+            ),
+        ),
+        ("server CPU per delivery".into(), cpu.map_or("n/a (no --pid)".into(), |c| format!("{c:.3} µs"))),
+    ];
+    let mut node_json = Vec::new();
+    for (i, addr) in nodes.iter().enumerate() {
+        let c = used(i);
+        let each = per_delivery(i, per_node[i]);
+        if nodes.len() > 1 {
+            rows.push((
+                format!("node {addr}"),
+                format!(
+                    "{} delivered; CPU {}{}",
+                    per_node[i],
+                    c.map_or("n/a".into(), |c| format!(
+                        "{:.2} s ({:.0} % of a core)",
+                        c.as_secs_f64(),
+                        c.as_secs_f64() * 100.0 / wall.as_secs_f64()
+                    )),
+                    each.map_or(String::new(), |e| format!(", {e:.3} µs per delivery"))
+                ),
+            ));
+        }
+        node_json.push(json!({"url": addr.to_string(), "delivered": per_node[i], "cpu_s": c.map(|c| c.as_secs_f64()), "cpu_us_per_delivery": each}));
+    }
+    let mut redis_json = Vec::new();
+    for (j, pid) in redis_pids.iter().enumerate() {
+        let c = used(1 + node_pids.len() + j);
+        rows.push((
+            format!("redis {pid}"),
+            c.map_or("n/a".into(), |c| {
+                format!(
+                    "CPU {:.2} s ({:.0} % of a core), {:.2} µs per published message",
+                    c.as_secs_f64(),
+                    c.as_secs_f64() * 100.0 / wall.as_secs_f64(),
+                    c.as_secs_f64() * 1e6 / sent.max(1) as f64
+                )
+            }),
+        ));
+        redis_json.push(json!({"pid": pid, "cpu_s": c.map(|c| c.as_secs_f64())}));
+    }
     report(
         "fanout",
-        &[
-            ("subscribers".into(), format!("{joined} of {subs}")),
-            ("published".into(), format!("{sent} at {rate}/s, {bytes} B")),
-            (
-                "delivered".into(),
-                format!("{received} ({:.0}/s over {:.1} s)", received as f64 / wall.as_secs_f64(), wall.as_secs_f64()),
-            ),
-            ("lost / duplicated / out of order".into(), format!("{lost} / {dups} / {ooo}")),
-            (
-                "latency p50 / p99 / max".into(),
-                format!(
-                    "{:.2} / {:.2} / {:.2} ms",
-                    hist.percentile_ms(50.0),
-                    hist.percentile_ms(99.0),
-                    hist.percentile_ms(100.0)
-                ),
-            ),
-            ("server CPU per delivery".into(), cpu.map_or("n/a (no --pid)".into(), |c| format!("{c:.3} µs"))),
-        ],
-        json!({"scenario": "fanout", "subscribers": joined, "rate": rate, "bytes": bytes, "published": sent, "delivered": received, "lost": lost, "duplicated": dups, "out_of_order": ooo,
-               "p50_ms": hist.percentile_ms(50.0), "p99_ms": hist.percentile_ms(99.0), "max_ms": hist.percentile_ms(100.0), "cpu_us_per_delivery": cpu, "wall_s": wall.as_secs_f64()}),
+        &rows,
+        json!({"scenario": "fanout", "subscribers": joined, "topics": topics, "rate": rate, "bytes": bytes, "published": sent, "expected": expected, "delivered": received, "lost": lost, "duplicated": dups, "out_of_order": ooo,
+               "p50_ms": hist.percentile_ms(50.0), "p99_ms": hist.percentile_ms(99.0), "max_ms": hist.percentile_ms(100.0), "cpu_us_per_delivery": cpu, "wall_s": wall.as_secs_f64(),
+               "nodes": node_json, "redis": redis_json}),
     );
     Ok(())
 }
@@ -1200,8 +1315,37 @@ pub(crate) fn run(scenario: Scenario) -> Result<(), String> {
         let work = async {
             match scenario {
                 Scenario::Conns { n, join, .. } => conns(&o, n, join).await,
-                Scenario::Fanout { subscribers, rate, bytes, publish_url, history, .. } => {
-                    fanout(&o, subscribers, rate, bytes, publish_url, history).await
+                Scenario::Fanout {
+                    subscribers,
+                    rate,
+                    bytes,
+                    publish_url,
+                    topics,
+                    node_urls,
+                    node_pids,
+                    redis_pids,
+                    history,
+                    ..
+                } => {
+                    if !node_pids.is_empty() && node_pids.len() != node_urls.len() {
+                        return Err(format!(
+                            "give one --node-pid per --node-url ({} for {})",
+                            node_pids.len(),
+                            node_urls.len()
+                        ));
+                    }
+                    let f = Fanout {
+                        subs: subscribers,
+                        rate,
+                        bytes,
+                        publish: publish_url,
+                        topics,
+                        node_urls,
+                        node_pids,
+                        redis_pids,
+                        history,
+                    };
+                    fanout(&o, f).await
                 }
                 Scenario::Echo { clients, in_flight, .. } => echo(&o, clients, in_flight).await,
                 Scenario::Churn { rate, .. } => churn(&o, rate).await,

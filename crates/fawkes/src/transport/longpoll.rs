@@ -167,6 +167,9 @@ async fn relay<S: Socket>(
         }
     });
     payload["reply_to"] = Value::String(reply_to);
+    // the answer comes straight to this node: with sharded fan-out, a
+    // broadcast to the fresh reply topic could beat its subscription
+    payload["reply_node"] = Value::String(pubsub.node_name().to_owned());
     let request = Broadcast::new(format!("phx:lp:{token}"), event, Payload::from(payload));
     if pubsub.direct_broadcast(node, request).is_err() {
         return None;
@@ -207,7 +210,12 @@ impl<S: Socket> Subscriber for RelaySubscriber<S> {
                 }
                 _ => return,
             };
-            let _ = shared.endpoint.pubsub().broadcast(Broadcast::new(reply_to, "reply", Payload::from(answer)));
+            let reply = Broadcast::new(reply_to, "reply", Payload::from(answer));
+            let pubsub = shared.endpoint.pubsub();
+            let _ = match req.get("reply_node").and_then(Value::as_str) {
+                Some(node) => pubsub.direct_broadcast(node, reply),
+                None => pubsub.broadcast(reply).map(drop),
+            };
         });
         Delivery::Delivered
     }
