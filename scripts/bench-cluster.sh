@@ -33,12 +33,13 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 wait_for() { for _ in $(seq 200); do curl -sf "http://127.0.0.1:$1/health" >/dev/null 2>&1 && return; sleep 0.05; done; echo "node on $1 did not start" >&2; exit 1; }
 
 redis_pids=()
+redis_ports=()
 case "$mode" in
   single) nodes=1; url="" ;;
   redis)
     port=$(free_port)
     redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no >/dev/null 2>&1 &
-    pids+=($!); redis_pids+=($!)
+    pids+=($!); redis_pids+=($!); redis_ports+=("$port")
     sleep 0.5
     url="redis://127.0.0.1:$port" ;;
   sharded)
@@ -48,7 +49,7 @@ case "$mode" in
       while [ "$port" -gt 55000 ]; do port=$(free_port); done
       redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --cluster-enabled yes \
         --cluster-config-file "$dir/nodes-$i.conf" --dir "$dir" >/dev/null 2>&1 &
-      pids+=($!); redis_pids+=($!); ports+=("$port")
+      pids+=($!); redis_pids+=($!); redis_ports+=("$port"); ports+=("$port")
     done
     sleep 0.5
     redis-cli --cluster create "${ports[@]/#/127.0.0.1:}" --cluster-replicas 0 --cluster-yes >/dev/null
@@ -69,6 +70,19 @@ for k in $(seq "$nodes"); do
   wait_for "$port"
 done
 
+# one more node without subscribers: what receiving the fleet's traffic
+# costs a node by itself (CPU from /proc, user + system ticks)
+idle_pid=
+if [ "$mode" != single ]; then
+  port=$(free_port)
+  env RATE_LIMITS=off PORT="$port" REDIS_URL="$url" NODE_NAME="node-idle" "${sharding[@]}" \
+    ./target/release/conformance-server >/dev/null 2>&1 &
+  idle_pid=$!; pids+=($!)
+  wait_for "$port"
+fi
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+[ -n "$idle_pid" ] && idle0=$(ticks "$idle_pid")
+
 args=(--url "http://127.0.0.1:${node_ports[0]}" --pid "${node_pids[0]}")
 for k in $(seq 1 $((nodes - 1))); do
   args+=(--node-url "http://127.0.0.1:${node_ports[$k]}" --node-pid "${node_pids[$k]}")
@@ -79,4 +93,13 @@ for p in "${redis_pids[@]}"; do args+=(--redis-pid "$p"); done
 # what each node's Redis adapter counted
 for k in $(seq 0 $((nodes - 1))); do
   echo "node-$((k + 1)): $(curl -s "http://127.0.0.1:${node_ports[$k]}/metrics" | grep '^fawkes_redis_' | grep -v '_bytes\|_channels ' | tr '\n' ' ')"
+done
+if [ -n "$idle_pid" ]; then
+  idle1=$(ticks "$idle_pid")
+  echo "idle node (no subscribers): CPU $(( (idle1 - idle0) * 10 )) ms over the run; $(curl -s "http://127.0.0.1:$port/metrics" | grep '^fawkes_redis_received_total')"
+fi
+# Redis's own account of the publishes (usec_per_call includes writing to
+# every subscriber's buffer)
+for rport in "${redis_ports[@]}"; do
+  echo "redis :$rport: $(redis-cli -p "$rport" INFO commandstats | grep -E 'cmdstat_s?publish:' | tr -d '\r')"
 done
