@@ -29,6 +29,7 @@
 //! assert_eq!(*seen.lock().unwrap(), vec!["new_msg".to_string()]);
 //! ```
 
+pub mod history;
 mod registry;
 mod remote;
 

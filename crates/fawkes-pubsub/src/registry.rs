@@ -21,6 +21,20 @@ const SHARDS: usize = 32;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SubscriberId(u64);
 
+impl SubscriberId {
+    /// The id as a number, to carry through a transport that comes back to
+    /// this node (a history appended through Redis and delivered on return).
+    pub fn to_raw(self) -> u64 {
+        self.0
+    }
+
+    /// The id [`SubscriberId::to_raw`] gave: meaningful only on the node
+    /// whose PubSub made it.
+    pub fn from_raw(raw: u64) -> SubscriberId {
+        SubscriberId(raw)
+    }
+}
+
 #[derive(Clone)]
 struct Entry {
     id: SubscriberId,

@@ -297,6 +297,9 @@ pub enum BroadcastError {
     /// The PubSub could not deliver to other nodes.
     #[error(transparent)]
     PubSub(#[from] fawkes_pubsub::PubSubError),
+    /// The shared history could not take the broadcast.
+    #[error("the shared history refused the broadcast: {0}")]
+    History(String),
 }
 
 /// What goes into a channel task's mailbox.

@@ -248,8 +248,15 @@ impl Endpoint {
     pub fn broadcast(&self, topic: &str, event: &str, payload: impl Into<Payload>) -> Result<(), BroadcastError> {
         let b = checked(topic, event, payload.into())?;
         match self.inner.history.keeping(topic, event) {
-            Some(h) => h.append(b, &self.inner.history, |b| self.inner.pubsub.broadcast(b))?,
-            None => self.inner.pubsub.broadcast(b)?,
+            Some(h) => match self.inner.history.shared() {
+                Some(shared) => shared.append(b, None, h.config()).map_err(BroadcastError::History)?,
+                None => {
+                    h.append(b, &self.inner.history, |b| self.inner.pubsub.broadcast(b))?;
+                }
+            },
+            None => {
+                self.inner.pubsub.broadcast(b)?;
+            }
         };
         Ok(())
     }
@@ -275,6 +282,14 @@ impl Endpoint {
         if let Err(e) = self.inner.history.add(pattern, config) {
             panic!("{e}");
         }
+    }
+
+    /// Keeps the history of every topic with history in `store`, shared by
+    /// the cluster's nodes, instead of in this node's memory (see
+    /// [`SharedHistory`](crate::history::SharedHistory); `fawkes-redis`
+    /// provides one on Redis Streams). Set it before the first connection.
+    pub fn set_shared_history(&self, store: Arc<dyn crate::history::SharedHistory>) {
+        self.inner.history.set_shared(store);
     }
 
     /// Sets the budget of history bytes kept across every topic of this
@@ -307,8 +322,15 @@ impl Endpoint {
     ) -> Result<(), BroadcastError> {
         let b = checked(topic, event, payload.into())?;
         match self.inner.history.keeping(topic, event) {
-            Some(h) => h.append(b, &self.inner.history, |b| self.inner.pubsub.broadcast_from(from, b))?,
-            None => self.inner.pubsub.broadcast_from(from, b)?,
+            Some(h) => match self.inner.history.shared() {
+                Some(shared) => shared.append(b, Some(from), h.config()).map_err(BroadcastError::History)?,
+                None => {
+                    h.append(b, &self.inner.history, |b| self.inner.pubsub.broadcast_from(from, b))?;
+                }
+            },
+            None => {
+                self.inner.pubsub.broadcast_from(from, b)?;
+            }
         };
         Ok(())
     }

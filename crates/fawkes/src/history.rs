@@ -27,88 +27,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fawkes_protocol::{Broadcast, Ref};
+use fawkes_protocol::Broadcast;
 use parking_lot::{Mutex, RwLock};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::router::Pattern;
 
-/// The event a channel receives after a join whose `since` position cannot
-/// be served whole: `{"reason": ..., "since": <the position asked for>,
-/// "from": <the first position replayed, or null>}`. `reason` is
-/// `"expired"` (broadcasts after `since` were dropped from the history:
-/// too old, or over its bounds), `"epoch"` (the history was lost since:
-/// the node restarted, or Redis lost it) or `"invalid"` (not a position of
-/// this topic). Everything still kept follows, then live broadcasts.
-pub const GAP_EVENT: &str = "history_gap";
-
-/// Bounds of one topic's history. A broadcast is dropped from the history
-/// when any bound is reached (the oldest first).
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct HistoryConfig {
-    /// Events that are neither positioned nor kept: ephemeral signals such
-    /// as typing notices, which a client that was away has no use for
-    /// (default none). They are broadcast as on a topic without history.
-    pub ephemeral: Vec<String>,
-    /// Most broadcasts kept (default 1000).
-    pub max_messages: usize,
-    /// Most payload bytes kept (default 4 MiB).
-    pub max_bytes: usize,
-    /// Oldest broadcast kept (default 5 minutes).
-    pub max_age: Duration,
-}
-
-impl Default for HistoryConfig {
-    fn default() -> Self {
-        HistoryConfig {
-            ephemeral: Vec::new(),
-            max_messages: 1000,
-            max_bytes: 4 << 20,
-            max_age: Duration::from_secs(300),
-        }
-    }
-}
-
-impl HistoryConfig {
-    /// The defaults: 1000 broadcasts, 4 MiB, 5 minutes.
-    pub fn new() -> HistoryConfig {
-        HistoryConfig::default()
-    }
-
-    /// Keeps at most `n` broadcasts.
-    #[must_use]
-    pub fn max_messages(mut self, n: usize) -> Self {
-        self.max_messages = n;
-        self
-    }
-
-    /// Keeps at most `bytes` of payloads.
-    #[must_use]
-    pub fn max_bytes(mut self, bytes: usize) -> Self {
-        self.max_bytes = bytes;
-        self
-    }
-
-    /// Keeps broadcasts at most `age` old.
-    #[must_use]
-    pub fn max_age(mut self, age: Duration) -> Self {
-        self.max_age = age;
-        self
-    }
-
-    /// Neither positions nor keeps these events (see [`HistoryConfig::ephemeral`]).
-    #[must_use]
-    pub fn ephemeral<E: Into<String>>(mut self, events: impl IntoIterator<Item = E>) -> Self {
-        self.ephemeral.extend(events.into_iter().map(Into::into));
-        self
-    }
-
-    /// Whether broadcasts of `event` are kept.
-    pub(crate) fn keeps(&self, event: &str) -> bool {
-        !self.ephemeral.iter().any(|e| e == event)
-    }
-}
+pub use fawkes_pubsub::history::{parse_position, position, HistoryConfig, Replay, SharedHistory, GAP_EVENT};
 
 /// The default of [`Endpoint::set_history_budget`](crate::Endpoint::set_history_budget): 256 MiB.
 pub const DEFAULT_HISTORY_BUDGET: usize = 256 << 20;
@@ -139,45 +64,14 @@ struct TopicInner {
     touched: Instant,
 }
 
-/// What a rejoin gets: an optional gap, then the broadcasts to replay.
-pub(crate) struct Replay {
-    pub(crate) gap: Option<Value>,
-    pub(crate) items: Vec<Broadcast>,
-}
-
 fn new_epoch() -> Arc<str> {
-    const LETTERS: &[u8] = b"abcdefghijklmnopqrstuvwxyz";
-    const ALNUM: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     let mut bytes = [0u8; 8];
     if getrandom::fill(&mut bytes).is_err() {
         // a clock-derived epoch still differs between runs
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
         bytes = (nanos as u64).to_le_bytes();
     }
-    let mut s = String::with_capacity(8);
-    s.push(char::from(LETTERS[usize::from(bytes[0]) % LETTERS.len()]));
-    for b in &bytes[1..] {
-        s.push(char::from(ALNUM[usize::from(*b) % ALNUM.len()]));
-    }
-    Arc::from(s)
-}
-
-/// The position `<epoch>.<offset>` as a ref.
-pub(crate) fn position(epoch: &str, offset: u64) -> Ref {
-    Ref::from(format!("{epoch}.{offset}"))
-}
-
-/// Splits a position into its epoch and offset.
-pub(crate) fn parse_position(p: &str) -> Option<(&str, u64)> {
-    let (epoch, offset) = p.split_once('.')?;
-    let first = epoch.chars().next()?;
-    if !first.is_ascii_alphabetic() || !epoch.chars().all(|c| c.is_ascii_alphanumeric()) {
-        return None;
-    }
-    if offset.is_empty() || !offset.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    Some((epoch, offset.parse().ok()?))
+    Arc::from(fawkes_pubsub::history::epoch_from(bytes))
 }
 
 impl TopicHistory {
@@ -192,6 +86,11 @@ impl TopicHistory {
                 touched: now,
             }),
         }
+    }
+
+    /// The topic's bounds.
+    pub(crate) fn config(&self) -> &HistoryConfig {
+        &self.config
     }
 
     /// Gives `b` the topic's next position, keeps it, and runs `dispatch`
@@ -285,13 +184,8 @@ impl TopicInner {
         self.entries.iter().map(|e| e.broadcast.clone()).collect()
     }
 
-    fn first_position(&self) -> Value {
-        self.entries.front().map_or(Value::Null, |e| position(&self.epoch, e.offset).as_value().clone())
-    }
-
     fn gap(&self, reason: &str, since: &Value) -> Replay {
-        let gap = json!({"reason": reason, "since": since, "from": self.first_position()});
-        Replay { gap: Some(gap), items: self.all() }
+        Replay::gap(reason, since, self.all())
     }
 
     fn since(&self, since: &Value) -> Replay {
@@ -316,6 +210,7 @@ impl TopicInner {
 /// The histories of an endpoint: which topics have one, and their state.
 pub(crate) struct Histories {
     patterns: RwLock<Vec<(Pattern, HistoryConfig)>>,
+    shared: RwLock<Option<Arc<dyn SharedHistory>>>,
     topics: Mutex<HashMap<String, Arc<TopicHistory>>>,
     bytes: AtomicUsize,
     budget: AtomicUsize,
@@ -335,6 +230,7 @@ impl Histories {
     pub(crate) fn new() -> Histories {
         Histories {
             patterns: RwLock::new(Vec::new()),
+            shared: RwLock::new(None),
             topics: Mutex::new(HashMap::new()),
             bytes: AtomicUsize::new(0),
             budget: AtomicUsize::new(DEFAULT_HISTORY_BUDGET),
@@ -346,6 +242,15 @@ impl Histories {
         let pattern = Pattern::parse(pattern)?;
         self.patterns.write().push((pattern, config));
         Ok(())
+    }
+
+    pub(crate) fn set_shared(&self, store: Arc<dyn SharedHistory>) {
+        *self.shared.write() = Some(store);
+    }
+
+    /// The shared store, when there is one.
+    pub(crate) fn shared(&self) -> Option<Arc<dyn SharedHistory>> {
+        self.shared.read().clone()
     }
 
     pub(crate) fn set_budget(&self, bytes: usize) {
@@ -435,6 +340,7 @@ impl Histories {
 #[cfg(test)]
 mod tests {
     use fawkes_protocol::Payload;
+    use serde_json::json;
 
     use super::*;
 

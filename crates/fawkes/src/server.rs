@@ -248,9 +248,27 @@ async fn join<S: Socket, C: Channel<S>>(
             // a rejoin: live broadcasts wait behind the gate until what the
             // client missed is sent
             let gate = Arc::new(Gate::new(subscriber));
-            let (subscription, replay) =
-                history.subscribe_since(Some(&since), histories, || pubsub.subscribe(&topic, gate.clone()));
-            (subscription, Some((gate, replay)))
+            match histories.shared() {
+                None => {
+                    let (subscription, replay) =
+                        history.subscribe_since(Some(&since), histories, || pubsub.subscribe(&topic, gate.clone()));
+                    (subscription, Some((gate, replay)))
+                }
+                Some(shared) => {
+                    // subscribed first, read second: what is broadcast in
+                    // between is both held and replayed, and the gate drops
+                    // what was replayed
+                    let subscription = pubsub.subscribe(&topic, gate.clone());
+                    let replay = match shared.since(&topic, &since, history.config()).await {
+                        Ok(replay) => replay,
+                        Err(e) => {
+                            tracing::warn!(topic = %topic, error = %e, "the shared history could not be read");
+                            crate::history::Replay::gap("unavailable", &since, Vec::new())
+                        }
+                    };
+                    (subscription, Some((gate, replay)))
+                }
+            }
         }
     };
     task.ctx.sub_id = Some(subscription.id());
@@ -269,13 +287,23 @@ async fn join<S: Socket, C: Channel<S>>(
             }
         }
         let replayed = replay.items.len();
+        let mut last = None;
         for b in replay.items {
+            last = b.position.clone().or(last);
             deliver_own(&mut channel, &mut task, b).await;
         }
-        // then what arrived meanwhile, until the gate opens with nothing
-        // left behind it
+        // then what arrived meanwhile (but what was just replayed), until
+        // the gate opens with nothing left behind it
+        let last = last.as_ref().and_then(|p| p.as_value().as_str()).and_then(crate::history::parse_position);
         while let Some(items) = gate.take_or_open() {
             for b in items {
+                let at =
+                    b.position.as_ref().and_then(|p| p.as_value().as_str()).and_then(crate::history::parse_position);
+                if let (Some((epoch, offset)), Some((last_epoch, last_offset))) = (at, last) {
+                    if epoch == last_epoch && offset <= last_offset {
+                        continue;
+                    }
+                }
                 deliver_own(&mut channel, &mut task, b).await;
             }
         }
