@@ -115,7 +115,7 @@ impl Replay {
 /// to every node, this one included, in the order of the positions; a
 /// rejoin reads from it, so a client that reconnects to another node, or
 /// to its node after a restart, recovers too.
-pub trait SharedHistory: Send + Sync + 'static {
+pub trait SharedHistory: std::fmt::Debug + Send + Sync + 'static {
     /// Queues `broadcast` (on a topic kept by `config`) to be positioned,
     /// kept and delivered to every node's local subscribers, on this node
     /// but to the subscription `except`. Must not block: queue and return.
@@ -167,4 +167,9 @@ pub fn epoch_from(bytes: [u8; 8]) -> String {
         s.push(char::from(ALNUM[usize::from(*b) % ALNUM.len()]));
     }
     s
+}
+
+/// A position received as text, as a ref (checked with [`parse_position`]).
+pub fn position_ref(position: &str) -> Ref {
+    Ref::from(position.to_owned())
 }

@@ -68,7 +68,8 @@ impl Channels {
     /// The channels this node must be subscribed to now.
     pub(crate) fn wanted(&self) -> BTreeSet<Arc<str>> {
         if !self.sharded() {
-            return BTreeSet::from([self.base.clone()]);
+            // and the history channel (see the history module)
+            return BTreeSet::from([self.base.clone(), Arc::from(crate::history::channel_of(&self.base))]);
         }
         let topics = self.topics.lock();
         let mut wanted: BTreeSet<Arc<str>> =

@@ -53,11 +53,14 @@
 //! ```
 
 mod channels;
+mod history;
 mod publisher;
 mod subscriber;
 mod target;
 pub mod test_server;
 pub mod wire;
+
+pub use history::RedisHistory;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -321,6 +324,12 @@ pub struct Cluster {
     pub pubsub: PubSub,
     /// What the adapter did so far.
     pub stats: Arc<RedisStats>,
+    /// Topic history kept on Redis Streams for every node: give it to the
+    /// endpoint (`Endpoint::set_shared_history`) so that a client recovers
+    /// what it missed on any node, and after a node restarts. Its
+    /// connection is made on first use (single server or sentinel; not on
+    /// a Redis Cluster, and not in sharded mode).
+    pub history: Arc<RedisHistory>,
 }
 
 /// Connects to Redis and returns a PubSub that spans the cluster. Waits
@@ -370,7 +379,8 @@ pub async fn connect_cluster(config: RedisConfig) -> Result<Cluster, RedisError>
     let first = subscriber::SubConn::open(&ctx, &channels, pubsub.downgrade()).await.map_err(failed)?;
     tokio::spawn(publisher::run(ctx.clone(), publisher, queue, pubsub.downgrade()));
     tokio::spawn(subscriber::run(ctx.clone(), first, channels, pubsub.downgrade(), alive_rx));
-    Ok(Cluster { pubsub, stats: ctx.stats.clone() })
+    let history = RedisHistory::start(ctx.clone());
+    Ok(Cluster { pubsub, stats: ctx.stats.clone(), history })
 }
 
 /// What both connections share.

@@ -258,6 +258,9 @@ pub(crate) async fn run(
 
 /// Hands a message from the channel to the local subscribers.
 fn deliver(pubsub: &PubSub, stats: &RedisStats, data: &[u8]) {
+    if data.starts_with(crate::history::PREFIX) {
+        return crate::history::deliver(pubsub, stats, data);
+    }
     match wire::decode(data) {
         Ok(msg) => {
             add(&stats.received, 1);

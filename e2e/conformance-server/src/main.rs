@@ -351,14 +351,20 @@ async fn run() -> Result<(), String> {
     let endpoint = match settings.redis {
         Some((mut config, node)) => {
             config.node_name = node.unwrap_or_else(|| format!("fawkes-{}@127.0.0.1", addr.port()));
-            let pubsub = fawkes_redis::connect(config).await.map_err(|e| match e {
+            let sharded = config.shards > 0;
+            let cluster = fawkes_redis::connect_cluster(config).await.map_err(|e| match e {
                 fawkes_redis::RedisError::Url(url) => format!(
                     "REDIS_URL must be redis://[[user]:password@]host[:port][/db] (or rediss://, \
                      redis+sentinel://host:port/master, redis+cluster://host:port,...), got {url:?}"
                 ),
                 e => e.to_string(),
             })?;
-            Endpoint::new(pubsub)
+            let endpoint = Endpoint::new(cluster.pubsub);
+            if !sharded {
+                // history:* topics are kept in Redis, for every node
+                endpoint.set_shared_history(cluster.history);
+            }
+            endpoint
         }
         None => Endpoint::local(),
     };

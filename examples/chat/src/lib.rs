@@ -92,6 +92,9 @@ pub struct Config {
     /// The PubSub to build the endpoint on: a cluster's (from
     /// `fawkes_redis::connect`) to run several nodes; `None` for one node.
     pub pubsub: Option<fawkes::PubSub>,
+    /// Where the rooms' history is kept for every node (from
+    /// `fawkes_redis::Cluster::history`); `None`: in this node's memory.
+    pub shared_history: Option<std::sync::Arc<dyn fawkes::history::SharedHistory>>,
 }
 
 /// The history of each `room:*` topic: what a page that reconnects gets
@@ -135,6 +138,9 @@ pub async fn build(config: &Config) -> Result<(axum::Router, SocketService<socke
     };
     // every broadcast on a room gets a position a page rejoins from
     endpoint.history("room:*", room_history());
+    if let Some(shared) = &config.shared_history {
+        endpoint.set_shared_history(shared.clone());
+    }
     let names = accounts.clone();
     let presence = Presence::builder(&endpoint)
         // the names of everyone in a presence list, in one query

@@ -175,7 +175,8 @@ async fn run() -> Result<(), String> {
     let pubsub = match redis {
         Some(mut config) => {
             config.node_name = node.unwrap_or_else(|| format!("fawkes-chat-{}", addr.port()));
-            let pubsub = fawkes_redis::connect(config).await.map_err(|e| match e {
+            let sharded = config.shards > 0;
+            let cluster = fawkes_redis::connect_cluster(config).await.map_err(|e| match e {
                 fawkes_redis::RedisError::Url(url) => format!(
                     "REDIS_URL must be redis://[[user]:password@]host[:port][/db] (or rediss://, \
                      redis+sentinel://host:port/master, redis+cluster://host:port,...), got {:?}",
@@ -183,11 +184,18 @@ async fn run() -> Result<(), String> {
                 ),
                 e => e.to_string(),
             })?;
-            Some(pubsub)
+            // rooms' history in Redis, for every node (not in sharded mode)
+            let history =
+                (!sharded).then(|| cluster.history.clone() as std::sync::Arc<dyn fawkes::history::SharedHistory>);
+            Some((cluster.pubsub, history))
         }
         None => None,
     };
-    let config = fawkes_chat::Config { database_url, secret_key_base, pubsub };
+    let (pubsub, shared_history) = match pubsub {
+        Some((p, h)) => (Some(p), h),
+        None => (None, None),
+    };
+    let config = fawkes_chat::Config { database_url, secret_key_base, pubsub, shared_history };
     let (router, service, app) = fawkes_chat::build(&config).await.map_err(|e| database_error(&shown_url, e))?;
     tracing::info!("fawkes-chat on http://{addr}");
     let endpoint = service.endpoint().clone();
