@@ -252,7 +252,7 @@ async fn join<S: Socket, C: Channel<S>>(
                 None => {
                     let (subscription, replay) =
                         history.subscribe_since(Some(&since), histories, || pubsub.subscribe(&topic, gate.clone()));
-                    (subscription, Some((gate, replay)))
+                    (subscription, Some((gate, replay, since)))
                 }
                 Some(shared) => {
                     // subscribed first, read second: what is broadcast in
@@ -266,7 +266,7 @@ async fn join<S: Socket, C: Channel<S>>(
                             crate::history::Replay::gap("unavailable", &since, Vec::new())
                         }
                     };
-                    (subscription, Some((gate, replay)))
+                    (subscription, Some((gate, replay, since)))
                 }
             }
         }
@@ -280,14 +280,16 @@ async fn join<S: Socket, C: Channel<S>>(
         conn.push_frame(frame);
     }
     let mut channel = channel;
-    if let Some((gate, replay)) = rejoin {
+    if let Some((gate, replay, since)) = rejoin {
         if let Some(gap) = replay.gap {
             if let Err(e) = task.ctx.push(crate::history::GAP_EVENT, gap) {
                 tracing::warn!(topic = %topic, error = %e, "the history gap could not be pushed");
             }
         }
         let replayed = replay.items.len();
-        let mut last = None;
+        // what the client saw is not sent again: with a shared history a
+        // broadcast it got on another node may reach this one only now
+        let mut last = since.as_str().map(fawkes_protocol::Ref::from);
         for b in replay.items {
             last = b.position.clone().or(last);
             deliver_own(&mut channel, &mut task, b).await;
@@ -295,7 +297,7 @@ async fn join<S: Socket, C: Channel<S>>(
         // then what arrived meanwhile (but what was just replayed), until
         // the gate opens with nothing left behind it
         let last = last.as_ref().and_then(|p| p.as_value().as_str()).and_then(crate::history::parse_position);
-        while let Some(items) = gate.take_or_open() {
+        while let Some(items) = gate.take_or_open(last) {
             for b in items {
                 let at =
                     b.position.as_ref().and_then(|p| p.as_value().as_str()).and_then(crate::history::parse_position);
@@ -350,22 +352,57 @@ const GATE_LIMIT: usize = 10_000;
 struct Gate<T> {
     open: std::sync::atomic::AtomicBool,
     held: parking_lot::Mutex<Vec<Broadcast>>,
+    /// After opening: broadcasts at or before this position (the last the
+    /// client has) are not sent; a node can receive a broadcast of a shared
+    /// history after the client got it elsewhere. Cleared at the first
+    /// broadcast past it: each node receives them in order.
+    floor: parking_lot::Mutex<Option<(String, u64)>>,
+    flooring: std::sync::atomic::AtomicBool,
     inner: T,
 }
 
 impl<T> Gate<T> {
     fn new(inner: T) -> Gate<T> {
-        Gate { open: std::sync::atomic::AtomicBool::new(false), held: parking_lot::Mutex::new(Vec::new()), inner }
+        Gate {
+            open: std::sync::atomic::AtomicBool::new(false),
+            held: parking_lot::Mutex::new(Vec::new()),
+            floor: parking_lot::Mutex::new(None),
+            flooring: std::sync::atomic::AtomicBool::new(false),
+            inner,
+        }
     }
 
-    /// What is held, or `None` after opening the gate when nothing is.
-    fn take_or_open(&self) -> Option<Vec<Broadcast>> {
+    /// What is held, or `None` after opening the gate when nothing is;
+    /// from then on, what is at or before `floor` is dropped.
+    fn take_or_open(&self, floor: Option<(&str, u64)>) -> Option<Vec<Broadcast>> {
         let mut held = self.held.lock();
         if held.is_empty() {
+            if let Some((epoch, offset)) = floor {
+                *self.floor.lock() = Some((epoch.to_owned(), offset));
+                self.flooring.store(true, Ordering::Release);
+            }
             self.open.store(true, Ordering::Release);
             return None;
         }
         Some(std::mem::take(&mut *held))
+    }
+
+    /// Whether `msg` is one the client already has.
+    fn below_floor(&self, msg: &Broadcast) -> bool {
+        if !self.flooring.load(Ordering::Acquire) {
+            return false;
+        }
+        let mut floor = self.floor.lock();
+        let Some((epoch, offset)) = floor.as_ref() else { return false };
+        let at = msg.position.as_ref().and_then(|p| p.as_value().as_str()).and_then(crate::history::parse_position);
+        match at {
+            Some((e, o)) if e == epoch && o <= *offset => true,
+            _ => {
+                *floor = None;
+                self.flooring.store(false, Ordering::Release);
+                false
+            }
+        }
     }
 }
 
@@ -384,6 +421,9 @@ impl<S: Socket, I: Send + 'static> Subscriber for Gate<ChannelSubscriber<S, I>> 
                 held.push(msg.clone());
                 return Delivery::Delivered;
             }
+        }
+        if self.below_floor(msg) {
+            return Delivery::Delivered;
         }
         self.inner.deliver(msg, frames)
     }
