@@ -83,7 +83,7 @@ pub fn encode(msg: &RemoteMessage) -> Result<Vec<u8>, WireError> {
 fn text(t: &Term, what: &'static str) -> Result<String, WireError> {
     match t {
         Term::Binary(b) => String::from_utf8(b.clone()).map_err(|_| WireError::Shape(what)),
-        Term::Atom(a) => Ok(a.clone()),
+        Term::Atom(a) => Ok(a.as_str().to_owned()),
         _ => Err(WireError::Shape(what)),
     }
 }
