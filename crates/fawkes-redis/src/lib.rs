@@ -19,6 +19,8 @@
 //! # let _ = pubsub; Ok(()) }
 //! ```
 
+mod inbound;
+mod metrics;
 mod resp;
 pub mod test_server;
 pub mod wire;
@@ -181,6 +183,7 @@ pub struct RedisStats {
     dropped: AtomicU64,
     received: AtomicU64,
     undecodable: AtomicU64,
+    ignored: AtomicU64,
     reconnects: AtomicU64,
 }
 
@@ -197,9 +200,16 @@ impl RedisStats {
     pub fn received(&self) -> u64 {
         self.received.load(Ordering::Relaxed)
     }
-    /// Messages on the channel that were not channel broadcasts of format 3.
+    /// Messages on the channel that were not PubSub messages at all.
     pub fn undecodable(&self) -> u64 {
         self.undecodable.load(Ordering::Relaxed)
+    }
+    /// Messages for this node it took no action on: of another format
+    /// version, a `Phoenix.PubSub` message no subscriber here takes (see
+    /// `fawkes_pubsub::TERM_EVENT`), or a broadcast whose payload no client
+    /// could be sent.
+    pub fn ignored(&self) -> u64 {
+        self.ignored.load(Ordering::Relaxed)
     }
     /// Reconnections of either connection.
     pub fn reconnects(&self) -> u64 {
@@ -520,22 +530,7 @@ async fn receive(
             continue;
         }
         let pubsub = pubsub.upgrade()?;
-        match wire::decode(data) {
-            Ok(msg) => {
-                stats.received.fetch_add(1, Ordering::Relaxed);
-                pubsub.deliver_remote(msg);
-            }
-            Err(e) => {
-                stats.undecodable.fetch_add(1, Ordering::Relaxed);
-                match e {
-                    // what Phoenix nodes on the channel send besides broadcasts
-                    wire::WireError::NotABroadcast | wire::WireError::Version(_) => {
-                        tracing::debug!(error = %e, "ignoring a message on the redis channel");
-                    }
-                    _ => tracing::warn!(error = %e, "dropping a message from the redis channel"),
-                }
-            }
-        }
+        inbound::deliver(&pubsub, data, stats);
     }
 }
 
