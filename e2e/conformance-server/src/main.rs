@@ -6,8 +6,14 @@
 //! diff per change), `RATE_LIMITS` (`on`; `off`: no join and event rate
 //! limits, for load tests), `REDIS_URL` and `NODE_NAME` (join the cluster of
 //! every node on that Redis: broadcasts, disconnects, presence and long-poll
-//! sessions span them; an empty `REDIS_URL` is none), `RUST_LOG` (`warn`).
-//! `GET /metrics` serves the endpoint's counters for Prometheus.
+//! sessions span them; an empty `REDIS_URL` is none), `PHOENIX_PUBSUB_NAME`
+//! with `REDIS_URL` (join a Phoenix application's cluster: its PubSub's
+//! channel, `PhxRef.PubSub` say, and presence as its Phoenix.Presence,
+//! `PHOENIX_PRESENCE_NAME`, by default `<App>Web.Presence` for
+//! `<App>.PubSub`, with `PHOENIX_PRESENCE_POOL_SIZE` shards, 1 by default),
+//! `RUST_LOG` (`warn`). `GET /metrics` serves the endpoint's counters for
+//! Prometheus, and the Redis adapter's. Ctrl-C or SIGTERM stops it
+//! gracefully: the other nodes are told at once that its presences are gone.
 //!
 //! A bad value in any of these, a port already in use or a Redis that
 //! cannot be reached stops the server at start-up with one line on stderr
@@ -215,7 +221,67 @@ struct Settings {
     rate_limits: bool,
     /// The Redis URL and this node's name, when given.
     redis: Option<(String, Option<String>)>,
+    /// The Phoenix application whose cluster this node joins.
+    phoenix: Option<PhoenixApp>,
     log: tracing_subscriber::EnvFilter,
+}
+
+/// A Phoenix application's PubSub and Presence, by their module names.
+struct PhoenixApp {
+    pubsub: String,
+    presence: String,
+    pool_size: usize,
+}
+
+impl PhoenixApp {
+    /// `PHOENIX_PUBSUB_NAME` and the presence variables; `redis` tells
+    /// whether `REDIS_URL` is set, which they need.
+    fn from_env(redis: bool) -> Result<Option<PhoenixApp>, String> {
+        // an Elixir module name: capitalized aliases joined by dots
+        let module = |name: &str| -> Result<Option<String>, String> {
+            let Some(v) = var(name)?.filter(|v| !v.is_empty()) else { return Ok(None) };
+            let m = v.strip_prefix("Elixir.").unwrap_or(&v);
+            let alias = |a: &str| {
+                a.chars().next().is_some_and(|c| c.is_ascii_uppercase())
+                    && a.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            };
+            if m.split('.').all(alias) {
+                Ok(Some(m.to_owned()))
+            } else {
+                Err(format!("{name} must be an Elixir module name such as MyApp.PubSub, got {v:?}"))
+            }
+        };
+        let pubsub = module("PHOENIX_PUBSUB_NAME")?;
+        let presence = module("PHOENIX_PRESENCE_NAME")?;
+        let pool = var("PHOENIX_PRESENCE_POOL_SIZE")?;
+        let Some(pubsub) = pubsub else {
+            return match (presence, pool) {
+                (None, None) => Ok(None),
+                _ => Err("PHOENIX_PRESENCE_NAME and PHOENIX_PRESENCE_POOL_SIZE need PHOENIX_PUBSUB_NAME".into()),
+            };
+        };
+        if !redis {
+            return Err("PHOENIX_PUBSUB_NAME needs REDIS_URL (the Redis of the Phoenix nodes)".into());
+        }
+        let presence = match presence {
+            Some(p) => p,
+            None => match pubsub.strip_suffix(".PubSub") {
+                Some(app) => format!("{app}Web.Presence"),
+                None => {
+                    return Err(format!(
+                        "PHOENIX_PRESENCE_NAME must be set when PHOENIX_PUBSUB_NAME ({pubsub}) does not end in .PubSub"
+                    ))
+                }
+            },
+        };
+        let pool_size = match pool {
+            None => 1,
+            Some(v) => v.parse().ok().filter(|n| (1..=1024).contains(n)).ok_or_else(|| {
+                format!("PHOENIX_PRESENCE_POOL_SIZE must be a number of shards (1 to 1024), got {v:?}")
+            })?,
+        };
+        Ok(Some(PhoenixApp { pubsub, presence, pool_size }))
+    }
 }
 
 /// A variable's value; `None` when it is not set.
@@ -269,7 +335,8 @@ impl Settings {
             Some(url) if !url.is_empty() => Some((url, node)),
             _ => None,
         };
-        Ok(Settings { port, timeout, presence_window, rate_limits, redis, log })
+        let phoenix = PhoenixApp::from_env(redis.is_some())?;
+        Ok(Settings { port, timeout, presence_window, rate_limits, redis, phoenix, log })
     }
 }
 
@@ -285,6 +352,20 @@ fn reason(e: &std::io::Error) -> String {
         }
         _ => text,
     }
+}
+
+/// Resolves on Ctrl-C or, on Unix, SIGTERM (what service managers send):
+/// both stop the server gracefully.
+async fn stop_requested() {
+    #[cfg(unix)]
+    if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        return;
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 #[tokio::main]
@@ -316,21 +397,28 @@ async fn run() -> Result<(), String> {
     let addr = listener.local_addr().map_err(|e| format!("cannot listen on 127.0.0.1:{port}: {}", reason(&e)))?;
 
     // REDIS_URL: join the cluster of every node on that Redis
-    let endpoint = match settings.redis {
+    let (endpoint, redis_stats) = match settings.redis {
         Some((url, node)) => {
             let node = node.unwrap_or_else(|| format!("fawkes-{}@127.0.0.1", addr.port()));
-            let pubsub =
-                fawkes_redis::connect(fawkes_redis::RedisConfig::new(url, node)).await.map_err(|e| match e {
-                    fawkes_redis::RedisError::Url(url) => {
-                        format!("REDIS_URL must be redis://[[user]:password@]host[:port][/db], got {url:?}")
-                    }
-                    e => e.to_string(),
-                })?;
-            Endpoint::new(pubsub)
+            let mut config = fawkes_redis::RedisConfig::new(url, node);
+            if let Some(app) = &settings.phoenix {
+                config = config.phoenix_pubsub(&app.pubsub);
+            }
+            let cluster = fawkes_redis::connect_cluster(config).await.map_err(|e| match e {
+                fawkes_redis::RedisError::Url(url) => {
+                    format!("REDIS_URL must be redis://[[user]:password@]host[:port][/db], got {url:?}")
+                }
+                e => e.to_string(),
+            })?;
+            (Endpoint::new(cluster.pubsub), Some(cluster.stats))
         }
-        None => Endpoint::local(),
+        None => (Endpoint::local(), None),
     };
-    let presence = Presence::builder(&endpoint).diff_window(window).build();
+    let mut presence = Presence::builder(&endpoint).diff_window(window);
+    if let Some(app) = &settings.phoenix {
+        presence = presence.phoenix(&app.presence).pool_size(app.pool_size);
+    }
+    let presence = presence.build();
     let leaving = presence.clone();
     let socket = SocketHandler::new(UserSocket { presence })
         .channel::<Room>("room:*")
@@ -350,10 +438,11 @@ async fn run() -> Result<(), String> {
         .route(
             "/metrics",
             get(|State(endpoint): State<Endpoint>| async move {
-                (
-                    [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                    endpoint.metrics().snapshot().prometheus(),
-                )
+                let mut text = endpoint.metrics().snapshot().prometheus();
+                if let Some(stats) = &redis_stats {
+                    text.push_str(&stats.prometheus());
+                }
+                ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
             }),
         )
         .route("/api/broadcast", post(api_broadcast))
@@ -365,7 +454,7 @@ async fn run() -> Result<(), String> {
     let shutdown_endpoint = endpoint.clone();
     fawkes::serve(listener, app)
         .with_graceful_shutdown(async move {
-            let _ = tokio::signal::ctrl_c().await;
+            stop_requested().await;
             leaving.leave_cluster();
             shutdown_endpoint.shutdown();
         })

@@ -89,6 +89,13 @@ pub struct Config {
     /// The PubSub to build the endpoint on: a cluster's (from
     /// `fawkes_redis::connect`) to run several nodes; `None` for one node.
     pub pubsub: Option<fawkes::PubSub>,
+    /// In a Phoenix application's cluster (a PubSub on its Redis channel):
+    /// its Phoenix.Presence module and that module's number of shards, so
+    /// that presence is shared with its nodes.
+    pub phoenix_presence: Option<(String, usize)>,
+    /// The Redis adapter's counters, served on `/metrics` with the
+    /// endpoint's.
+    pub redis_stats: Option<Arc<fawkes_redis::RedisStats>>,
 }
 
 const INDEX: &str = include_str!("../static/index.html");
@@ -110,7 +117,11 @@ pub async fn build(config: &Config) -> Result<(axum::Router, SocketService<socke
         None => Endpoint::local(),
     };
     let names = accounts.clone();
-    let presence = Presence::builder(&endpoint)
+    let mut presence = Presence::builder(&endpoint);
+    if let Some((module, shards)) = &config.phoenix_presence {
+        presence = presence.phoenix(module).pool_size(*shards);
+    }
+    let presence = presence
         // the names of everyone in a presence list, in one query
         .fetch(move |_topic, mut entries| {
             let names = names.clone();
@@ -162,6 +173,7 @@ pub async fn build(config: &Config) -> Result<(axum::Router, SocketService<socke
             c.fanout_rate = Some(fawkes::RateLimit::new(20.0, 100.0));
         })
         .build(&endpoint);
+    let redis_stats = config.redis_stats.clone();
     let router = axum::Router::new()
         .route("/", get(|| async { ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], INDEX) }))
         .route("/assets/app.js", get(|| async { ([(header::CONTENT_TYPE, "text/javascript")], APP_JS) }))
@@ -169,8 +181,12 @@ pub async fn build(config: &Config) -> Result<(axum::Router, SocketService<socke
         .route("/health", get(|| async { axum::Json(json!({"status": "ok"})).into_response() }))
         .route(
             "/metrics",
-            get(|State(app): State<App>| async move {
-                ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], app.endpoint.metrics().snapshot().prometheus())
+            get(move |State(app): State<App>| async move {
+                let mut text = app.endpoint.metrics().snapshot().prometheus();
+                if let Some(stats) = &redis_stats {
+                    text.push_str(&stats.prometheus());
+                }
+                ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
             }),
         )
         .merge(api::routes())

@@ -37,6 +37,8 @@ async fn start() -> SocketAddr {
         database_url: url,
         secret_key_base: Some("chat-test-secret-key-base-0123456789abcdef".into()),
         pubsub: None,
+        phoenix_presence: None,
+        redis_stats: None,
     };
     let (router, _, _) = fawkes_chat::build(&config).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

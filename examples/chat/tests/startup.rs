@@ -9,7 +9,17 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Every variable the server reads.
-const VARS: [&str; 6] = ["PORT", "DATABASE_URL", "SECRET_KEY_BASE", "REDIS_URL", "NODE_NAME", "RUST_LOG"];
+const VARS: [&str; 9] = [
+    "PORT",
+    "DATABASE_URL",
+    "SECRET_KEY_BASE",
+    "REDIS_URL",
+    "NODE_NAME",
+    "PHOENIX_PUBSUB_NAME",
+    "PHOENIX_PRESENCE_NAME",
+    "PHOENIX_PRESENCE_POOL_SIZE",
+    "RUST_LOG",
+];
 
 const PASSWORD: &str = "hunter2-not-for-logs";
 
@@ -101,6 +111,19 @@ fn bad_values_are_named_with_the_variable() {
         (&[("RUST_LOG", "info,=[")], "RUST_LOG must be a log filter"),
         (&[("REDIS_URL", "redis://127.0.0.1:1"), ("NODE_NAME", "")], "NODE_NAME must not be empty"),
         (&[("REDIS_URL", "http://127.0.0.1:6379")], r#"REDIS_URL must be redis://"#),
+        (&[("PHOENIX_PUBSUB_NAME", "MyApp.PubSub")], "PHOENIX_PUBSUB_NAME needs REDIS_URL"),
+        (
+            &[("REDIS_URL", "redis://127.0.0.1:1"), ("PHOENIX_PUBSUB_NAME", "MyApp.PubSub.")],
+            r#"PHOENIX_PUBSUB_NAME must be an Elixir module name such as MyApp.PubSub, got "MyApp.PubSub.""#,
+        ),
+        (
+            &[
+                ("REDIS_URL", "redis://127.0.0.1:1"),
+                ("PHOENIX_PUBSUB_NAME", "MyApp.PubSub"),
+                ("PHOENIX_PRESENCE_POOL_SIZE", "many"),
+            ],
+            r#"PHOENIX_PRESENCE_POOL_SIZE must be a number of shards (1 to 1024), got "many""#,
+        ),
     ] {
         let mut env = env.to_vec();
         let port = closed_port().to_string();
