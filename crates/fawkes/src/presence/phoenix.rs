@@ -485,9 +485,14 @@ impl Codec {
                     whole,
                 ])
             }
-            Msg::GracefulPermdown { from } => Term::Tuple(vec![a("pub"), a("graceful_permdown"), replica_term(from)]),
+            Msg::GracefulPermdown { from } => graceful_permdown(from),
         }
     }
+}
+
+/// `{:pub, :graceful_permdown, {name, vsn}}`: `from` leaves for good.
+pub(crate) fn graceful_permdown(from: &ReplicaId) -> Term {
+    Term::Tuple(vec![Term::atom("pub"), Term::atom("graceful_permdown"), replica_term(from)])
 }
 
 /// 64 random bits (for references, which must not repeat across runs).
@@ -594,6 +599,21 @@ mod tests {
             panic!("a transfer request")
         };
         assert_eq!((from.name.as_str(), clocks.len()), ("phx1", 2));
+    }
+
+    /// Phoenix sends a graceful permanent down only when an application
+    /// calls `Phoenix.Tracker.graceful_permdown/1`: none is in the corpus.
+    /// This one is `term_to_binary({:pub, :graceful_permdown, {:phx1,
+    /// 1796053754292098}})` as OTP 25 writes it.
+    #[test]
+    fn a_graceful_permdown_reads_and_writes_as_phoenix_writes_it() {
+        let hex = "836803640003707562640011677261636566756C5F7065726D646F776E6802640004706878316E070082A7055A806106";
+        let bytes: Vec<u8> =
+            (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect();
+        let term = fawkes_etf::decode(&bytes).unwrap();
+        let from = ReplicaId::new("phx1", 1_796_053_754_292_098);
+        assert_eq!(decode(&term).unwrap().msg, Msg::GracefulPermdown { from: from.clone() });
+        assert_eq!(graceful_permdown(&from), term);
     }
 
     /// A term's skeleton: node names, numbers, strings and pids blanked.

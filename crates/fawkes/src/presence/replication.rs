@@ -177,9 +177,8 @@ fn message(
 ) -> Option<Broadcast> {
     let payload = match (format, codec) {
         (Format::Phoenix, Some(codec)) => Payload::binary(fawkes_etf::encode(&codec.encode(msg, replicas))),
-        (Format::Phoenix, None) => {
-            Payload::binary(fawkes_etf::encode(&Codec::new(String::new(), 0).encode(msg, replicas)))
-        }
+        // (a shard that speaks Phoenix's terms always has its codec)
+        (Format::Phoenix, None) => return None,
         (Format::Json, _) => match Payload::json(&JsonMsg::of(msg)) {
             Ok(p) => p,
             Err(e) => {
@@ -203,8 +202,15 @@ pub(super) fn leave(inner: &Inner) {
     }
     let Some(format) = inner.replication else { return };
     for shard in inner.shards.iter() {
-        let msg = Msg::GracefulPermdown { from: shard.replica.clone() };
-        let Some(b) = message(&shard.topic, format, None, &msg, &Replicas::new()) else { continue };
+        let from = shard.replica.clone();
+        let b = match format {
+            Format::Phoenix => {
+                let term = phoenix::graceful_permdown(&from);
+                Some(Broadcast::new(shard.topic.as_str(), TERM_EVENT, Payload::binary(fawkes_etf::encode(&term))))
+            }
+            Format::Json => message(&shard.topic, format, None, &Msg::GracefulPermdown { from }, &Replicas::new()),
+        };
+        let Some(b) = b else { continue };
         if let Err(e) = inner.endpoint.pubsub().broadcast(b) {
             tracing::warn!(error = %e, "presence replication: leaving message not sent");
         }
