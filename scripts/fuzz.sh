@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs every fuzz target for FUZZ_SECONDS (default 60) each, starting from
-# the committed seeds, in a scratch corpus. Installs cargo-fuzz if needed.
+# the committed seeds (and, for the term and Redis wire targets, every
+# message of crates/fawkes-redis/tests/data/phoenix-corpus), in a scratch
+# corpus. Installs cargo-fuzz if needed.
 # libFuzzer needs unstable compiler flags: RUSTC_BOOTSTRAP lets the stable
 # toolchain accept them.
 set -euo pipefail
@@ -16,6 +18,13 @@ for target in decode longpoll_body token_verify redis_wire; do
   echo "== fuzz $target for ${seconds}s"
   mkdir -p "$scratch/$target"
   cp seeds/"$target"/* "$scratch/$target/"
+  case "$target" in
+    token_verify | redis_wire)
+      for f in ../crates/fawkes-redis/tests/data/phoenix-corpus/*/*.etf; do
+        cp "$f" "$scratch/$target/phoenix-$(basename "$(dirname "$f")")-$(basename "$f")"
+      done
+      ;;
+  esac
   status=0
   cargo fuzz run "$target" "$scratch/$target" -- -max_total_time="$seconds" -rss_limit_mb=2048 > "$scratch/$target.log" 2>&1 || status=$?
   grep -E '^(Done|INFO: Seed|SUMMARY)|panicked|ERROR' "$scratch/$target.log" || true

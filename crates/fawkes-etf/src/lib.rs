@@ -1,13 +1,18 @@
 //! Erlang's external term format (what `term_to_binary` writes), for the
-//! terms Phoenix puts on the wire: tokens (`{data, signed_at, max_age}`) and
-//! Redis PubSub messages (`{3, :except, node, topic, %Broadcast{}, dispatcher}`).
+//! terms Phoenix puts on the wire: tokens (`{data, signed_at, max_age}`),
+//! Redis PubSub messages (`{3, :except, node, topic, message, dispatcher}`)
+//! and Phoenix.Tracker's replication messages inside them.
 //!
-//! [`Term`] holds integers (up to 128 bits), floats, atoms, binaries, proper
-//! lists, tuples and maps; [`decode`] reads a whole term (plain or
-//! compressed) and refuses anything else (pids, references, funs, improper
-//! lists) with a typed error, and never panics. JSON maps onto terms as
-//! Phoenix maps it: `null`/`true`/`false` are atoms, strings are binaries,
-//! objects are maps with binary keys.
+//! [`decode`] reads every term `term_to_binary` writes, plain or
+//! compressed: integers of any size, floats, atoms in each of their four
+//! encodings, binaries and bit strings, proper and improper lists, tuples,
+//! maps, pids, ports, references, funs and export funs. It never panics,
+//! and what it reads [`encode`] writes back byte for byte (funs and
+//! old-style floats are kept as their bytes: [`Opaque`]). Nothing else is
+//! accepted (a distribution header, `LOCAL_EXT`), with a typed error.
+//!
+//! JSON maps onto terms as Phoenix maps it: `null`/`true`/`false` are atoms,
+//! strings are binaries, objects are maps with binary keys.
 //!
 //! ```
 //! use fawkes_etf::{decode, encode, Term};
@@ -20,9 +25,16 @@
 //! assert_eq!(decode(&encode(&pair)).unwrap(), pair);
 //! ```
 
+use std::borrow::Cow;
 use std::io::Read;
 
 use serde_json::{Map, Number, Value};
+
+mod hash;
+mod values;
+
+pub use hash::phash2_binary;
+pub use values::{Atom, AtomEncoding, BigInt, BitBinary, Opaque, Pid, Port, PortEncoding, RefEncoding, Reference};
 
 /// Why a term could not be decoded or turned into JSON.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -31,8 +43,9 @@ pub enum TermError {
     /// The bytes end too early, or have bytes left over.
     #[error("truncated or overlong term")]
     Truncated,
-    /// A term of a kind this crate does not hold (a pid, a reference, an
-    /// improper list, ...) or, for JSON, one that has no JSON equivalent.
+    /// A tag the external format does not have here (a distribution
+    /// header, `LOCAL_EXT`, garbage) or, for JSON, a term that has no JSON
+    /// equivalent (a pid, a tuple, ...).
     #[error("unsupported term (tag {0})")]
     Unsupported(u8),
     /// Not the external term format (version byte).
@@ -41,8 +54,8 @@ pub enum TermError {
     /// For JSON: a map key that is not a string.
     #[error("map keys must be strings")]
     NonStringKey,
-    /// A number out of range (an integer over 128 bits, or one JSON cannot
-    /// hold; a float that is not finite).
+    /// A number out of range (for JSON, an integer beyond 64 bits; a float
+    /// that is not finite).
     #[error("number out of range")]
     Number,
     /// Nesting deeper than the decoder allows.
@@ -59,6 +72,7 @@ pub const VERSION: u8 = 131;
 const COMPRESSED: u8 = 80;
 const SMALL_INT: u8 = 97;
 const INT: u8 = 98;
+const FLOAT: u8 = 99;
 const NEW_FLOAT: u8 = 70;
 const ATOM: u8 = 100;
 const SMALL_ATOM: u8 = 115;
@@ -70,9 +84,21 @@ const NIL: u8 = 106;
 const STRING: u8 = 107;
 const LIST: u8 = 108;
 const BINARY: u8 = 109;
+const BIT_BINARY: u8 = 77;
 const SMALL_BIG: u8 = 110;
 const LARGE_BIG: u8 = 111;
 const MAP: u8 = 116;
+const PID: u8 = 103;
+const NEW_PID: u8 = 88;
+const PORT: u8 = 102;
+const NEW_PORT: u8 = 89;
+const V4_PORT: u8 = 120;
+const REFERENCE: u8 = 101;
+const NEW_REFERENCE: u8 = 114;
+const NEWER_REFERENCE: u8 = 90;
+const NEW_FUN: u8 = 112;
+const EXPORT: u8 = 113;
+const FUN: u8 = 117;
 
 const MAX_DEPTH: usize = 128;
 /// Most terms one decode may produce beyond one per input byte. Each decoded
@@ -88,27 +114,42 @@ pub const MAX_INFLATED: usize = 16 << 20;
 
 /// An Erlang term.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum Term {
-    /// An integer (Erlang's are unbounded; 128 bits are held here).
+    /// An integer that fits 128 bits.
     Int(i128),
+    /// A larger integer.
+    BigInt(BigInt),
     /// A float.
     Float(f64),
     /// An atom.
-    Atom(String),
+    Atom(Atom),
     /// A binary (an Elixir string, or any bytes).
     Binary(Vec<u8>),
+    /// A bit string that is not a whole number of bytes.
+    BitBinary(BitBinary),
     /// A proper list (`[]` is the empty list).
     List(Vec<Term>),
+    /// An improper list: its elements and its tail (not `[]`).
+    ImproperList(Vec<Term>, Box<Term>),
     /// A tuple.
     Tuple(Vec<Term>),
     /// A map, in the order its pairs were read or are to be written.
     Map(Vec<(Term, Term)>),
+    /// A process identifier.
+    Pid(Pid),
+    /// A port identifier.
+    Port(Port),
+    /// A reference.
+    Ref(Reference),
+    /// A fun, an export fun or an old-style float, kept as its bytes.
+    Opaque(Opaque),
 }
 
 impl Term {
-    /// An atom.
+    /// An atom, written as OTP 26+ writes it.
     pub fn atom(name: &str) -> Term {
-        Term::Atom(name.to_owned())
+        Term::Atom(Atom::new(name))
     }
 
     /// A binary holding `s`.
@@ -119,7 +160,7 @@ impl Term {
     /// The atom's name, for an atom.
     pub fn as_atom(&self) -> Option<&str> {
         match self {
-            Term::Atom(a) => Some(a),
+            Term::Atom(a) => Some(a.as_str()),
             _ => None,
         }
     }
@@ -128,6 +169,30 @@ impl Term {
     pub fn as_binary(&self) -> Option<&[u8]> {
         match self {
             Term::Binary(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    /// The integer, for an integer that fits 128 bits.
+    pub fn as_int(&self) -> Option<i128> {
+        match self {
+            Term::Int(i) => Some(*i),
+            _ => None,
+        }
+    }
+
+    /// The elements, for a tuple.
+    pub fn as_tuple(&self) -> Option<&[Term]> {
+        match self {
+            Term::Tuple(items) => Some(items),
+            _ => None,
+        }
+    }
+
+    /// The pairs, for a map.
+    pub fn as_map(&self) -> Option<&[(Term, Term)]> {
+        match self {
+            Term::Map(pairs) => Some(pairs),
             _ => None,
         }
     }
@@ -172,8 +237,8 @@ impl Term {
 
     /// The JSON of a term as Phoenix's JSON library renders it: every atom
     /// is a string (but `nil`, `true`, `false`), and atom or number map keys
-    /// become strings. Tuples, non-UTF-8 binaries and other keys are errors,
-    /// as they are in Phoenix.
+    /// become strings. Tuples, pids, non-UTF-8 binaries and other keys are
+    /// errors, as they are in Phoenix.
     ///
     /// # Errors
     ///
@@ -201,13 +266,12 @@ impl Term {
             },
             Term::Binary(b) => Value::String(utf8(b)?),
             Term::List(items) => Value::Array(items.iter().map(|t| t.json(lenient)).collect::<Result<_, _>>()?),
-            Term::Tuple(_) => return Err(TermError::Unsupported(SMALL_TUPLE)),
             Term::Map(pairs) => {
                 let mut m = Map::new();
                 for (k, v) in pairs {
                     let key = match k {
                         Term::Binary(b) => utf8(b)?,
-                        Term::Atom(a) if lenient => a.clone(),
+                        Term::Atom(a) if lenient => a.as_str().to_owned(),
                         Term::Int(i) if lenient => i.to_string(),
                         _ => return Err(TermError::NonStringKey),
                     };
@@ -215,14 +279,63 @@ impl Term {
                 }
                 Value::Object(m)
             }
+            Term::BigInt(_) => return Err(TermError::Number),
+            other => return Err(TermError::Unsupported(other.tag())),
         })
+    }
+
+    /// The tag byte this term is written with.
+    pub fn tag(&self) -> u8 {
+        match self {
+            Term::Int(0..=255) => SMALL_INT,
+            Term::Int(i) if i32::try_from(*i).is_ok() => INT,
+            Term::Int(_) => SMALL_BIG,
+            Term::BigInt(b) => {
+                if b.magnitude.len() <= 255 {
+                    SMALL_BIG
+                } else {
+                    LARGE_BIG
+                }
+            }
+            Term::Float(_) => NEW_FLOAT,
+            Term::Atom(a) => atom_tag(a),
+            Term::Binary(_) => BINARY,
+            Term::BitBinary(_) => BIT_BINARY,
+            Term::List(items) if items.is_empty() => NIL,
+            Term::List(items) if is_string(items) => STRING,
+            Term::List(_) | Term::ImproperList(..) => LIST,
+            Term::Tuple(items) if items.len() <= 255 => SMALL_TUPLE,
+            Term::Tuple(_) => LARGE_TUPLE,
+            Term::Map(_) => MAP,
+            Term::Pid(p) => {
+                if p.old_encoding && p.creation <= 255 {
+                    PID
+                } else {
+                    NEW_PID
+                }
+            }
+            Term::Port(p) => port_tag(p),
+            Term::Ref(r) => ref_tag(r),
+            Term::Opaque(o) => o.tag(),
+        }
     }
 
     /// Appends the term's encoding, without the version byte, as
     /// `term_to_binary` writes it.
     pub fn encode_body(&self, out: &mut Vec<u8>) {
+        let tag = self.tag();
         match self {
             Term::Int(i) => encode_int(out, *i),
+            Term::BigInt(b) => {
+                out.push(tag);
+                if tag == SMALL_BIG {
+                    out.push(b.magnitude.len() as u8);
+                } else {
+                    out.extend_from_slice(&len32(b.magnitude.len()).to_be_bytes());
+                }
+                out.push(u8::from(b.negative));
+                out.extend_from_slice(&b.magnitude);
+            }
             Term::Float(f) => {
                 out.push(NEW_FLOAT);
                 out.extend_from_slice(&f.to_be_bytes());
@@ -233,10 +346,15 @@ impl Term {
                 out.extend_from_slice(&len32(b.len()).to_be_bytes());
                 out.extend_from_slice(b);
             }
-            Term::List(items) => {
-                if items.is_empty() {
-                    out.push(NIL);
-                } else if items.len() < 65_536 && items.iter().all(|t| matches!(t, Term::Int(0..=255))) {
+            Term::BitBinary(b) => {
+                out.push(BIT_BINARY);
+                out.extend_from_slice(&len32(b.bytes.len()).to_be_bytes());
+                out.push(b.bits);
+                out.extend_from_slice(&b.bytes);
+            }
+            Term::List(items) => match tag {
+                NIL => out.push(NIL),
+                STRING => {
                     // a list of bytes is written as a STRING_EXT
                     out.push(STRING);
                     out.extend_from_slice(&(items.len() as u16).to_be_bytes());
@@ -244,7 +362,8 @@ impl Term {
                         Term::Int(b) => *b as u8,
                         _ => 0,
                     }));
-                } else {
+                }
+                _ => {
                     out.push(LIST);
                     out.extend_from_slice(&len32(items.len()).to_be_bytes());
                     for t in items {
@@ -252,13 +371,20 @@ impl Term {
                     }
                     out.push(NIL);
                 }
+            },
+            Term::ImproperList(items, tail) => {
+                out.push(LIST);
+                out.extend_from_slice(&len32(items.len()).to_be_bytes());
+                for t in items {
+                    t.encode_body(out);
+                }
+                tail.encode_body(out);
             }
             Term::Tuple(items) => {
-                if let Ok(n) = u8::try_from(items.len()) {
-                    out.push(SMALL_TUPLE);
-                    out.push(n);
+                out.push(tag);
+                if tag == SMALL_TUPLE {
+                    out.push(items.len() as u8);
                 } else {
-                    out.push(LARGE_TUPLE);
                     out.extend_from_slice(&len32(items.len()).to_be_bytes());
                 }
                 for t in items {
@@ -273,7 +399,73 @@ impl Term {
                     v.encode_body(out);
                 }
             }
+            Term::Pid(p) => {
+                out.push(tag);
+                encode_atom(out, &p.node);
+                out.extend_from_slice(&p.id.to_be_bytes());
+                out.extend_from_slice(&p.serial.to_be_bytes());
+                if tag == PID {
+                    out.push(p.creation as u8);
+                } else {
+                    out.extend_from_slice(&p.creation.to_be_bytes());
+                }
+            }
+            Term::Port(p) => {
+                out.push(tag);
+                encode_atom(out, &p.node);
+                if tag == V4_PORT {
+                    out.extend_from_slice(&p.id.to_be_bytes());
+                } else {
+                    out.extend_from_slice(&(p.id as u32).to_be_bytes());
+                }
+                if tag == PORT {
+                    out.push(p.creation as u8);
+                } else {
+                    out.extend_from_slice(&p.creation.to_be_bytes());
+                }
+            }
+            Term::Ref(r) => {
+                out.push(tag);
+                if tag == REFERENCE {
+                    encode_atom(out, &r.node);
+                    out.extend_from_slice(&r.ids.first().copied().unwrap_or(0).to_be_bytes());
+                    out.push(r.creation as u8);
+                    return;
+                }
+                out.extend_from_slice(&(r.ids.len().min(usize::from(u16::MAX)) as u16).to_be_bytes());
+                encode_atom(out, &r.node);
+                if tag == NEW_REFERENCE {
+                    out.push(r.creation as u8);
+                } else {
+                    out.extend_from_slice(&r.creation.to_be_bytes());
+                }
+                for id in r.ids.iter().take(usize::from(u16::MAX)) {
+                    out.extend_from_slice(&id.to_be_bytes());
+                }
+            }
+            Term::Opaque(o) => out.extend_from_slice(o.bytes()),
         }
+    }
+}
+
+fn is_string(items: &[Term]) -> bool {
+    items.len() < 65_536 && items.iter().all(|t| matches!(t, Term::Int(0..=255)))
+}
+
+fn port_tag(p: &Port) -> u8 {
+    match p.encoding {
+        _ if p.id > u64::from(u32::MAX) => V4_PORT,
+        PortEncoding::Old if p.creation <= 255 => PORT,
+        PortEncoding::V4 => V4_PORT,
+        _ => NEW_PORT,
+    }
+}
+
+fn ref_tag(r: &Reference) -> u8 {
+    match r.encoding {
+        RefEncoding::Old if r.ids.len() == 1 && r.creation <= 255 => REFERENCE,
+        RefEncoding::Old | RefEncoding::New if r.creation <= 255 => NEW_REFERENCE,
+        _ => NEWER_REFERENCE,
     }
 }
 
@@ -286,16 +478,36 @@ fn utf8(b: &[u8]) -> Result<String, TermError> {
     String::from_utf8(b.to_vec()).map_err(|_| TermError::Unsupported(BINARY))
 }
 
-fn encode_atom(out: &mut Vec<u8>, name: &str) {
-    // OTP 26+ writes every atom as SMALL_ATOM_UTF8 (or ATOM_UTF8 past 255 bytes).
-    if let Ok(n) = u8::try_from(name.len()) {
-        out.push(SMALL_ATOM_UTF8);
-        out.push(n);
-    } else {
-        out.push(ATOM_UTF8);
-        out.extend_from_slice(&(name.len().min(usize::from(u16::MAX)) as u16).to_be_bytes());
+fn latin1(name: &str) -> bool {
+    name.chars().all(|c| u32::from(c) <= 0xff)
+}
+
+fn atom_tag(a: &Atom) -> u8 {
+    let name = a.as_str();
+    match a.encoding() {
+        AtomEncoding::SmallLatin1 if latin1(name) && name.chars().count() <= 255 => SMALL_ATOM,
+        AtomEncoding::Latin1 | AtomEncoding::SmallLatin1 if latin1(name) => ATOM,
+        AtomEncoding::Utf8 => ATOM_UTF8,
+        _ if name.len() <= 255 => SMALL_ATOM_UTF8,
+        _ => ATOM_UTF8,
     }
-    out.extend_from_slice(&name.as_bytes()[..name.len().min(usize::from(u16::MAX))]);
+}
+
+fn encode_atom(out: &mut Vec<u8>, a: &Atom) {
+    let tag = atom_tag(a);
+    out.push(tag);
+    let bytes: Cow<'_, [u8]> = if tag == ATOM || tag == SMALL_ATOM {
+        Cow::Owned(a.as_str().chars().map(|c| c as u8).collect())
+    } else {
+        Cow::Borrowed(a.as_str().as_bytes())
+    };
+    let n = bytes.len().min(usize::from(u16::MAX));
+    if tag == SMALL_ATOM || tag == SMALL_ATOM_UTF8 {
+        out.push(n as u8);
+    } else {
+        out.extend_from_slice(&(n as u16).to_be_bytes());
+    }
+    out.extend_from_slice(&bytes[..n]);
 }
 
 fn encode_int(out: &mut Vec<u8>, v: i128) {
@@ -349,9 +561,13 @@ impl<'a> Reader<'a> {
         Ok(usize::from(u16::from_be_bytes([b[0], b[1]])))
     }
 
-    fn u32(&mut self) -> Result<usize, TermError> {
+    fn u32(&mut self) -> Result<u32, TermError> {
         let b = self.take(4)?;
-        usize::try_from(u32::from_be_bytes([b[0], b[1], b[2], b[3]])).map_err(|_| TermError::Truncated)
+        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn len32(&mut self) -> Result<usize, TermError> {
+        usize::try_from(self.u32()?).map_err(|_| TermError::Truncated)
     }
 
     /// A count of elements that each take at least one byte: refused when
@@ -363,33 +579,57 @@ impl<'a> Reader<'a> {
         Ok(n)
     }
 
-    fn atom(&mut self, tag: u8) -> Result<String, TermError> {
+    fn atom_of(&mut self, tag: u8) -> Result<Atom, TermError> {
         let len = if tag == ATOM || tag == ATOM_UTF8 { self.u16()? } else { usize::from(self.u8()?) };
         let bytes = self.take(len)?;
-        Ok(if tag == ATOM || tag == SMALL_ATOM {
-            bytes.iter().map(|&b| char::from(b)).collect()
-        } else {
-            String::from_utf8(bytes.to_vec()).map_err(|_| TermError::Unsupported(tag))?
-        })
+        let (name, encoding) = match tag {
+            ATOM => (bytes.iter().map(|&b| char::from(b)).collect(), AtomEncoding::Latin1),
+            SMALL_ATOM => (bytes.iter().map(|&b| char::from(b)).collect(), AtomEncoding::SmallLatin1),
+            _ => {
+                let name = String::from_utf8(bytes.to_vec()).map_err(|_| TermError::Unsupported(tag))?;
+                (name, if tag == ATOM_UTF8 { AtomEncoding::Utf8 } else { AtomEncoding::SmallUtf8 })
+            }
+        };
+        Ok(Atom::with_encoding(name, encoding))
     }
 
-    fn big(&mut self, n: usize) -> Result<i128, TermError> {
+    /// A node name: an atom in any of its encodings.
+    fn node(&mut self) -> Result<Atom, TermError> {
+        self.spend(1)?;
+        let tag = self.u8()?;
+        match tag {
+            ATOM | SMALL_ATOM | ATOM_UTF8 | SMALL_ATOM_UTF8 => self.atom_of(tag),
+            other => Err(TermError::Unsupported(other)),
+        }
+    }
+
+    /// A big integer of `n` digits, read from `start` (its tag): an
+    /// [`Term::Int`] when it fits and is written as Erlang writes that
+    /// integer, else kept as it is.
+    fn big(&mut self, start: usize, n: usize) -> Result<Term, TermError> {
         let sign = self.u8()?;
         let digits = self.take(n)?;
-        if digits.iter().skip(16).any(|&b| b != 0) {
-            return Err(TermError::Number);
+        if digits.iter().skip(16).all(|&b| b == 0) {
+            let mut m: u128 = 0;
+            for (i, &b) in digits.iter().take(16).enumerate() {
+                m |= u128::from(b) << (8 * i);
+            }
+            let fits = if sign == 0 {
+                i128::try_from(m).ok()
+            } else if m == 1u128 << 127 {
+                Some(i128::MIN)
+            } else {
+                i128::try_from(m).ok().map(|x| -x)
+            };
+            if let Some(v) = fits {
+                let mut again = Vec::with_capacity(n + 3);
+                encode_int(&mut again, v);
+                if again == self.data[start..self.at] {
+                    return Ok(Term::Int(v));
+                }
+            }
         }
-        let mut m: u128 = 0;
-        for (i, &b) in digits.iter().take(16).enumerate() {
-            m |= u128::from(b) << (8 * i);
-        }
-        if sign == 0 {
-            i128::try_from(m).map_err(|_| TermError::Number)
-        } else if m == 1u128 << 127 {
-            Ok(i128::MIN)
-        } else {
-            i128::try_from(m).map(|x| -x).map_err(|_| TermError::Number)
-        }
+        Ok(Term::BigInt(BigInt { negative: sign != 0, magnitude: digits.to_vec() }))
     }
 
     /// Takes `n` terms from the budget.
@@ -398,25 +638,28 @@ impl<'a> Reader<'a> {
         Ok(())
     }
 
+    /// The bytes from `start` to here, as an opaque term.
+    fn opaque(&self, start: usize) -> Term {
+        Term::Opaque(Opaque::new(self.data[start..self.at].to_vec()))
+    }
+
     fn term(&mut self, depth: usize) -> Result<Term, TermError> {
         if depth > MAX_DEPTH {
             return Err(TermError::TooDeep);
         }
         self.spend(1)?;
+        let start = self.at;
         let tag = self.u8()?;
         Ok(match tag {
             SMALL_INT => Term::Int(i128::from(self.u8()?)),
-            INT => {
-                let b = self.take(4)?;
-                Term::Int(i128::from(i32::from_be_bytes([b[0], b[1], b[2], b[3]])))
-            }
+            INT => Term::Int(i128::from(self.u32()? as i32)),
             SMALL_BIG => {
                 let n = usize::from(self.u8()?);
-                Term::Int(self.big(n)?)
+                self.big(start, n)?
             }
             LARGE_BIG => {
-                let n = self.u32()?;
-                Term::Int(self.big(n)?)
+                let n = self.len32()?;
+                self.big(start, n)?
             }
             NEW_FLOAT => {
                 let b = self.take(8)?;
@@ -428,10 +671,23 @@ impl<'a> Reader<'a> {
                 }
                 Term::Float(f)
             }
-            ATOM | SMALL_ATOM | ATOM_UTF8 | SMALL_ATOM_UTF8 => Term::Atom(self.atom(tag)?),
+            FLOAT => {
+                // 31 bytes of printf("%.20e"), written by OTPs before R11B
+                self.take(31)?;
+                self.opaque(start)
+            }
+            ATOM | SMALL_ATOM | ATOM_UTF8 | SMALL_ATOM_UTF8 => Term::Atom(self.atom_of(tag)?),
             BINARY => {
-                let n = self.u32()?;
+                let n = self.len32()?;
                 Term::Binary(self.take(n)?.to_vec())
+            }
+            BIT_BINARY => {
+                let n = self.len32()?;
+                let bits = self.u8()?;
+                if n == 0 || !(1..=8).contains(&bits) {
+                    return Err(TermError::Unsupported(BIT_BINARY));
+                }
+                Term::BitBinary(BitBinary { bytes: self.take(n)?.to_vec(), bits })
             }
             NIL => Term::List(Vec::new()),
             STRING => {
@@ -440,19 +696,19 @@ impl<'a> Reader<'a> {
                 Term::List(self.take(n)?.iter().map(|&b| Term::Int(i128::from(b))).collect())
             }
             LIST => {
-                let n = self.u32()?;
+                let n = self.len32()?;
                 let n = self.count(n)?;
                 let mut items = Vec::with_capacity(n.min(MAX_RESERVE));
                 for _ in 0..n {
                     items.push(self.term(depth + 1)?);
                 }
-                if self.u8()? != NIL {
-                    return Err(TermError::Unsupported(LIST));
+                match self.term(depth + 1)? {
+                    Term::List(tail) if tail.is_empty() => Term::List(items),
+                    tail => Term::ImproperList(items, Box::new(tail)),
                 }
-                Term::List(items)
             }
             SMALL_TUPLE | LARGE_TUPLE => {
-                let n = if tag == SMALL_TUPLE { usize::from(self.u8()?) } else { self.u32()? };
+                let n = if tag == SMALL_TUPLE { usize::from(self.u8()?) } else { self.len32()? };
                 let n = self.count(n)?;
                 let mut items = Vec::with_capacity(n.min(MAX_RESERVE));
                 for _ in 0..n {
@@ -461,7 +717,7 @@ impl<'a> Reader<'a> {
                 Term::Tuple(items)
             }
             MAP => {
-                let n = self.u32()?;
+                let n = self.len32()?;
                 let n = self.count(n)?;
                 let mut pairs = Vec::with_capacity(n.min(MAX_RESERVE));
                 for _ in 0..n {
@@ -471,9 +727,117 @@ impl<'a> Reader<'a> {
                 }
                 Term::Map(pairs)
             }
+            PID | NEW_PID => {
+                let node = self.node()?;
+                let (id, serial) = (self.u32()?, self.u32()?);
+                let creation = if tag == PID { u32::from(self.u8()?) } else { self.u32()? };
+                Term::Pid(Pid { node, id, serial, creation, old_encoding: tag == PID })
+            }
+            PORT | NEW_PORT | V4_PORT => {
+                let node = self.node()?;
+                let id = if tag == V4_PORT {
+                    let b = self.take(8)?;
+                    let mut a = [0u8; 8];
+                    a.copy_from_slice(b);
+                    u64::from_be_bytes(a)
+                } else {
+                    u64::from(self.u32()?)
+                };
+                let creation = if tag == PORT { u32::from(self.u8()?) } else { self.u32()? };
+                let encoding = match tag {
+                    PORT => PortEncoding::Old,
+                    NEW_PORT => PortEncoding::New,
+                    _ => PortEncoding::V4,
+                };
+                Term::Port(Port { node, id, creation, encoding })
+            }
+            REFERENCE => {
+                let node = self.node()?;
+                let id = self.u32()?;
+                let creation = u32::from(self.u8()?);
+                Term::Ref(Reference { node, creation, ids: vec![id], encoding: RefEncoding::Old })
+            }
+            NEW_REFERENCE | NEWER_REFERENCE => {
+                let n = self.u16()?;
+                let node = self.node()?;
+                let creation = if tag == NEW_REFERENCE { u32::from(self.u8()?) } else { self.u32()? };
+                let n = self.count(n.saturating_mul(4))? / 4;
+                let ids = (0..n).map(|_| self.u32()).collect::<Result<Vec<_>, _>>()?;
+                let encoding = if tag == NEW_REFERENCE { RefEncoding::New } else { RefEncoding::Newer };
+                Term::Ref(Reference { node, creation, ids, encoding })
+            }
+            NEW_FUN => {
+                // Size counts itself and everything after it
+                let size = self.len32()?;
+                let end = start.checked_add(1).and_then(|s| s.checked_add(size)).ok_or(TermError::Truncated)?;
+                if end > self.data.len() {
+                    return Err(TermError::Truncated);
+                }
+                self.take(1 + 16 + 4)?; // arity, uniq, index
+                let free = self.len32()?;
+                // module, old index, old uniq, pid, then the free variables
+                let n = self.count(free)?.checked_add(4).ok_or(TermError::Truncated)?;
+                for _ in 0..n {
+                    self.term(depth + 1)?;
+                }
+                if self.at != end {
+                    return Err(TermError::Truncated);
+                }
+                self.opaque(start)
+            }
+            EXPORT => {
+                // module, function, arity
+                for _ in 0..3 {
+                    self.term(depth + 1)?;
+                }
+                self.opaque(start)
+            }
+            FUN => {
+                let free = self.len32()?;
+                // pid, module, index, uniq, then the free variables
+                let n = self.count(free)?.checked_add(4).ok_or(TermError::Truncated)?;
+                for _ in 0..n {
+                    self.term(depth + 1)?;
+                }
+                self.opaque(start)
+            }
             other => return Err(TermError::Unsupported(other)),
         })
     }
+}
+
+/// The uncompressed form of an external term: `data` itself, or, for a
+/// term written with `[compressed]`, the version byte and the inflated
+/// term (at most [`MAX_INFLATED`] bytes).
+///
+/// # Errors
+///
+/// Not an external term, or a compressed one that does not inflate to the
+/// size it announces.
+pub fn uncompressed(data: &[u8]) -> Result<Cow<'_, [u8]>, TermError> {
+    let (&version, rest) = data.split_first().ok_or(TermError::NotATerm)?;
+    if version != VERSION {
+        return Err(TermError::NotATerm);
+    }
+    if rest.first() != Some(&COMPRESSED) {
+        return Ok(Cow::Borrowed(data));
+    }
+    let size = rest.get(1..5).ok_or(TermError::Truncated)?;
+    let size = u32::from_be_bytes([size[0], size[1], size[2], size[3]]) as usize;
+    if size > MAX_INFLATED {
+        return Err(TermError::Truncated);
+    }
+    // grown as the data inflates: the header's size is not trusted
+    let mut out = Vec::with_capacity(size.min(64 * 1024) + 1);
+    out.push(VERSION);
+    flate2::read::ZlibDecoder::new(&rest[5..])
+        .take(MAX_INFLATED as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|_| TermError::Truncated)?;
+    if out.len() != size + 1 {
+        return Err(TermError::Truncated);
+    }
+    Ok(Cow::Owned(out))
 }
 
 /// Decodes a whole external term (`131`, then the term, optionally
@@ -483,31 +847,8 @@ impl<'a> Reader<'a> {
 ///
 /// Anything else: see [`TermError`].
 pub fn decode(data: &[u8]) -> Result<Term, TermError> {
-    let (&version, rest) = data.split_first().ok_or(TermError::NotATerm)?;
-    if version != VERSION {
-        return Err(TermError::NotATerm);
-    }
-    let inflated;
-    let body = if rest.first() == Some(&COMPRESSED) {
-        let size = rest.get(1..5).ok_or(TermError::Truncated)?;
-        let size = u32::from_be_bytes([size[0], size[1], size[2], size[3]]) as usize;
-        if size > MAX_INFLATED {
-            return Err(TermError::Truncated);
-        }
-        // grown as the data inflates: the header's size is not trusted
-        let mut out = Vec::with_capacity(size.min(64 * 1024));
-        flate2::read::ZlibDecoder::new(&rest[5..])
-            .take(MAX_INFLATED as u64 + 1)
-            .read_to_end(&mut out)
-            .map_err(|_| TermError::Truncated)?;
-        if out.len() != size {
-            return Err(TermError::Truncated);
-        }
-        inflated = out;
-        &inflated[..]
-    } else {
-        rest
-    };
+    let plain = uncompressed(data)?;
+    let body = &plain[1..];
     // Uncompressed input pays at least a byte per term, so a budget as large
     // as the input costs nothing; only what compression multiplies is held
     // to MAX_TERMS.
@@ -570,7 +911,8 @@ mod tests {
         assert_eq!(term_to_json(&[131, SMALL_ATOM, 5, b'f', b'a', b'l', b's', b'e']).unwrap(), json!(false));
         assert!(matches!(term_to_json(&[131, SMALL_ATOM_UTF8, 2, b'o', b'k']), Err(TermError::Unsupported(_))));
         assert!(matches!(term_to_json(&[131, 104, 0]), Err(TermError::Unsupported(_))));
-        assert!(matches!(term_to_json(&[131, 103]), Err(TermError::Unsupported(103))));
+        assert!(matches!(term_to_json(&[131, 82, 0]), Err(TermError::Unsupported(82))), "an atom cache reference");
+        assert_eq!(term_to_json(&[131, 103]), Err(TermError::Truncated));
     }
 
     #[test]
@@ -593,15 +935,47 @@ mod tests {
         let t = Term::Tuple(vec![
             Term::Int(3),
             Term::atom("except"),
-            Term::atom("n@host"),
+            Term::Atom(Atom::with_encoding("n@host", AtomEncoding::Latin1)),
+            Term::Atom(Atom::with_encoding("smäll", AtomEncoding::SmallLatin1)),
+            Term::Atom(Atom::with_encoding("✓ utf8", AtomEncoding::Utf8)),
+            Term::BigInt(BigInt { negative: true, magnitude: vec![1; 300] }),
+            Term::BitBinary(BitBinary { bytes: vec![0xa0], bits: 3 }),
+            Term::ImproperList(vec![Term::Int(1)], Box::new(Term::Int(2))),
+            Term::Pid(Pid::new(Atom::new("a@h"), 1, 2, 3)),
+            Term::Pid(Pid { old_encoding: true, ..Pid::new(Atom::new("a@h"), 1, 2, 3) }),
+            Term::Port(Port { node: Atom::new("a@h"), id: 1 << 40, creation: 9, encoding: PortEncoding::V4 }),
+            Term::Port(Port { node: Atom::new("a@h"), id: 5, creation: 9, encoding: PortEncoding::Old }),
+            Term::Ref(Reference {
+                node: Atom::new("a@h"),
+                creation: 1,
+                ids: vec![1, 2, 3],
+                encoding: RefEncoding::Newer,
+            }),
+            Term::Ref(Reference { node: Atom::new("a@h"), creation: 1, ids: vec![7], encoding: RefEncoding::Old }),
+            Term::Ref(Reference { node: Atom::new("a@h"), creation: 1, ids: vec![7, 8], encoding: RefEncoding::New }),
             Term::Binary(vec![0, 255, 1]),
             Term::Map(vec![(Term::atom("k"), Term::List(vec![Term::Int(-300), Term::Int(i128::from(u64::MAX) + 1)]))]),
             Term::Float(-0.25),
             Term::List(vec![]),
             Term::atom(&"x".repeat(300)),
         ]);
-        assert_eq!(decode(&encode(&t)).unwrap(), t);
+        let bytes = encode(&t);
+        let back = decode(&bytes).unwrap();
+        assert_eq!(back, t);
+        assert_eq!(encode(&back), bytes, "written back byte for byte");
+        let Term::Tuple(items) = &back else { panic!("a tuple") };
+        assert_eq!(items[3].as_atom(), Some("smäll"));
+        let Term::Atom(latin1) = &items[2] else { panic!("an atom") };
+        assert_eq!(latin1.encoding(), AtomEncoding::Latin1);
         assert_eq!(decode(&encode(&Term::Int(i128::MIN))).unwrap(), Term::Int(i128::MIN));
+        // a big integer that fits but is not written as Erlang writes it
+        // (a trailing zero digit) is kept as it is written
+        let odd = [131, SMALL_BIG, 2, 0, 5, 0];
+        assert_eq!(encode(&decode(&odd).unwrap()), odd);
+        assert_eq!(
+            decode(&[131, SMALL_BIG, 1, 0, 5]),
+            Ok(Term::BigInt(BigInt { negative: false, magnitude: vec![5] }))
+        );
     }
 
     #[test]
@@ -623,9 +997,16 @@ mod tests {
             &[131, MAP, 0x7f, 0, 0, 0],
             &[131, BINARY, 0, 0, 0, 9, 1],
             &[131, COMPRESSED, 0xff, 0xff, 0xff, 0xff],
-            &[131, SMALL_BIG, 17, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1],
             &[131, NEW_FLOAT, 0x7f, 0xf0, 0, 0, 0, 0, 0, 0],
-            &[131, LIST, 0, 0, 0, 1, SMALL_INT, 1, SMALL_INT, 2],
+            &[131, LIST, 0, 0, 0, 1, SMALL_INT, 1],
+            &[131, BIT_BINARY, 0, 0, 0, 1, 0, 0xff],
+            &[131, BIT_BINARY, 0, 0, 0, 0, 3],
+            &[131, NEW_PID, SMALL_INT, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0],
+            &[131, NEW_REFERENCE, 0xff, 0xff, SMALL_ATOM_UTF8, 1, b'n', 0],
+            &[131, NEW_FUN, 0, 0, 0, 0x30],
+            &[131, NEW_FUN, 0xff, 0xff, 0xff, 0xff],
+            &[131, FUN, 0xff, 0xff, 0xff, 0xff],
+            &[131, 121, 0],
             &[131],
             &[],
         ] {

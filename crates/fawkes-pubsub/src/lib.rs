@@ -38,7 +38,7 @@ use std::sync::Arc;
 
 pub use fawkes_protocol::{Broadcast, Frame, Payload, Vsn};
 pub use registry::{FrameCache, SubscriberId, Subscription};
-pub use remote::{Adapter, AdapterMetric, RemoteMessage, Target, WireError};
+pub use remote::{Adapter, AdapterMetric, RemoteMessage, Target, WireError, TERM_EVENT};
 
 use registry::Registry;
 
@@ -61,6 +61,9 @@ pub enum Delivery {
     Overflow,
     /// The subscriber is gone; its subscription will be removed.
     Gone,
+    /// The subscriber takes no message of this kind (a channel given a
+    /// [`TERM_EVENT`] message, say): nothing was done with it.
+    Ignored,
 }
 
 /// A receiver of broadcasts.
@@ -89,6 +92,8 @@ pub struct Dispatched {
     pub delivered: usize,
     /// Subscribers whose queue was full.
     pub overflowed: usize,
+    /// Subscribers that took no action on it ([`Delivery::Ignored`]).
+    pub ignored: usize,
 }
 
 /// A PubSub handle that does not keep it alive (see [`PubSub::downgrade`]).

@@ -125,6 +125,7 @@ impl Registry {
             match entry.sub.deliver(msg, &mut frames) {
                 Delivery::Delivered => out.delivered += 1,
                 Delivery::Overflow => out.overflowed += 1,
+                Delivery::Ignored => out.ignored += 1,
                 Delivery::Gone => gone.push(entry.id),
             }
         }

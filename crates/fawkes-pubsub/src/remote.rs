@@ -10,6 +10,15 @@ use serde_json::Value;
 
 use crate::PubSubError;
 
+/// The event of a broadcast that carries, as its binary payload, an Erlang
+/// term in the external format (`131`, ...): a message that a Phoenix node
+/// sent with `Phoenix.PubSub` and that is not a channel broadcast
+/// (Phoenix.Tracker's replication, an application's own messages), or one
+/// to send to Phoenix nodes that way. Adapters that speak Phoenix's format
+/// carry the term itself rather than a broadcast; channels take no such
+/// message, and an endpoint refuses to broadcast this event.
+pub const TERM_EVENT: &str = "phx:term";
+
 /// Which nodes a remote message is for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {

@@ -54,6 +54,7 @@
 
 mod channels;
 mod history;
+mod inbound;
 mod publisher;
 mod subscriber;
 mod target;
@@ -181,6 +182,7 @@ pub struct RedisStats {
     expired: AtomicU64,
     received: AtomicU64,
     undecodable: AtomicU64,
+    ignored: AtomicU64,
     reconnects: AtomicU64,
     queued_bytes: AtomicU64,
     channels: AtomicU64,
@@ -210,6 +212,13 @@ impl RedisStats {
     pub fn undecodable(&self) -> u64 {
         self.undecodable.load(Ordering::Relaxed)
     }
+    /// Messages for this node it took no action on: of another format
+    /// version, a `Phoenix.PubSub` message no subscriber here takes (see
+    /// `fawkes_pubsub::TERM_EVENT`), or a broadcast whose payload no client
+    /// could be sent.
+    pub fn ignored(&self) -> u64 {
+        self.ignored.load(Ordering::Relaxed)
+    }
     /// Reconnections of either connection.
     pub fn reconnects(&self) -> u64 {
         self.reconnects.load(Ordering::Relaxed)
@@ -221,6 +230,12 @@ impl RedisStats {
     /// Redis channels subscribed to now.
     pub fn channels(&self) -> u64 {
         self.channels.load(Ordering::Relaxed)
+    }
+
+    /// The counters in Prometheus's text exposition format (`fawkes_redis_*`;
+    /// the same text `PubSub::prometheus` serves for this adapter).
+    pub fn prometheus(&self) -> String {
+        self.metrics().iter().map(AdapterMetric::prometheus).collect()
     }
 
     fn metrics(&self) -> Vec<AdapterMetric> {
@@ -240,6 +255,12 @@ impl RedisStats {
                 self.expired(),
             ),
             m("fawkes_redis_received_total", false, "Messages received from Redis.", self.received()),
+            m(
+                "fawkes_redis_ignored_total",
+                false,
+                "Messages for this node that it took no action on (another format version, a Phoenix.PubSub message nothing here takes, a broadcast no client could be sent).",
+                self.ignored(),
+            ),
             m(
                 "fawkes_redis_undecodable_total",
                 false,

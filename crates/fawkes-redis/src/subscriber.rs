@@ -18,7 +18,7 @@ use tokio::sync::{watch, Notify};
 
 use crate::channels::Channels;
 use crate::target::Connector;
-use crate::{add, wire, within, Ctx, RedisStats};
+use crate::{add, within, Ctx, RedisStats};
 
 type Ping = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 
@@ -261,20 +261,5 @@ fn deliver(pubsub: &PubSub, stats: &RedisStats, data: &[u8]) {
     if data.starts_with(crate::history::PREFIX) {
         return crate::history::deliver(pubsub, stats, data);
     }
-    match wire::decode(data) {
-        Ok(msg) => {
-            add(&stats.received, 1);
-            pubsub.deliver_remote(msg);
-        }
-        Err(e) => {
-            add(&stats.undecodable, 1);
-            match e {
-                // what Phoenix nodes on the channel send besides broadcasts
-                wire::WireError::NotABroadcast | wire::WireError::Version(_) => {
-                    tracing::debug!(error = %e, "ignoring a message on the redis channel");
-                }
-                _ => tracing::warn!(error = %e, "dropping a message from the redis channel"),
-            }
-        }
-    }
+    crate::inbound::deliver(pubsub, data, stats);
 }

@@ -199,6 +199,41 @@ async fn phoenix_messages_are_delivered_and_garbage_is_skipped() {
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].event, "from_phoenix");
     assert_eq!(b.stats.undecodable(), 2);
+    assert_eq!(b.stats.ignored(), 0);
+}
+
+/// Phoenix.PubSub messages that are not channel broadcasts reach the
+/// subscribers of their topic whole; what no subscriber takes, what is for
+/// another node and what is of another format version is passed over, and
+/// only what was meant for this node is counted as ignored.
+#[tokio::test]
+async fn phoenix_terms_reach_their_topic_and_the_rest_is_counted() {
+    use fawkes_etf::Term;
+    let server = RedisServer::start();
+    let b = connect_cluster(RedisConfig::new(server.url(), "b")).await.unwrap();
+    let (_s, seen) = record(&b.pubsub, "tracker");
+    let channel = b"phx:Fawkes.PubSub.Adapter";
+    let message = |mode: &str, node: &str, topic: &str, vsn: i128| {
+        fawkes_etf::encode(&Term::Tuple(vec![
+            Term::Int(vsn),
+            Term::atom(mode),
+            Term::atom(node),
+            Term::binary(topic),
+            Term::Tuple(vec![Term::atom("pub"), Term::atom("heartbeat"), Term::Int(1)]),
+            Term::atom("Elixir.Phoenix.PubSub"),
+        ]))
+    };
+    raw(&server, &[b"PUBLISH", channel, &message("except", "phx1", "nobody", 3)]).await;
+    raw(&server, &[b"PUBLISH", channel, &message("only", "phx2", "tracker", 3)]).await;
+    raw(&server, &[b"PUBLISH", channel, &message("except", "phx1", "tracker", 2)]).await;
+    raw(&server, &[b"PUBLISH", channel, &message("only", "b", "tracker", 3)]).await;
+    let got = wait_for(&seen, 1).await;
+    assert_eq!(got.len(), 1, "only the message for b");
+    assert_eq!(got[0].event, fawkes_pubsub::TERM_EVENT);
+    let Payload::Binary(term) = &got[0].payload else { panic!("a term") };
+    assert_eq!(fawkes_etf::decode(term).unwrap().as_tuple().unwrap()[1].as_atom(), Some("heartbeat"));
+    assert_eq!((b.stats.ignored(), b.stats.undecodable()), (2, 0), "no taker, and version 2");
+    assert!(b.stats.prometheus().contains("fawkes_redis_ignored_total 2\n"));
 }
 
 #[tokio::test]

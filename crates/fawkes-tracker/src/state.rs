@@ -459,6 +459,12 @@ impl<P: Ord + Clone, M: Clone> State<P, M> {
             .unwrap_or_default()
     }
 
+    /// True when the presence with this dot is held (whatever its
+    /// replica's status).
+    pub fn has_dot(&self, tag: &Tag) -> bool {
+        self.dots.get(&tag.replica).is_some_and(|by_clock| by_clock.contains_key(&tag.clock))
+    }
+
     /// Every `(topic, key)` tracked for `pid`, for tests and introspection.
     pub fn pid_index(&self) -> Vec<(P, String, String)> {
         self.pids
@@ -701,8 +707,12 @@ mod tests {
         let full = b.extract(&ra, a.context());
         a.merge(&full);
         index_matches(&a);
+        let held = Tag { replica: rb.clone(), clock: b.context()[&rb] };
+        assert_eq!(a.has_dot(&held), a.get_by_pid_all(&103).iter().any(|e| e.tag == held));
+        assert!(a.has_dot(&held));
         a.remove_down_replicas(&rb);
         index_matches(&a);
         assert!(!a.dots.contains_key(&rb));
+        assert!(!a.has_dot(&held));
     }
 }

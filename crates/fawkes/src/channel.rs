@@ -294,6 +294,10 @@ pub enum BroadcastError {
     /// the broadcaster otherwise).
     #[error("broadcast payloads must be JSON objects or binary")]
     PayloadNotAnObject,
+    /// The event is `fawkes_pubsub::TERM_EVENT`, which carries Erlang terms
+    /// between nodes rather than broadcasts.
+    #[error("the event name {0:?} is reserved")]
+    ReservedEvent(String),
     /// The PubSub could not deliver to other nodes.
     #[error(transparent)]
     PubSub(#[from] fawkes_pubsub::PubSubError),

@@ -176,10 +176,14 @@ impl ShutdownList {
     }
 }
 
-/// Checks a broadcast's payload as Phoenix does: a JSON object or binary.
+/// Checks a broadcast's payload as Phoenix does: a JSON object or binary;
+/// and that its event is not the one that carries Erlang terms.
 pub(crate) fn checked(topic: &str, event: &str, payload: Payload) -> Result<Broadcast, BroadcastError> {
     if !(payload.is_object() || payload.is_binary()) {
         return Err(BroadcastError::PayloadNotAnObject);
+    }
+    if event == fawkes_pubsub::TERM_EVENT {
+        return Err(BroadcastError::ReservedEvent(event.to_owned()));
     }
     Ok(Broadcast::new(topic, event, payload))
 }

@@ -105,6 +105,11 @@ impl<S: Socket, I: Send + 'static> Subscriber for ChannelSubscriber<S, I> {
         if self.inbox.is_closed() {
             return Delivery::Gone;
         }
+        if msg.event == fawkes_pubsub::TERM_EVENT {
+            // an Elixir term for the process (a Phoenix channel's
+            // handle_info): nothing a client could be sent
+            return Delivery::Ignored;
+        }
         if self.intercept.iter().any(|e| *e == msg.event) {
             return match self.inbox.try_push(ChannelMsg::Out(msg.clone())) {
                 Ok(()) => Delivery::Delivered,

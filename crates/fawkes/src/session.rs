@@ -103,7 +103,7 @@ struct IdSubscriber(Arc<Outbox>);
 impl Subscriber for IdSubscriber {
     fn deliver(&self, msg: &Broadcast, _: &mut FrameCache<'_>) -> Delivery {
         if msg.event != event::DISCONNECT {
-            return Delivery::Delivered;
+            return Delivery::Ignored;
         }
         match self.0.push_control(Out::Disconnect) {
             Pushed::Closed => Delivery::Gone,

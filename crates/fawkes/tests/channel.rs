@@ -187,6 +187,29 @@ async fn broadcast_reaches_every_subscriber_and_broadcast_from_skips_the_sender(
     .await;
 }
 
+/// An Elixir term a Phoenix node sent to a channel's topic (for its
+/// processes' `handle_info`) reaches no client and counts as ignored; the
+/// event that carries such terms cannot be broadcast.
+#[tokio::test]
+async fn phoenix_terms_on_a_channel_topic_reach_no_client() {
+    use fawkes::pubsub::{PubSub, RemoteMessage, Target, TERM_EVENT};
+    let endpoint = Endpoint::new(PubSub::local("me"));
+    let service = handler(Log::default()).build(&endpoint);
+    let a = connect_with(&service, json!({"user_id": "a"}), Vsn::V2, Default::default()).await.unwrap();
+    let (_, room) = a.join("room:x", json!({})).await.unwrap();
+    let term = Payload::binary(vec![131, 100, 0, 2, b'h', b'i']);
+    let sent = endpoint.pubsub().deliver_remote(RemoteMessage {
+        target: Target::Except("phx1".into()),
+        broadcast: fawkes::Broadcast::new("room:x", TERM_EVENT, term.clone()),
+    });
+    assert_eq!((sent.delivered, sent.ignored), (0, 1));
+    refute_push!(room, TERM_EVENT, any_payload);
+    assert!(matches!(
+        endpoint.broadcast("room:x", TERM_EVENT, term),
+        Err(fawkes::BroadcastError::ReservedEvent(e)) if e == TERM_EVENT
+    ));
+}
+
 #[tokio::test]
 async fn intercepted_events_go_through_handle_out_per_subscriber() {
     each_vsn(|vsn| async move {

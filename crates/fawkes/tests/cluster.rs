@@ -42,7 +42,7 @@ async fn node(server: &RedisServer, name: &str, replication: Replication) -> Nod
 }
 
 fn pid(node: &str, id: u64) -> PresencePid {
-    PresencePid { node: node.into(), id }
+    PresencePid { node: node.into(), id, creation: 0 }
 }
 
 /// The keys listed on `n`, and how many metas each has.

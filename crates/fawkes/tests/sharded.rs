@@ -72,8 +72,8 @@ async fn presence_disconnect_and_long_poll_relays_work_in_sharded_mode() {
     let topic = "room:sharded-presence";
     let _watch_a = a.subscribe(topic, |_| {});
     let _watch_b = b.subscribe(topic, |_| {});
-    presence_a.track_pid(PresencePid { node: "a".into(), id: 1 }, topic, "alice", json!({})).unwrap();
-    presence_b.track_pid(PresencePid { node: "b".into(), id: 1 }, topic, "bob", json!({})).unwrap();
+    presence_a.track_pid(PresencePid { node: "a".into(), id: 1, creation: 0 }, topic, "alice", json!({})).unwrap();
+    presence_b.track_pid(PresencePid { node: "b".into(), id: 1, creation: 0 }, topic, "bob", json!({})).unwrap();
     let keys = async |p: &Presence| p.list(topic).await.keys().cloned().collect::<Vec<String>>();
     eventually("both nodes to list alice and bob", async || {
         keys(&presence_a).await == ["alice", "bob"] && keys(&presence_b).await == ["alice", "bob"]

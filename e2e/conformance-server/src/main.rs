@@ -10,8 +10,14 @@
 //! `redis+sentinel://` and `redis+cluster://` URLs too, see
 //! [`fawkes_redis`]), `REDIS_CA_FILE`, `REDIS_CERT_FILE` and `REDIS_KEY_FILE`
 //! (TLS), `REDIS_SHARDED` (sharded fan-out over that many channels),
-//! `RUST_LOG` (`warn`). `GET /metrics` serves the endpoint's counters and
-//! the Redis adapter's for Prometheus.
+//! `PHOENIX_PUBSUB_NAME` with `REDIS_URL` (join a Phoenix application's
+//! cluster: its PubSub's channel, `PhxRef.PubSub` say, and presence as its
+//! Phoenix.Presence, `PHOENIX_PRESENCE_NAME`, by default `<App>Web.Presence`
+//! for `<App>.PubSub`, with `PHOENIX_PRESENCE_POOL_SIZE` shards, 1 by
+//! default), `RUST_LOG` (`warn`). `GET /metrics` serves the endpoint's
+//! counters and the Redis adapter's for Prometheus. Ctrl-C or SIGTERM stops
+//! it gracefully: the other nodes are told at once that its presences are
+//! gone.
 //!
 //! A bad value in any of these, a port already in use or a Redis that
 //! cannot be reached stops the server at start-up with one line on stderr
@@ -219,7 +225,67 @@ struct Settings {
     rate_limits: bool,
     /// The Redis config (but the node's name) and this node's name, when given.
     redis: Option<(fawkes_redis::RedisConfig, Option<String>)>,
+    /// The Phoenix application whose cluster this node joins.
+    phoenix: Option<PhoenixApp>,
     log: tracing_subscriber::EnvFilter,
+}
+
+/// A Phoenix application's PubSub and Presence, by their module names.
+struct PhoenixApp {
+    pubsub: String,
+    presence: String,
+    pool_size: usize,
+}
+
+impl PhoenixApp {
+    /// `PHOENIX_PUBSUB_NAME` and the presence variables; `redis` tells
+    /// whether `REDIS_URL` is set, which they need.
+    fn from_env(redis: bool) -> Result<Option<PhoenixApp>, String> {
+        // an Elixir module name: capitalized aliases joined by dots
+        let module = |name: &str| -> Result<Option<String>, String> {
+            let Some(v) = var(name)?.filter(|v| !v.is_empty()) else { return Ok(None) };
+            let m = v.strip_prefix("Elixir.").unwrap_or(&v);
+            let alias = |a: &str| {
+                a.chars().next().is_some_and(|c| c.is_ascii_uppercase())
+                    && a.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            };
+            if m.split('.').all(alias) {
+                Ok(Some(m.to_owned()))
+            } else {
+                Err(format!("{name} must be an Elixir module name such as MyApp.PubSub, got {v:?}"))
+            }
+        };
+        let pubsub = module("PHOENIX_PUBSUB_NAME")?;
+        let presence = module("PHOENIX_PRESENCE_NAME")?;
+        let pool = var("PHOENIX_PRESENCE_POOL_SIZE")?;
+        let Some(pubsub) = pubsub else {
+            return match (presence, pool) {
+                (None, None) => Ok(None),
+                _ => Err("PHOENIX_PRESENCE_NAME and PHOENIX_PRESENCE_POOL_SIZE need PHOENIX_PUBSUB_NAME".into()),
+            };
+        };
+        if !redis {
+            return Err("PHOENIX_PUBSUB_NAME needs REDIS_URL (the Redis of the Phoenix nodes)".into());
+        }
+        let presence = match presence {
+            Some(p) => p,
+            None => match pubsub.strip_suffix(".PubSub") {
+                Some(app) => format!("{app}Web.Presence"),
+                None => {
+                    return Err(format!(
+                        "PHOENIX_PRESENCE_NAME must be set when PHOENIX_PUBSUB_NAME ({pubsub}) does not end in .PubSub"
+                    ))
+                }
+            },
+        };
+        let pool_size = match pool {
+            None => 1,
+            Some(v) => v.parse().ok().filter(|n| (1..=1024).contains(n)).ok_or_else(|| {
+                format!("PHOENIX_PRESENCE_POOL_SIZE must be a number of shards (1 to 1024), got {v:?}")
+            })?,
+        };
+        Ok(Some(PhoenixApp { pubsub, presence, pool_size }))
+    }
 }
 
 /// A variable's value; `None` when it is not set.
@@ -301,7 +367,8 @@ impl Settings {
             return Err("NODE_NAME must not be empty".into());
         }
         let redis = redis_config()?.map(|config| (config, node));
-        Ok(Settings { port, timeout, presence_window, rate_limits, redis, log })
+        let phoenix = PhoenixApp::from_env(redis.is_some())?;
+        Ok(Settings { port, timeout, presence_window, rate_limits, redis, phoenix, log })
     }
 }
 
@@ -317,6 +384,20 @@ fn reason(e: &std::io::Error) -> String {
         }
         _ => text,
     }
+}
+
+/// Resolves on Ctrl-C or, on Unix, SIGTERM (what service managers send):
+/// both stop the server gracefully.
+async fn stop_requested() {
+    #[cfg(unix)]
+    if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        return;
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 #[tokio::main]
@@ -351,6 +432,9 @@ async fn run() -> Result<(), String> {
     let endpoint = match settings.redis {
         Some((mut config, node)) => {
             config.node_name = node.unwrap_or_else(|| format!("fawkes-{}@127.0.0.1", addr.port()));
+            if let Some(app) = &settings.phoenix {
+                config = config.phoenix_pubsub(&app.pubsub);
+            }
             let sharded = config.shards > 0;
             let cluster = fawkes_redis::connect_cluster(config).await.map_err(|e| match e {
                 fawkes_redis::RedisError::Url(url) => format!(
@@ -368,7 +452,11 @@ async fn run() -> Result<(), String> {
         }
         None => Endpoint::local(),
     };
-    let presence = Presence::builder(&endpoint).diff_window(window).build();
+    let mut presence = Presence::builder(&endpoint).diff_window(window);
+    if let Some(app) = &settings.phoenix {
+        presence = presence.phoenix(&app.presence).pool_size(app.pool_size);
+    }
+    let presence = presence.build();
     let leaving = presence.clone();
     // `history:*` is `room:*` with history: the last 1000 broadcasts, at
     // most 5 minutes old
@@ -410,7 +498,7 @@ async fn run() -> Result<(), String> {
     let shutdown_endpoint = endpoint.clone();
     fawkes::serve(listener, app)
         .with_graceful_shutdown(async move {
-            let _ = tokio::signal::ctrl_c().await;
+            stop_requested().await;
             leaving.leave_cluster();
             shutdown_endpoint.shutdown();
         })

@@ -8,13 +8,16 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Every variable the server reads.
-const VARS: [&str; 11] = [
+const VARS: [&str; 14] = [
     "PORT",
     "SOCKET_TIMEOUT_MS",
     "PRESENCE_DIFF_WINDOW_MS",
     "RATE_LIMITS",
     "REDIS_URL",
     "NODE_NAME",
+    "PHOENIX_PUBSUB_NAME",
+    "PHOENIX_PRESENCE_NAME",
+    "PHOENIX_PRESENCE_POOL_SIZE",
     "RUST_LOG",
     "REDIS_CA_FILE",
     "REDIS_CERT_FILE",
@@ -113,6 +116,35 @@ fn bad_values_are_named_with_the_variable() {
             &[("REDIS_URL", "rediss://127.0.0.1:1"), ("REDIS_CA_FILE", "Cargo.toml")],
             "the CA file Cargo.toml holds no PEM CERTIFICATE",
         ),
+        (&[("PHOENIX_PUBSUB_NAME", "MyApp.PubSub")], "PHOENIX_PUBSUB_NAME needs REDIS_URL"),
+        (
+            &[("REDIS_URL", "redis://127.0.0.1:1"), ("PHOENIX_PUBSUB_NAME", "my_app.pubsub")],
+            r#"PHOENIX_PUBSUB_NAME must be an Elixir module name such as MyApp.PubSub, got "my_app.pubsub""#,
+        ),
+        (
+            &[("REDIS_URL", "redis://127.0.0.1:1"), ("PHOENIX_PUBSUB_NAME", "MyApp.Bus")],
+            "PHOENIX_PRESENCE_NAME must be set when PHOENIX_PUBSUB_NAME (MyApp.Bus) does not end in .PubSub",
+        ),
+        (
+            &[
+                ("REDIS_URL", "redis://127.0.0.1:1"),
+                ("PHOENIX_PUBSUB_NAME", "MyApp.PubSub"),
+                ("PHOENIX_PRESENCE_NAME", "Presence!"),
+            ],
+            r#"PHOENIX_PRESENCE_NAME must be an Elixir module name"#,
+        ),
+        (
+            &[
+                ("REDIS_URL", "redis://127.0.0.1:1"),
+                ("PHOENIX_PUBSUB_NAME", "MyApp.PubSub"),
+                ("PHOENIX_PRESENCE_POOL_SIZE", "0"),
+            ],
+            r#"PHOENIX_PRESENCE_POOL_SIZE must be a number of shards (1 to 1024), got "0""#,
+        ),
+        (
+            &[("PHOENIX_PRESENCE_POOL_SIZE", "2")],
+            "PHOENIX_PRESENCE_NAME and PHOENIX_PRESENCE_POOL_SIZE need PHOENIX_PUBSUB_NAME",
+        ),
     ] {
         let mut env = env.to_vec();
         let port = closed_port().to_string();
@@ -157,4 +189,48 @@ fn port_zero_and_valid_values_start_the_server() {
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(reply.starts_with("HTTP/1.1 200") && reply.ends_with("ok"), "{reply}");
+}
+
+/// With `PHOENIX_PUBSUB_NAME` the server is on that PubSub's channel
+/// (`phx:Elixir.<name>.Adapter`), and `/metrics` has the adapter's
+/// counters next to the endpoint's.
+#[test]
+fn a_phoenix_pubsub_name_picks_its_channel() {
+    let redis = fawkes_redis::test_server::RedisServer::start();
+    let mut child = spawn(&[
+        ("PORT", "0"),
+        ("REDIS_URL", &redis.url()),
+        ("NODE_NAME", "fawkes-test"),
+        ("PHOENIX_PUBSUB_NAME", "Elixir.MyApp.PubSub"),
+        ("PHOENIX_PRESENCE_POOL_SIZE", "4"),
+        ("RUST_LOG", "warn"),
+    ]);
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let at = line.find("http://127.0.0.1:").expect(&line) + "http://".len();
+    let addr: String = line[at..].chars().take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':').collect();
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").unwrap();
+    let mut metrics = String::new();
+    s.read_to_string(&mut metrics).unwrap();
+    let channels = redis_command(&redis, &["PUBSUB", "CHANNELS", "*"]);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(metrics.contains("\nfawkes_connections 0\n"), "{metrics}");
+    assert!(metrics.contains("\nfawkes_redis_ignored_total "), "{metrics}");
+    assert!(channels.contains("phx:Elixir.MyApp.PubSub.Adapter"), "{channels}");
+}
+
+/// One command to Redis; its reply as text.
+fn redis_command(redis: &fawkes_redis::test_server::RedisServer, args: &[&str]) -> String {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", redis.port())).unwrap();
+    let mut out = format!("*{}\r\n", args.len());
+    for a in args {
+        out.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+    }
+    s.write_all(out.as_bytes()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 4096];
+    let n = s.read(&mut buf).unwrap();
+    String::from_utf8_lossy(&buf[..n]).into_owned()
 }

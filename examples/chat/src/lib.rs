@@ -95,6 +95,10 @@ pub struct Config {
     /// Where the rooms' history is kept for every node (from
     /// `fawkes_redis::Cluster::history`); `None`: in this node's memory.
     pub shared_history: Option<std::sync::Arc<dyn fawkes::history::SharedHistory>>,
+    /// In a Phoenix application's cluster (a PubSub on its Redis channel):
+    /// its Phoenix.Presence module and that module's number of shards, so
+    /// that presence is shared with its nodes.
+    pub phoenix_presence: Option<(String, usize)>,
 }
 
 /// The history of each `room:*` topic: what a page that reconnects gets
@@ -142,7 +146,11 @@ pub async fn build(config: &Config) -> Result<(axum::Router, SocketService<socke
         endpoint.set_shared_history(shared.clone());
     }
     let names = accounts.clone();
-    let presence = Presence::builder(&endpoint)
+    let mut presence = Presence::builder(&endpoint);
+    if let Some((module, shards)) = &config.phoenix_presence {
+        presence = presence.phoenix(module).pool_size(*shards);
+    }
+    let presence = presence
         // the names of everyone in a presence list, in one query
         .fetch(move |_topic, mut entries| {
             let names = names.clone();

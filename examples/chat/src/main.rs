@@ -6,7 +6,12 @@
 //! database; an empty `REDIS_URL` is none; `rediss://`, `redis+sentinel://`
 //! and `redis+cluster://` URLs too, see [`fawkes_redis`]), `REDIS_CA_FILE`,
 //! `REDIS_CERT_FILE` and `REDIS_KEY_FILE` (TLS), `REDIS_SHARDED` (sharded
-//! fan-out over that many channels), and `RUST_LOG` (`info`).
+//! fan-out over that many channels), `PHOENIX_PUBSUB_NAME` with `REDIS_URL`
+//! to run among a Phoenix application's nodes (its PubSub's channel,
+//! `MyApp.PubSub` say, and presence as its Phoenix.Presence,
+//! `PHOENIX_PRESENCE_NAME`, by default `<App>Web.Presence` for
+//! `<App>.PubSub`, with `PHOENIX_PRESENCE_POOL_SIZE` shards, 1 by default),
+//! and `RUST_LOG` (`info`). Ctrl-C or SIGTERM stops it gracefully.
 //!
 //! A bad value in any of these, a port already in use, or a database or
 //! Redis that cannot be reached stops the server at start-up with one line
@@ -70,6 +75,64 @@ fn without_password(url: &str) -> String {
     }
 }
 
+/// A Phoenix application's PubSub and Presence, by their module names.
+struct PhoenixApp {
+    pubsub: String,
+    presence: String,
+    pool_size: usize,
+}
+
+impl PhoenixApp {
+    /// `PHOENIX_PUBSUB_NAME` and the presence variables; `redis` tells
+    /// whether `REDIS_URL` is set, which they need.
+    fn from_env(redis: bool) -> Result<Option<PhoenixApp>, String> {
+        // an Elixir module name: capitalized aliases joined by dots
+        let module = |name: &str| -> Result<Option<String>, String> {
+            let Some(v) = var(name)?.filter(|v| !v.is_empty()) else { return Ok(None) };
+            let m = v.strip_prefix("Elixir.").unwrap_or(&v);
+            let alias = |a: &str| {
+                a.chars().next().is_some_and(|c| c.is_ascii_uppercase())
+                    && a.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            };
+            if m.split('.').all(alias) {
+                Ok(Some(m.to_owned()))
+            } else {
+                Err(format!("{name} must be an Elixir module name such as MyApp.PubSub, got {v:?}"))
+            }
+        };
+        let pubsub = module("PHOENIX_PUBSUB_NAME")?;
+        let presence = module("PHOENIX_PRESENCE_NAME")?;
+        let pool = var("PHOENIX_PRESENCE_POOL_SIZE")?;
+        let Some(pubsub) = pubsub else {
+            return match (presence, pool) {
+                (None, None) => Ok(None),
+                _ => Err("PHOENIX_PRESENCE_NAME and PHOENIX_PRESENCE_POOL_SIZE need PHOENIX_PUBSUB_NAME".into()),
+            };
+        };
+        if !redis {
+            return Err("PHOENIX_PUBSUB_NAME needs REDIS_URL (the Redis of the Phoenix nodes)".into());
+        }
+        let presence = match presence {
+            Some(p) => p,
+            None => match pubsub.strip_suffix(".PubSub") {
+                Some(app) => format!("{app}Web.Presence"),
+                None => {
+                    return Err(format!(
+                        "PHOENIX_PRESENCE_NAME must be set when PHOENIX_PUBSUB_NAME ({pubsub}) does not end in .PubSub"
+                    ))
+                }
+            },
+        };
+        let pool_size = match pool {
+            None => 1,
+            Some(v) => v.parse().ok().filter(|n| (1..=1024).contains(n)).ok_or_else(|| {
+                format!("PHOENIX_PRESENCE_POOL_SIZE must be a number of shards (1 to 1024), got {v:?}")
+            })?,
+        };
+        Ok(Some(PhoenixApp { pubsub, presence, pool_size }))
+    }
+}
+
 /// An I/O error as people read it: `connection refused`, without the
 /// operating system's error number.
 fn reason(e: &std::io::Error) -> String {
@@ -128,6 +191,20 @@ fn database_error(url: &str, e: sqlx::Error) -> String {
     }
 }
 
+/// Resolves on Ctrl-C or, on Unix, SIGTERM (what service managers send):
+/// both stop the server gracefully.
+async fn stop_requested() {
+    #[cfg(unix)]
+    if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        return;
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     match run().await {
@@ -166,6 +243,7 @@ async fn run() -> Result<(), String> {
         return Err("NODE_NAME must not be empty".into());
     }
     let redis = redis_config()?;
+    let phoenix = PhoenixApp::from_env(redis.is_some())?;
     tracing_subscriber::fmt().with_env_filter(log).init();
 
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
@@ -175,6 +253,9 @@ async fn run() -> Result<(), String> {
     let pubsub = match redis {
         Some(mut config) => {
             config.node_name = node.unwrap_or_else(|| format!("fawkes-chat-{}", addr.port()));
+            if let Some(app) = &phoenix {
+                config = config.phoenix_pubsub(&app.pubsub);
+            }
             let sharded = config.shards > 0;
             let cluster = fawkes_redis::connect_cluster(config).await.map_err(|e| match e {
                 fawkes_redis::RedisError::Url(url) => format!(
@@ -195,14 +276,20 @@ async fn run() -> Result<(), String> {
         Some((p, h)) => (Some(p), h),
         None => (None, None),
     };
-    let config = fawkes_chat::Config { database_url, secret_key_base, pubsub, shared_history };
+    let config = fawkes_chat::Config {
+        database_url,
+        secret_key_base,
+        pubsub,
+        shared_history,
+        phoenix_presence: phoenix.map(|app| (app.presence, app.pool_size)),
+    };
     let (router, service, app) = fawkes_chat::build(&config).await.map_err(|e| database_error(&shown_url, e))?;
     tracing::info!("fawkes-chat on http://{addr}");
     let endpoint = service.endpoint().clone();
     let stopping = endpoint.clone();
     fawkes::serve(listener, router)
         .with_graceful_shutdown(async move {
-            let _ = tokio::signal::ctrl_c().await;
+            stop_requested().await;
             // the other nodes drop this one's presences at once
             app.presence.leave_cluster();
             stopping.shutdown();

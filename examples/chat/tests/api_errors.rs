@@ -38,6 +38,7 @@ async fn start() -> SocketAddr {
         secret_key_base: Some("chat-test-secret-key-base-0123456789abcdef".into()),
         pubsub: None,
         shared_history: None,
+        phoenix_presence: None,
     };
     let (router, _, _) = fawkes_chat::build(&config).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -59,6 +59,7 @@ async fn start_node(database: Option<(String, Option<std::path::PathBuf>)>, pubs
         secret_key_base: Some("chat-test-secret-key-base-0123456789abcdef".into()),
         pubsub,
         shared_history: None,
+        phoenix_presence: None,
     };
     let (router, service, _) = fawkes_chat::build(&config).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

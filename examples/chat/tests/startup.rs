@@ -9,12 +9,15 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Every variable the server reads.
-const VARS: [&str; 10] = [
+const VARS: [&str; 13] = [
     "PORT",
     "DATABASE_URL",
     "SECRET_KEY_BASE",
     "REDIS_URL",
     "NODE_NAME",
+    "PHOENIX_PUBSUB_NAME",
+    "PHOENIX_PRESENCE_NAME",
+    "PHOENIX_PRESENCE_POOL_SIZE",
     "RUST_LOG",
     "REDIS_CA_FILE",
     "REDIS_CERT_FILE",
@@ -127,6 +130,19 @@ fn bad_values_are_named_with_the_variable() {
         (
             &[("REDIS_URL", "rediss://127.0.0.1:1"), ("REDIS_KEY_FILE", "Cargo.toml")],
             "REDIS_CERT_FILE and REDIS_KEY_FILE go together: give both or neither",
+        ),
+        (&[("PHOENIX_PUBSUB_NAME", "MyApp.PubSub")], "PHOENIX_PUBSUB_NAME needs REDIS_URL"),
+        (
+            &[("REDIS_URL", "redis://127.0.0.1:1"), ("PHOENIX_PUBSUB_NAME", "MyApp.PubSub.")],
+            r#"PHOENIX_PUBSUB_NAME must be an Elixir module name such as MyApp.PubSub, got "MyApp.PubSub.""#,
+        ),
+        (
+            &[
+                ("REDIS_URL", "redis://127.0.0.1:1"),
+                ("PHOENIX_PUBSUB_NAME", "MyApp.PubSub"),
+                ("PHOENIX_PRESENCE_POOL_SIZE", "many"),
+            ],
+            r#"PHOENIX_PRESENCE_POOL_SIZE must be a number of shards (1 to 1024), got "many""#,
         ),
     ] {
         let mut env = env.to_vec();

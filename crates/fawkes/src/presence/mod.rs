@@ -11,6 +11,12 @@
 //! the changes of one topic are coalesced into one net diff per window, so a
 //! large topic costs far fewer frames while every client ends in the same
 //! state.
+//!
+//! On several nodes the trackers replicate over the endpoint's PubSub with
+//! Phoenix.Tracker's protocol ([`replication`]'s documentation): in JSON
+//! among Fawkes nodes, or, with [`PresenceBuilder::phoenix`], in Phoenix's
+//! own terms as one of a Phoenix application's `Phoenix.Presence` shards,
+//! so that Phoenix and Fawkes nodes list each other's presences.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -29,17 +35,33 @@ use tokio::sync::mpsc;
 
 use crate::{ChannelContext, Endpoint, Socket};
 
+mod phoenix;
 mod replication;
 
 pub use replication::Replication;
 
 /// Who holds a presence: a channel of some node.
+///
+/// Among Fawkes nodes a pid is the node's name and the channel's id. With
+/// Phoenix nodes ([`PresenceBuilder::phoenix`]) pids are Erlang pids, which
+/// Phoenix holds as they are and never sends to: a Fawkes node's are
+/// `<node name>@fawkes` (or the node name itself when it has an `@`), its
+/// channel's id as the pid's number and serial (`id`: the serial in the
+/// high 32 bits), and the node's creation, which changes with every start.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct PresencePid {
     /// The node.
     pub node: String,
-    /// The channel's id on that node.
+    /// The owner's id on that node (for an Erlang pid, its serial in the
+    /// high 32 bits and its number in the low ones).
     pub id: u64,
+    /// For an Erlang pid, its node's creation (0 otherwise).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub creation: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 type Meta = Map<String, Value>;
@@ -99,23 +121,53 @@ pub struct Presence {
 
 impl std::fmt::Debug for Presence {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Presence").field("replica", &self.inner.replica).finish()
+        let replicas: Vec<&ReplicaId> = self.inner.shards.iter().map(|s| &s.replica).collect();
+        f.debug_struct("Presence").field("replicas", &replicas).finish()
     }
 }
 
 struct Inner {
     id: u64,
     endpoint: Endpoint,
-    replica: ReplicaId,
-    state: Mutex<State<PresencePid, Meta>>,
+    /// One replica per shard; a topic's presences live in one shard.
+    shards: Box<[Shard]>,
     fetch: Option<Arc<FetchFn>>,
     diffs: mpsc::UnboundedSender<Change>,
     refs: AtomicU64,
     node_hash: u16,
-    /// The replication topic, when the endpoint's PubSub spans nodes.
-    replication: Option<String>,
+    /// The node of this tracker's pids, and its creation.
+    pid_node: String,
+    creation: u32,
+    /// How the shards replicate, when the endpoint's PubSub spans nodes.
+    replication: Option<Format>,
     /// Set once this tracker left the cluster.
     left: std::sync::atomic::AtomicBool,
+}
+
+/// One tracker of a pool: its replica and state, and its replication topic.
+struct Shard {
+    replica: ReplicaId,
+    state: Mutex<State<PresencePid, Meta>>,
+    topic: String,
+}
+
+/// What a tracker's replication speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    /// JSON, among Fawkes nodes.
+    Json,
+    /// Phoenix.Tracker's terms.
+    Phoenix,
+}
+
+impl Inner {
+    /// The shard of a topic, as Phoenix.Tracker picks it
+    /// (`:erlang.phash2(topic, pool_size)`).
+    fn shard(&self, topic: &str) -> &Shard {
+        let n = self.shards.len();
+        let i = if n <= 1 { 0 } else { fawkes_etf::phash2_binary(topic.as_bytes(), n as u32) as usize };
+        &self.shards[i.min(n - 1)]
+    }
 }
 
 /// One change, queued for the diff task.
@@ -131,6 +183,8 @@ pub struct PresenceBuilder {
     fetch: Option<Arc<FetchFn>>,
     window: Duration,
     name: String,
+    phoenix: Option<String>,
+    pool_size: usize,
     replication: Replication,
 }
 
@@ -170,6 +224,28 @@ impl PresenceBuilder {
         self
     }
 
+    /// Replicates as the Phoenix.Presence module `module` of a Phoenix
+    /// application (`MyAppWeb.Presence`, without `Elixir.`) does, in
+    /// Phoenix.Tracker's own terms, so that Phoenix nodes and Fawkes nodes
+    /// on one cluster (a `fawkes_redis` PubSub on the application's Redis
+    /// channel) list each other's presences. Its shards are
+    /// `Elixir.<module>_shard<n>`, on the topics `phx_presence:Elixir.<module>_shard<n>`;
+    /// set [`PresenceBuilder::pool_size`] to the module's `:pool_size`.
+    /// Replica names are the PubSub's node name, as Phoenix's are its
+    /// `node_name`.
+    pub fn phoenix(mut self, module: impl Into<String>) -> Self {
+        self.phoenix = Some(module.into());
+        self
+    }
+
+    /// The number of shards (Phoenix.Tracker's `:pool_size`, 1 by default),
+    /// for [`PresenceBuilder::phoenix`]: each topic's presences live in the
+    /// shard `:erlang.phash2(topic, pool_size)`, as on the Phoenix nodes.
+    pub fn pool_size(mut self, shards: usize) -> Self {
+        self.pool_size = shards.max(1);
+        self
+    }
+
     /// Sets the replication periods (Phoenix's by default). Used only when
     /// the endpoint's PubSub spans several nodes. The down period is raised
     /// to twice the broadcast period and the permanent-down period above the
@@ -184,29 +260,53 @@ impl PresenceBuilder {
     pub fn build(self) -> Presence {
         let node = self.endpoint.pubsub().node_name().to_owned();
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-        let replica = ReplicaId::new(node.clone(), u64::try_from(now.as_micros()).unwrap_or(u64::MAX));
+        let vsn = u64::try_from(now.as_micros()).unwrap_or(u64::MAX);
         let node_hash = node.bytes().fold(0u16, |h, b| h.wrapping_mul(31).wrapping_add(u16::from(b)));
         let (tx, rx) = mpsc::unbounded_channel();
         let distributed = self.endpoint.pubsub().is_distributed();
+        let (shards, pid_node, creation): (Vec<Shard>, String, u32) = match &self.phoenix {
+            Some(module) => {
+                // each shard is a replica of its own, as in Phoenix
+                let shards = (0..self.pool_size)
+                    .map(|n| Shard {
+                        replica: ReplicaId::new(node.clone(), vsn + n as u64),
+                        state: Mutex::new(State::new(ReplicaId::new(node.clone(), vsn + n as u64))),
+                        topic: format!("phx_presence:Elixir.{module}_shard{n}"),
+                    })
+                    .collect();
+                let pid_node = if node.contains('@') { node.clone() } else { format!("{node}@fawkes") };
+                // a creation per start, as an Erlang node's (never 0)
+                (shards, pid_node, (now.as_secs() as u32).max(1))
+            }
+            None => {
+                let replica = ReplicaId::new(node.clone(), vsn);
+                let topic = format!("phx_presence:{}", self.name);
+                (vec![Shard { state: Mutex::new(State::new(replica.clone())), replica, topic }], node.clone(), 0)
+            }
+        };
+        let format = if self.phoenix.is_some() { Format::Phoenix } else { Format::Json };
         let inner = Arc::new(Inner {
             id: PRESENCE_IDS.fetch_add(1, Ordering::Relaxed),
             endpoint: self.endpoint,
-            state: Mutex::new(State::new(replica.clone())),
-            replica,
+            shards: shards.into_boxed_slice(),
             fetch: self.fetch,
             diffs: tx,
             refs: AtomicU64::new(0),
             node_hash,
-            replication: distributed.then(|| format!("phx_presence:{}", self.name)),
+            pid_node,
+            creation,
+            replication: distributed.then_some(format),
             left: std::sync::atomic::AtomicBool::new(false),
         });
         tokio::spawn(diff_task(Arc::downgrade(&inner), rx, self.window));
-        if let Some(topic) = inner.replication.clone() {
+        if let Some(format) = inner.replication {
             let mut r = self.replication;
             r.broadcast_period = r.broadcast_period.max(Duration::from_millis(1));
             r.down_period = r.down_period.max(r.broadcast_period * 2);
             r.permdown_period = r.permdown_period.max(r.down_period + Duration::from_millis(1));
-            replication::start(&inner, topic, r);
+            for shard in 0..inner.shards.len() {
+                replication::start(&inner, shard, format, r);
+            }
         }
         Presence { inner }
     }
@@ -247,6 +347,8 @@ impl Presence {
             fetch: None,
             window: Duration::ZERO,
             name: "Fawkes.Presence".into(),
+            phoenix: None,
+            pool_size: 1,
             replication: Replication::default(),
         }
     }
@@ -262,7 +364,20 @@ impl Presence {
     }
 
     fn pid_of<S: Socket, I: Send + 'static>(&self, ctx: &ChannelContext<S, I>) -> PresencePid {
-        PresencePid { node: self.inner.replica.name.clone(), id: ctx.pid() }
+        self.pid(ctx.pid())
+    }
+
+    /// This node's pid for the owner `id` (a channel's id, or any number
+    /// for [`Presence::track_pid`]). For Phoenix nodes it is an Erlang pid
+    /// whose number and serial are the id's low 15 and next 13 bits (the
+    /// widest pid Erlang reads), so ids 2^28 apart share a pid.
+    pub fn pid(&self, id: u64) -> PresencePid {
+        let inner = &self.inner;
+        if inner.creation == 0 {
+            return PresencePid { node: inner.pid_node.clone(), id, creation: 0 };
+        }
+        let (number, serial) = (id & 0x7fff, (id >> 15) & 0x1fff);
+        PresencePid { node: inner.pid_node.clone(), id: (serial << 32) | number, creation: inner.creation }
     }
 
     /// Tracks the channel's socket under `key` on the channel's topic, with
@@ -300,13 +415,13 @@ impl Presence {
         key: &str,
         meta: impl Into<Value>,
     ) -> Result<String, PresenceError> {
-        if pid.node != self.inner.replica.name {
+        if pid.node != self.inner.pid_node || pid.creation != self.inner.creation {
             return Err(PresenceError::ForeignPid);
         }
         let mut meta = as_meta(meta.into())?;
         let phx_ref = self.next_ref();
         meta.insert("phx_ref".into(), Value::String(phx_ref.clone()));
-        let mut state = self.inner.state.lock();
+        let mut state = self.inner.shard(topic).state.lock();
         state.join(pid.clone(), topic, key, meta.clone()).ok_or(PresenceError::AlreadyTracked)?;
         self.settle(&mut state);
         let change = Change { topic: topic.to_owned(), joins: vec![(key.to_owned(), pid, meta)], leaves: Vec::new() };
@@ -318,7 +433,7 @@ impl Presence {
     /// Stops tracking `key` for this channel (`Ok` also when not tracked).
     pub fn untrack<S: Socket, I: Send + 'static>(&self, ctx: &ChannelContext<S, I>, key: &str) {
         let pid = self.pid_of(ctx);
-        let mut state = self.inner.state.lock();
+        let mut state = self.inner.shard(ctx.topic()).state.lock();
         if let Some(el) = state.leave(&pid, ctx.topic(), key) {
             let _ =
                 self.inner.diffs.send(Change { topic: el.topic.clone(), joins: Vec::new(), leaves: vec![triple(el)] });
@@ -328,12 +443,17 @@ impl Presence {
 
     /// Removes every presence of `pid`.
     pub fn untrack_pid(&self, pid: &PresencePid) {
-        let mut state = self.inner.state.lock();
-        for el in state.leave_pid(pid) {
-            let _ =
-                self.inner.diffs.send(Change { topic: el.topic.clone(), joins: Vec::new(), leaves: vec![triple(el)] });
+        for shard in self.inner.shards.iter() {
+            let mut state = shard.state.lock();
+            for el in state.leave_pid(pid) {
+                let _ = self.inner.diffs.send(Change {
+                    topic: el.topic.clone(),
+                    joins: Vec::new(),
+                    leaves: vec![triple(el)],
+                });
+            }
+            self.settle(&mut state);
         }
-        self.settle(&mut state);
     }
 
     /// On a single node nothing is replicated: the delta is dropped and the
@@ -360,7 +480,7 @@ impl Presence {
     ) -> Result<String, PresenceError> {
         ctx.fan_out()?;
         let pid = self.pid_of(ctx);
-        let mut state = self.inner.state.lock();
+        let mut state = self.inner.shard(ctx.topic()).state.lock();
         let current = state.get_by_pid(&pid, ctx.topic(), key).ok_or(PresenceError::NoPresence)?;
         let mut meta = as_meta(update(&current.meta))?;
         let phx_ref = self.next_ref();
@@ -384,8 +504,8 @@ impl Presence {
     /// then `endpoint.pubsub().flush().await`, then exit. Does nothing on a
     /// single node.
     pub fn leave_cluster(&self) {
-        if let Some(topic) = &self.inner.replication {
-            replication::leave(&self.inner, topic);
+        if self.inner.replication.is_some() {
+            replication::leave(&self.inner);
         }
     }
 
@@ -393,7 +513,7 @@ impl Presence {
     /// hook: the payload of `presence_state`.
     pub async fn list(&self, topic: &str) -> Map<String, Value> {
         // grouped by key into an ordered map; within a key, by pid as listed
-        let items: Vec<_> = self.inner.state.lock().get_by_topic(topic).into_iter().map(triple).collect();
+        let items: Vec<_> = self.inner.shard(topic).state.lock().get_by_topic(topic).into_iter().map(triple).collect();
         self.fetched(topic, grouped(&items)).await
     }
 
@@ -401,6 +521,7 @@ impl Presence {
     pub async fn get_by_key(&self, topic: &str, key: &str) -> Option<Value> {
         let metas: Vec<(String, PresencePid, Meta)> = self
             .inner
+            .shard(topic)
             .state
             .lock()
             .get_by_key(topic, key)
@@ -516,13 +637,12 @@ mod tests {
     async fn a_single_node_state_does_not_grow_with_churn() {
         let endpoint = Endpoint::local();
         let presence = Presence::new(&endpoint);
-        let node = endpoint.pubsub().node_name().to_owned();
         for i in 0..2000 {
-            let pid = PresencePid { node: node.clone(), id: i };
+            let pid = presence.pid(i);
             presence.track_pid(pid.clone(), "t", "k", serde_json::json!({})).unwrap();
             presence.untrack_pid(&pid);
         }
-        let state = presence.inner.state.lock();
+        let state = presence.inner.shards[0].state.lock();
         let dots: usize = state.clouds().values().map(|c| c.len()).sum();
         assert_eq!((dots, state.delta().size()), (0, 0));
         assert!(state.get_by_topic("t").is_empty());

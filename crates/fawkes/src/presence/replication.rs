@@ -13,19 +13,27 @@
 //! `permdown_period` it is forgotten. A node that restarts is a new replica
 //! (the version is the start time): the old one's presences leave at once.
 //! Every merge turns into `presence_diff`s for the local subscribers.
+//!
+//! Among Fawkes nodes the messages are JSON broadcasts (event
+//! `replication`) on `phx_presence:<name>`; with Phoenix nodes they are
+//! Phoenix.Tracker's own terms ([`super::phoenix`]), on each shard's topic,
+//! carried by the PubSub as `TERM_EVENT` messages, as `Phoenix.PubSub`
+//! carries them between Phoenix nodes. A node that leaves for good says so
+//! (Phoenix's graceful permanent down) and the others forget it at once.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use fawkes_protocol::{Broadcast, Payload};
-use fawkes_pubsub::{Delivery, FrameCache, Subscriber, Subscription};
+use fawkes_pubsub::{Delivery, FrameCache, Subscriber, Subscription, TERM_EVENT};
 use fawkes_tracker::{Clocks, Context, Delta, Element, Entry, ReplicaId, ReplicaStatus, Tag};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::{triple, Change, Inner, Meta, PresencePid};
+use super::phoenix::{self, Codec, Incoming, Msg};
+use super::{triple, Change, Format, Inner, Meta, PresencePid};
 
 /// How often a tracker tells the others what changed, and when a silent one
 /// counts as down or gone. Phoenix's defaults.
@@ -54,6 +62,9 @@ impl Default for Replication {
 const MAX_SILENT_PERIODS: u32 = 10;
 /// Clocks seen in heartbeats are compared every this many periods.
 const CLOCK_SAMPLE_PERIODS: u32 = 2;
+/// The terms kept of other nodes' presences are swept of the gone ones
+/// every this many periods.
+const SWEEP_PERIODS: u32 = 20;
 /// Replication messages waiting to be handled, at most; more are dropped
 /// (what they carried comes back through a transfer).
 const INBOX: usize = 4096;
@@ -101,9 +112,10 @@ impl WireDelta {
     }
 }
 
+/// A replication message in JSON, among Fawkes nodes.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
-enum Msg {
+enum JsonMsg {
     Heartbeat {
         from: ReplicaId,
         clocks: Pairs,
@@ -123,30 +135,127 @@ enum Msg {
     },
 }
 
-/// Broadcasts that this replica leaves the cluster for good, and stops its
-/// replication: nothing more is sent or merged (anything more would bring
-/// it back on the other nodes).
-pub(super) fn leave(inner: &Inner, topic: &str) {
-    if inner.left.swap(true, std::sync::atomic::Ordering::AcqRel) {
-        return;
-    }
-    let msg = Msg::GracefulPermdown { from: inner.replica.clone() };
-    match Payload::json(&msg) {
-        Ok(payload) => {
-            if let Err(e) = inner.endpoint.pubsub().broadcast(Broadcast::new(topic, EVENT, payload)) {
-                tracing::warn!(error = %e, "presence replication: leaving message not sent");
+impl JsonMsg {
+    fn of(msg: &Msg) -> JsonMsg {
+        match msg {
+            Msg::Heartbeat { from, clocks, delta } => JsonMsg::Heartbeat {
+                from: from.clone(),
+                clocks: ctx_out(clocks),
+                delta: delta.as_ref().map(WireDelta::from_delta),
+            },
+            Msg::TransferReq { from, clocks, .. } => {
+                JsonMsg::TransferReq { from: from.clone(), clocks: ctx_out(clocks) }
             }
+            Msg::TransferAck { from, state, .. } => {
+                JsonMsg::TransferAck { from: from.clone(), state: WireDelta::from_delta(state) }
+            }
+            Msg::GracefulPermdown { from } => JsonMsg::GracefulPermdown { from: from.clone() },
         }
-        Err(e) => tracing::error!(error = %e, "presence replication message not encoded"),
+    }
+
+    fn into_msg(self) -> Msg {
+        match self {
+            JsonMsg::Heartbeat { from, clocks, delta } => {
+                Msg::Heartbeat { from, clocks: ctx_in(clocks), delta: delta.map(WireDelta::into_delta) }
+            }
+            JsonMsg::TransferReq { from, clocks } => Msg::TransferReq { from, clocks: ctx_in(clocks), reference: None },
+            JsonMsg::TransferAck { from, state } => {
+                Msg::TransferAck { from, state: state.into_delta(), reference: None }
+            }
+            JsonMsg::GracefulPermdown { from } => Msg::GracefulPermdown { from },
+        }
     }
 }
 
-/// Hands replication broadcasts to the replication task.
-struct Inbox(mpsc::Sender<Broadcast>);
+/// A broadcast on a shard's topic carrying `msg`, in `format`.
+fn message(
+    topic: &str,
+    format: Format,
+    codec: Option<&mut Codec>,
+    msg: &Msg,
+    replicas: &Replicas,
+) -> Option<Broadcast> {
+    let payload = match (format, codec) {
+        (Format::Phoenix, Some(codec)) => Payload::binary(fawkes_etf::encode(&codec.encode(msg, replicas))),
+        // (a shard that speaks Phoenix's terms always has its codec)
+        (Format::Phoenix, None) => return None,
+        (Format::Json, _) => match Payload::json(&JsonMsg::of(msg)) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "presence replication message not encoded");
+                return None;
+            }
+        },
+    };
+    let event = if format == Format::Phoenix { TERM_EVENT } else { EVENT };
+    Some(Broadcast::new(topic, event, payload))
+}
+
+type Replicas = BTreeMap<ReplicaId, ReplicaStatus>;
+
+/// Broadcasts that this node's replicas leave the cluster for good, and
+/// stops their replication: nothing more is sent or merged (anything more
+/// would bring them back on the other nodes).
+pub(super) fn leave(inner: &Inner) {
+    if inner.left.swap(true, std::sync::atomic::Ordering::AcqRel) {
+        return;
+    }
+    let Some(format) = inner.replication else { return };
+    for shard in inner.shards.iter() {
+        let from = shard.replica.clone();
+        let b = match format {
+            Format::Phoenix => {
+                let term = phoenix::graceful_permdown(&from);
+                Some(Broadcast::new(shard.topic.as_str(), TERM_EVENT, Payload::binary(fawkes_etf::encode(&term))))
+            }
+            Format::Json => message(&shard.topic, format, None, &Msg::GracefulPermdown { from }, &Replicas::new()),
+        };
+        let Some(b) = b else { continue };
+        if let Err(e) = inner.endpoint.pubsub().broadcast(b) {
+            tracing::warn!(error = %e, "presence replication: leaving message not sent");
+        }
+    }
+}
+
+/// Reads replication messages as they are delivered and hands them to the
+/// replication task; what is not one of its messages is ignored.
+struct Inbox {
+    tx: mpsc::Sender<Incoming>,
+    format: Format,
+}
+
+impl Inbox {
+    fn read(&self, msg: &Broadcast) -> Option<Incoming> {
+        match self.format {
+            Format::Json if msg.event == EVENT => match msg.payload.decode::<JsonMsg>() {
+                Ok(m) => Some(Incoming { msg: m.into_msg(), originals: HashMap::new(), mapset: None }),
+                Err(e) => {
+                    tracing::debug!(error = %e, "ignoring a presence replication message");
+                    None
+                }
+            },
+            Format::Phoenix if msg.event == TERM_EVENT => {
+                let Payload::Binary(bytes) = &msg.payload else { return None };
+                let read = fawkes_etf::decode(bytes)
+                    .map_err(|e| e.to_string())
+                    .and_then(|t| phoenix::decode(&t).map_err(|e| e.to_string()));
+                match read {
+                    Ok(incoming) => Some(incoming),
+                    Err(e) => {
+                        tracing::debug!(topic = %msg.topic, error = %e, "ignoring a message on a presence shard's topic");
+                        None
+                    }
+                }
+            }
+            _ => None,
+        }
+    }
+}
 
 impl Subscriber for Inbox {
     fn deliver(&self, msg: &Broadcast, _: &mut FrameCache<'_>) -> Delivery {
-        match self.0.try_send(msg.clone()) {
+        let Some(incoming) = self.read(msg) else { return Delivery::Ignored };
+        match self.tx.try_send(incoming) {
             Ok(()) => Delivery::Delivered,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 tracing::warn!("presence replication inbox full: a message is dropped");
@@ -157,13 +266,18 @@ impl Subscriber for Inbox {
     }
 }
 
-/// Starts replicating `inner`'s state on `topic`.
-pub(super) fn start(inner: &Arc<Inner>, topic: String, config: Replication) {
+/// Starts replicating shard `shard` of `inner`.
+pub(super) fn start(inner: &Arc<Inner>, shard: usize, format: Format, config: Replication) {
     let (tx, rx) = mpsc::channel(INBOX);
-    let subscription = inner.endpoint.pubsub().subscribe(&topic, Arc::new(Inbox(tx)));
+    let topic = inner.shards[shard].topic.clone();
+    let subscription = inner.endpoint.pubsub().subscribe(&topic, Arc::new(Inbox { tx, format }));
+    let codec = (format == Format::Phoenix).then(|| Codec::new(inner.pid_node.clone(), inner.creation));
     let task = Task {
         inner: Arc::downgrade(inner),
+        shard,
         topic,
+        format,
+        codec,
         config,
         subscription,
         // the first tick announces this replica
@@ -179,7 +293,11 @@ pub(super) fn start(inner: &Arc<Inner>, topic: String, config: Replication) {
 
 struct Task {
     inner: Weak<Inner>,
+    shard: usize,
     topic: String,
+    format: Format,
+    /// Phoenix's terms: what is kept to write them.
+    codec: Option<Codec>,
     config: Replication,
     subscription: Subscription,
     silent: u32,
@@ -213,7 +331,7 @@ fn changes(joins: Vec<Element<PresencePid, Meta>>, leaves: Vec<Element<PresenceP
 }
 
 impl Task {
-    async fn run(mut self, mut rx: mpsc::Receiver<Broadcast>) {
+    async fn run(mut self, mut rx: mpsc::Receiver<Incoming>) {
         let period = self.config.broadcast_period;
         let mut tick = tokio::time::interval_at(Instant::now() + period, period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -232,22 +350,27 @@ impl Task {
                     if inner.left.load(std::sync::atomic::Ordering::Acquire) {
                         return;
                     }
-                    self.on_message(&inner, &msg);
+                    self.on_message(&inner, msg);
                 }
             }
         }
     }
 
-    fn send(&self, inner: &Inner, to: Option<&str>, msg: &Msg) {
-        // straight to JSON bytes, no intermediate tree
-        let payload = match Payload::json(msg) {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::error!(error = %e, "presence replication message not encoded");
-                return;
-            }
+    fn state<'a>(&self, inner: &'a Inner) -> &'a parking_lot::Mutex<fawkes_tracker::State<PresencePid, Meta>> {
+        &inner.shards[self.shard].state
+    }
+
+    fn me<'a>(&self, inner: &'a Inner) -> &'a ReplicaId {
+        &inner.shards[self.shard].replica
+    }
+
+    /// Sends `msg` to node `to`, or to every other node.
+    fn send(&mut self, inner: &Inner, to: Option<&str>, msg: &Msg) {
+        let replicas = match msg {
+            Msg::TransferAck { .. } => self.state(inner).lock().replicas().clone(),
+            _ => Replicas::new(),
         };
-        let b = Broadcast::new(self.topic.clone(), EVENT, payload);
+        let Some(b) = message(&self.topic, self.format, self.codec.as_mut(), msg, &replicas) else { return };
         let pubsub = inner.endpoint.pubsub();
         let sent = match to {
             Some(node) => pubsub.direct_broadcast(node, b),
@@ -268,21 +391,22 @@ impl Task {
 
     fn on_tick(&mut self, inner: &Inner) {
         self.ticks = self.ticks.wrapping_add(1);
+        let me = self.me(inner).clone();
         let heartbeat = {
-            let mut state = inner.state.lock();
+            let mut state = self.state(inner).lock();
             let clocks = self.visible_clocks(&state);
             if state.has_delta() {
-                let delta = WireDelta::from_delta(state.delta());
+                let delta = state.delta().clone();
                 state.reset_delta();
                 // fold this replica's dots into its clock, as Phoenix does
                 // on every heartbeat: without it the clouds grow forever on a
                 // node that never merges anything
                 state.compact();
                 self.silent = 0;
-                Some(Msg::Heartbeat { from: inner.replica.clone(), clocks, delta: Some(delta) })
+                Some(Msg::Heartbeat { from: me.clone(), clocks, delta: Some(delta) })
             } else if self.silent >= MAX_SILENT_PERIODS {
                 self.silent = 0;
-                Some(Msg::Heartbeat { from: inner.replica.clone(), clocks, delta: None })
+                Some(Msg::Heartbeat { from: me.clone(), clocks, delta: None })
             } else {
                 self.silent += 1;
                 None
@@ -295,10 +419,16 @@ impl Task {
             self.request_transfers(inner);
         }
         self.detect_downs(inner);
+        if self.ticks % SWEEP_PERIODS == 0 {
+            if let Some(codec) = self.codec.as_mut() {
+                let state = inner.shards[self.shard].state.lock();
+                codec.originals.retain(|tag, _| state.has_dot(tag));
+            }
+        }
     }
 
     /// This replica's context without the replicas it holds for down.
-    fn visible_clocks(&self, state: &fawkes_tracker::State<PresencePid, Meta>) -> Pairs {
+    fn visible_clocks(&self, state: &fawkes_tracker::State<PresencePid, Meta>) -> Context {
         state
             .context()
             .iter()
@@ -313,11 +443,12 @@ impl Task {
         let mut clocks = std::mem::take(&mut self.pending_clocks);
         // without the replicas held for down: a transfer must not bring
         // back presences this node hides
-        let mine = self.visible_clocks(&inner.state.lock());
-        clocks.append(inner.replica.clone(), ctx_in(mine.clone()));
-        let from: Vec<ReplicaId> = clocks.replicas().filter(|r| *r != &inner.replica).cloned().collect();
+        let mine = self.visible_clocks(&self.state(inner).lock());
+        let me = self.me(inner).clone();
+        clocks.append(me.clone(), mine.clone());
+        let from: Vec<ReplicaId> = clocks.replicas().filter(|r| *r != &me).cloned().collect();
         for r in from {
-            let req = Msg::TransferReq { from: inner.replica.clone(), clocks: mine.clone() };
+            let req = Msg::TransferReq { from: me.clone(), clocks: mine.clone(), reference: None };
             self.send(inner, Some(&r.name), &req);
         }
     }
@@ -327,7 +458,7 @@ impl Task {
         let permdown = self.config.permdown_period;
         self.departed.retain(|_, at| now.saturating_duration_since(*at) <= permdown);
         let mut gone = Vec::new();
-        let mut state = inner.state.lock();
+        let mut state = inner.shards[self.shard].state.lock();
         for (r, seen) in &self.last_seen {
             let silent = now.saturating_duration_since(*seen);
             if silent > self.config.permdown_period {
@@ -342,6 +473,14 @@ impl Task {
             tracing::info!(replica = %r, "presence replica permanently down");
             self.last_seen.remove(&r);
             Self::permdown(inner, &mut state, &r);
+            self.forget(&r);
+        }
+    }
+
+    /// Drops the terms kept of a replica's presences.
+    fn forget(&mut self, r: &ReplicaId) {
+        if let Some(codec) = self.codec.as_mut() {
+            codec.originals.retain(|tag, _| tag.replica != *r);
         }
     }
 
@@ -359,7 +498,7 @@ impl Task {
     /// back (its presences join again), and an older run of the same node is
     /// forgotten.
     fn saw(&mut self, inner: &Inner, state: &mut fawkes_tracker::State<PresencePid, Meta>, from: &ReplicaId) {
-        let me = inner.replica.clone();
+        let me = state.replica().clone();
         self.last_seen.insert(from.clone(), Instant::now());
         let older: Vec<ReplicaId> = state
             .replicas()
@@ -372,6 +511,7 @@ impl Task {
                 tracing::info!(replica = %old, "presence replica restarted");
                 self.last_seen.remove(&old);
                 Self::permdown(inner, state, &old);
+                self.forget(&old);
             }
         }
         match state.replicas().get(from) {
@@ -387,24 +527,33 @@ impl Task {
         }
     }
 
-    fn on_message(&mut self, inner: &Inner, b: &Broadcast) {
-        if b.event != EVENT {
-            return;
-        }
-        let msg: Msg = match b.payload.decode() {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::warn!(error = %e, "ignoring a presence replication message");
-                return;
+    /// Merges a delta or a state from another replica; keeps the terms of
+    /// the presences that joined.
+    fn merge(
+        &mut self,
+        inner: &Inner,
+        state: &mut fawkes_tracker::State<PresencePid, Meta>,
+        delta: &Delta<PresencePid, Meta>,
+        originals: &mut HashMap<Tag, fawkes_etf::Term>,
+    ) {
+        let (joins, leaves) = state.merge(delta);
+        if let Some(codec) = self.codec.as_mut() {
+            for el in &joins {
+                if let Some(t) = originals.remove(&el.tag) {
+                    codec.originals.insert(el.tag.clone(), t);
+                }
             }
-        };
-        let from = match &msg {
-            Msg::Heartbeat { from, .. }
-            | Msg::TransferReq { from, .. }
-            | Msg::TransferAck { from, .. }
-            | Msg::GracefulPermdown { from } => from,
-        };
-        let me = &inner.replica;
+        }
+        Self::emit(inner, changes(joins, leaves));
+    }
+
+    fn on_message(&mut self, inner: &Inner, incoming: Incoming) {
+        let Incoming { msg, mut originals, mapset } = incoming;
+        if let Some(codec) = self.codec.as_mut() {
+            codec.learn(mapset);
+        }
+        let from = msg.from().clone();
+        let me = self.me(inner).clone();
         if from.name == me.name {
             // this replica, or another tracker of the same name on this
             // node (node names are unique): never a peer
@@ -414,54 +563,54 @@ impl Task {
             }
             return;
         }
-        if self.departed.contains_key(from) {
+        if self.departed.contains_key(&from) {
             return;
         }
         match msg {
             Msg::Heartbeat { from, clocks, delta } => {
                 let mut transfer = false;
                 {
-                    let mut state = inner.state.lock();
+                    let mut state = self.state(inner).lock();
                     self.saw(inner, &mut state, &from);
                     if let Some(delta) = delta {
-                        let delta = delta.into_delta();
                         let start = delta.range.0.get(&from).copied().unwrap_or(0);
                         let have = state.context().get(&from).copied().unwrap_or(0);
                         if have >= start {
-                            let (joins, leaves) = state.merge(&delta);
-                            Self::emit(inner, changes(joins, leaves));
+                            self.merge(inner, &mut state, &delta, &mut originals);
                         } else {
                             // a delta was missed: ask for the state instead
                             transfer = true;
                         }
                     }
                 }
-                self.pending_clocks.append(from.clone(), ctx_in(clocks));
+                self.pending_clocks.append(from.clone(), clocks);
                 if transfer {
-                    let mine = self.visible_clocks(&inner.state.lock());
-                    self.send(inner, Some(&from.name), &Msg::TransferReq { from: inner.replica.clone(), clocks: mine });
+                    let mine = self.visible_clocks(&self.state(inner).lock());
+                    let req = Msg::TransferReq { from: me, clocks: mine, reference: None };
+                    self.send(inner, Some(&from.name), &req);
                 }
             }
-            Msg::TransferReq { from, clocks } => {
-                let state = {
-                    let mut state = inner.state.lock();
+            Msg::TransferReq { from, clocks, reference } => {
+                let extract = {
+                    let mut state = self.state(inner).lock();
                     self.saw(inner, &mut state, &from);
-                    WireDelta::from_delta(&state.extract(&from, &ctx_in(clocks)))
+                    state.extract(&from, &clocks)
                 };
-                self.send(inner, Some(&from.name), &Msg::TransferAck { from: inner.replica.clone(), state });
+                self.send(inner, Some(&from.name), &Msg::TransferAck { from: me, state: extract, reference });
             }
             Msg::GracefulPermdown { from } => {
                 tracing::info!(replica = %from, "presence replica left the cluster");
                 self.last_seen.remove(&from);
                 self.departed.insert(from.clone(), Instant::now());
-                let mut state = inner.state.lock();
+                let mut state = inner.shards[self.shard].state.lock();
                 Self::permdown(inner, &mut state, &from);
+                drop(state);
+                self.forget(&from);
             }
-            Msg::TransferAck { from, state: remote } => {
-                let mut state = inner.state.lock();
+            Msg::TransferAck { from, state: remote, .. } => {
+                let mut state = inner.shards[self.shard].state.lock();
                 self.saw(inner, &mut state, &from);
-                let (joins, leaves) = state.merge(&remote.into_delta());
-                Self::emit(inner, changes(joins, leaves));
+                self.merge(inner, &mut state, &remote, &mut originals);
             }
         }
     }

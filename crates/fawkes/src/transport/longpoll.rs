@@ -188,9 +188,9 @@ struct RelaySubscriber<S: Socket> {
 impl<S: Socket> Subscriber for RelaySubscriber<S> {
     fn deliver(&self, msg: &Broadcast, _: &mut FrameCache<'_>) -> Delivery {
         let Some(shared) = self.shared.upgrade() else { return Delivery::Gone };
-        let Ok(req) = msg.payload.to_value() else { return Delivery::Delivered };
+        let Ok(req) = msg.payload.to_value() else { return Delivery::Ignored };
         let Some(reply_to) = req.get("reply_to").and_then(Value::as_str).map(str::to_owned) else {
-            return Delivery::Delivered;
+            return Delivery::Ignored;
         };
         let session = self.session.clone();
         let event = msg.event.clone();
