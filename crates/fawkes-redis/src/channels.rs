@@ -118,7 +118,9 @@ mod tests {
         assert_eq!(&*c.publish_channel(&msg(Target::Except("a".into()), "room:1")), "phx:Fawkes.PubSub.Adapter");
         assert_eq!(&*c.publish_channel(&msg(Target::Only("b".into()), "room:1")), "phx:Fawkes.PubSub.Adapter");
         c.topic_added("room:1");
-        assert_eq!(c.wanted().len(), 1);
+        let wanted: Vec<String> = c.wanted().into_iter().map(|c| c.to_string()).collect();
+        // the channel, and the channel of topic histories
+        assert_eq!(wanted, ["phx:Fawkes.PubSub.Adapter", "phx:Fawkes.PubSub.Adapter:history"]);
     }
 
     #[test]

@@ -83,8 +83,10 @@ impl OutboundBudget {
         self.over.notify_one();
     }
 
+    // Called with the outbox's lock held, so that an outbox's additions and
+    // subtractions reach the total in order (it never goes below zero).
     fn add(&self, n: usize) {
-        let total = self.total.fetch_add(n, Ordering::Relaxed) + n;
+        let total = self.total.fetch_add(n, Ordering::Relaxed).saturating_add(n);
         if total > self.limit() {
             self.over.notify_one();
         }
@@ -175,7 +177,6 @@ impl Outbox {
     pub(crate) fn set_unwritten(&self, n: usize) {
         let mut s = self.state.lock();
         let old = std::mem::replace(&mut s.unwritten, n);
-        drop(s);
         if n > old {
             self.budget.add(n - old);
         } else {
@@ -225,9 +226,9 @@ impl Outbox {
         s.frames += 1;
         s.bytes += len;
         s.queue.push_back(if deflated { Out::Deflated(frame) } else { Out::Frame(frame) });
+        self.budget.add(len);
         let waker = s.waker.take();
         drop(s);
-        self.budget.add(len);
         wake(waker);
         Pushed::Queued
     }
@@ -262,11 +263,11 @@ impl Outbox {
         let mut s = self.state.lock();
         s.frames = 0;
         let bytes = std::mem::take(&mut s.bytes);
+        self.budget.sub(bytes);
         s.control = false;
         let waiters = std::mem::take(&mut s.room_waiters);
         let taken = (std::mem::take(&mut s.queue), s.overflowed);
         drop(s);
-        self.budget.sub(bytes);
         if waiters {
             self.room.notify_waiters();
         }
@@ -321,9 +322,9 @@ impl Outbox {
         s.queue.clear();
         s.frames = 0;
         let bytes = std::mem::take(&mut s.bytes) + std::mem::take(&mut s.unwritten);
+        self.budget.sub(bytes);
         let waker = s.waker.take();
         drop(s);
-        self.budget.sub(bytes);
         wake(waker);
         self.room.notify_waiters();
     }
