@@ -295,18 +295,21 @@ async fn a_silent_subscription_is_made_again() {
                         continue;
                     }
                     buf.extend_from_slice(&chunk[..n]);
-                    while let Some((name, used)) = command_name(&buf) {
+                    while let Some((name, used, channels)) = command_name(&buf) {
                         buf.drain(..used);
-                        let reply: &[u8] = match name.as_str() {
-                            "PING" => b"+PONG\r\n",
+                        let reply: Vec<u8> = match name.as_str() {
+                            "PING" => b"+PONG\r\n".to_vec(),
                             "SUBSCRIBE" => {
                                 silent = true;
                                 counted.fetch_add(1, Ordering::SeqCst);
-                                b"*3\r\n$9\r\nsubscribe\r\n$1\r\nx\r\n:1\r\n"
+                                // one confirmation per channel
+                                (1..=channels)
+                                    .flat_map(|k| format!("*3\r\n$9\r\nsubscribe\r\n$1\r\nx\r\n:{k}\r\n").into_bytes())
+                                    .collect()
                             }
-                            _ => b"+OK\r\n",
+                            _ => b"+OK\r\n".to_vec(),
                         };
-                        let _ = sock.write_all(reply).await;
+                        let _ = sock.write_all(&reply).await;
                         if silent {
                             break;
                         }
@@ -331,8 +334,8 @@ async fn a_silent_subscription_is_made_again() {
 }
 
 /// The name of the first whole command (a RESP array of bulk strings) in
-/// `buf`, and the bytes it takes.
-fn command_name(buf: &[u8]) -> Option<(String, usize)> {
+/// `buf`, the bytes it takes and the number of its arguments.
+fn command_name(buf: &[u8]) -> Option<(String, usize, usize)> {
     let text = std::str::from_utf8(buf).ok()?;
     let mut at = 0;
     let line = |at: &mut usize| -> Option<&str> {
@@ -352,7 +355,7 @@ fn command_name(buf: &[u8]) -> Option<(String, usize)> {
         at += len;
         line(&mut at)?;
     }
-    Some((name, at))
+    Some((name, at, n.saturating_sub(1)))
 }
 
 /// Sharded fan-out on one server (plain channels): a node subscribes to the
