@@ -53,6 +53,7 @@
 //! ```
 
 mod channels;
+pub mod env;
 mod history;
 mod inbound;
 mod publisher;

@@ -75,64 +75,6 @@ fn without_password(url: &str) -> String {
     }
 }
 
-/// A Phoenix application's PubSub and Presence, by their module names.
-struct PhoenixApp {
-    pubsub: String,
-    presence: String,
-    pool_size: usize,
-}
-
-impl PhoenixApp {
-    /// `PHOENIX_PUBSUB_NAME` and the presence variables; `redis` tells
-    /// whether `REDIS_URL` is set, which they need.
-    fn from_env(redis: bool) -> Result<Option<PhoenixApp>, String> {
-        // an Elixir module name: capitalized aliases joined by dots
-        let module = |name: &str| -> Result<Option<String>, String> {
-            let Some(v) = var(name)?.filter(|v| !v.is_empty()) else { return Ok(None) };
-            let m = v.strip_prefix("Elixir.").unwrap_or(&v);
-            let alias = |a: &str| {
-                a.chars().next().is_some_and(|c| c.is_ascii_uppercase())
-                    && a.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-            };
-            if m.split('.').all(alias) {
-                Ok(Some(m.to_owned()))
-            } else {
-                Err(format!("{name} must be an Elixir module name such as MyApp.PubSub, got {v:?}"))
-            }
-        };
-        let pubsub = module("PHOENIX_PUBSUB_NAME")?;
-        let presence = module("PHOENIX_PRESENCE_NAME")?;
-        let pool = var("PHOENIX_PRESENCE_POOL_SIZE")?;
-        let Some(pubsub) = pubsub else {
-            return match (presence, pool) {
-                (None, None) => Ok(None),
-                _ => Err("PHOENIX_PRESENCE_NAME and PHOENIX_PRESENCE_POOL_SIZE need PHOENIX_PUBSUB_NAME".into()),
-            };
-        };
-        if !redis {
-            return Err("PHOENIX_PUBSUB_NAME needs REDIS_URL (the Redis of the Phoenix nodes)".into());
-        }
-        let presence = match presence {
-            Some(p) => p,
-            None => match pubsub.strip_suffix(".PubSub") {
-                Some(app) => format!("{app}Web.Presence"),
-                None => {
-                    return Err(format!(
-                        "PHOENIX_PRESENCE_NAME must be set when PHOENIX_PUBSUB_NAME ({pubsub}) does not end in .PubSub"
-                    ))
-                }
-            },
-        };
-        let pool_size = match pool {
-            None => 1,
-            Some(v) => v.parse().ok().filter(|n| (1..=1024).contains(n)).ok_or_else(|| {
-                format!("PHOENIX_PRESENCE_POOL_SIZE must be a number of shards (1 to 1024), got {v:?}")
-            })?,
-        };
-        Ok(Some(PhoenixApp { pubsub, presence, pool_size }))
-    }
-}
-
 /// An I/O error as people read it: `connection refused`, without the
 /// operating system's error number.
 fn reason(e: &std::io::Error) -> String {
@@ -145,37 +87,6 @@ fn reason(e: &std::io::Error) -> String {
         }
         _ => text,
     }
-}
-
-/// The cluster's Redis from `REDIS_URL` (none when unset or empty), with
-/// `REDIS_CA_FILE`, `REDIS_CERT_FILE` and `REDIS_KEY_FILE` for TLS and
-/// `REDIS_SHARDED` for sharded fan-out; the node's name is left empty.
-fn redis_config() -> Result<Option<fawkes_redis::RedisConfig>, String> {
-    let Some(url) = var("REDIS_URL")?.filter(|u| !u.is_empty()) else { return Ok(None) };
-    let tls = url.starts_with("rediss");
-    let mut config = fawkes_redis::RedisConfig::new(url, "");
-    let file = |name: &str| -> Result<Option<std::path::PathBuf>, String> {
-        let Some(path) = var(name)?.filter(|p| !p.is_empty()) else { return Ok(None) };
-        std::fs::File::open(&path)
-            .map_err(|e| format!("{name} must name a readable file, got {path:?}: {}", reason(&e)))?;
-        if !tls {
-            return Err(format!("{name} needs a rediss:// REDIS_URL (TLS)"));
-        }
-        Ok(Some(path.into()))
-    };
-    (config.ca_file, config.cert_file, config.key_file) =
-        (file("REDIS_CA_FILE")?, file("REDIS_CERT_FILE")?, file("REDIS_KEY_FILE")?);
-    if config.cert_file.is_some() != config.key_file.is_some() {
-        return Err("REDIS_CERT_FILE and REDIS_KEY_FILE go together: give both or neither".into());
-    }
-    if let Some(v) = var("REDIS_SHARDED")? {
-        config.shards = v
-            .parse()
-            .ok()
-            .filter(|k| (1..=65_536).contains(k))
-            .ok_or_else(|| format!("REDIS_SHARDED must be a number of channels (1 to 65536), got {v:?}"))?;
-    }
-    Ok(Some(config))
 }
 
 /// Why the database at `url` (already without its password) could not be
@@ -242,8 +153,8 @@ async fn run() -> Result<(), String> {
     if node.as_deref() == Some("") {
         return Err("NODE_NAME must not be empty".into());
     }
-    let redis = redis_config()?;
-    let phoenix = PhoenixApp::from_env(redis.is_some())?;
+    let redis = fawkes_redis::env::config_from_env()?;
+    let phoenix = fawkes_redis::env::PhoenixApp::from_env(redis.is_some())?;
     tracing_subscriber::fmt().with_env_filter(log).init();
 
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
