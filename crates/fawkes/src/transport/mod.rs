@@ -4,4 +4,5 @@ pub(crate) mod local;
 pub(crate) mod longpoll;
 pub(crate) mod websocket;
 pub(crate) mod ws_codec;
+pub(crate) mod ws_handshake;
 pub(crate) mod ws_io;
