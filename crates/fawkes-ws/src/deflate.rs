@@ -126,22 +126,72 @@ pub fn compress(data: &[u8]) -> Vec<u8> {
 
 fn compress_with(c: &mut Compress, data: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(data.len() / 2 + 64);
+    // miniz_oxide returns from a sync flush as soon as it has handed over
+    // output it was holding, even with room left and the flush not done
+    // (its next call does it). So: all the input first, without a flush,
+    // until nothing is left to hand over; then the flush on its own, and
+    // again until nothing is left.
+    let flushed = pump(c, data, &mut out, FlushCompress::None)
+        && room(&mut out)
+        && c.compress_vec(&[], &mut out, FlushCompress::Sync).is_ok()
+        && pump(c, &[], &mut out, FlushCompress::None);
+    if !flushed || !out.ends_with(&TAIL) {
+        // (not seen: a valid stream all the same)
+        return stored(data);
+    }
+    out.truncate(out.len() - 4);
+    out
+}
+
+/// Makes sure `out` has room for more output.
+fn room(out: &mut Vec<u8>) -> bool {
+    if out.capacity() - out.len() < 64 {
+        out.reserve(out.capacity().max(64));
+    }
+    true
+}
+
+/// Calls the compressor until it has taken all of `input` and has nothing
+/// more to hand over. False if it fails or stops making progress.
+fn pump(c: &mut Compress, input: &[u8], out: &mut Vec<u8>, flush: FlushCompress) -> bool {
+    let start = c.total_in();
+    let mut stuck = 0;
     loop {
-        if out.len() == out.capacity() {
-            out.reserve(out.capacity());
+        room(out);
+        let taken = (c.total_in() - start) as usize;
+        let before = out.len();
+        if c.compress_vec(&input[taken.min(input.len())..], out, flush).is_err() {
+            return false;
         }
-        let consumed = (c.total_in() as usize).min(data.len());
-        if c.compress_vec(&data[consumed..], &mut out, FlushCompress::Sync).is_err() {
-            break;
-        }
-        // With a sync flush, room left in the output means the flush is complete.
-        if c.total_in() as usize >= data.len() && out.len() < out.capacity() {
-            break;
+        let all_taken = (c.total_in() - start) as usize >= input.len();
+        if out.len() == before {
+            if all_taken {
+                return true;
+            }
+            stuck += 1;
+            if stuck > 2 {
+                return false;
+            }
+        } else {
+            stuck = 0;
         }
     }
-    if out.ends_with(&TAIL) {
-        out.truncate(out.len() - 4);
+}
+
+/// `data` in stored (uncompressed) blocks, as a compressed message: valid
+/// for any decompressor, whatever its window.
+fn stored(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() + 5 * (data.len() / 0xffff + 1) + 1);
+    for chunk in data.chunks(0xffff) {
+        // BFINAL 0, BTYPE 00, then the length and its complement
+        let len = chunk.len() as u16;
+        out.push(0);
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&(!len).to_le_bytes());
+        out.extend_from_slice(chunk);
     }
+    // the empty stored block of a sync flush, its last four bytes removed
+    out.push(0);
     out
 }
 
@@ -248,6 +298,55 @@ mod tests {
         }
         let text = b"hello hello hello hello hello".repeat(100);
         assert!(compress(&text).len() < text.len() / 10);
+    }
+
+    /// Incompressible data comes out larger than it went in: all of it must
+    /// be flushed (Autobahn's 12.5 echoes a PDF in 64 and 128 KiB pieces).
+    #[test]
+    fn incompressible_data_round_trips_whole() {
+        let mut x = 0x2545_F491u32;
+        let noise: Vec<u8> = (0..300_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                (x >> 8) as u8
+            })
+            .collect();
+        for len in [1000, 16_384, 32_768, 65_535, 65_536, 100_000, 131_072, 300_000] {
+            let z = compress(&noise[..len]);
+            assert_eq!(decompress(&z, len).map(|d| d == noise[..len]), Ok(true), "{len} bytes");
+        }
+    }
+
+    /// Data that made miniz_oxide return from its sync flush with the last
+    /// block not yet written (and room left): the message came out cut.
+    #[test]
+    fn a_flush_that_returns_early_is_completed() {
+        let mut x = 0x2545_F491u32;
+        let data: Vec<u8> = (0..65_536usize)
+            .map(|i| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                ((x & 3) as u8).wrapping_add(((i % 512) / 2) as u8)
+            })
+            .collect();
+        let z = compress(&data);
+        // an independent decompressor, as a client's
+        let mut d = Decompress::new(false);
+        let mut out = Vec::with_capacity(2 * data.len());
+        d.decompress_vec(&[&z[..], &TAIL].concat(), &mut out, FlushDecompress::Sync).unwrap();
+        assert_eq!(out.len(), data.len());
+        assert!(out == data);
+    }
+
+    #[test]
+    fn stored_blocks_are_a_valid_message() {
+        for len in [0, 1, 0xffff, 0x10000, 200_000] {
+            let data: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
+            assert_eq!(decompress(&stored(&data), len).map(|d| d == data), Ok(true), "{len}");
+        }
     }
 
     #[test]
