@@ -14,7 +14,7 @@ fi
 export RUSTC_BOOTSTRAP=1
 scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT
-for target in decode longpoll_body token_verify redis_wire; do
+for target in decode longpoll_body token_verify redis_wire ws_reader; do
   echo "== fuzz $target for ${seconds}s"
   mkdir -p "$scratch/$target"
   cp seeds/"$target"/* "$scratch/$target/"

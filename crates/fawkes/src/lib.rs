@@ -70,6 +70,12 @@ mod socket;
 pub mod telemetry;
 mod transport;
 
+/// WebSocket endpoints besides a socket's: an echo on the same WebSocket
+/// layer, for conformance suites.
+pub mod websocket {
+    pub use crate::transport::ws_echo::{echo, EchoConfig};
+}
+
 pub use channel::RateLimited;
 pub use channel::{
     BroadcastError, Channel, ChannelContext, ChannelError, ChannelRef, Flow, HandleIn, Join, Outgoing, PushError,

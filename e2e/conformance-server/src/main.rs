@@ -18,6 +18,8 @@
 //! counters and the Redis adapter's for Prometheus. Ctrl-C or SIGTERM stops
 //! it gracefully: the other nodes are told at once that its presences are
 //! gone.
+//! `GET /autobahn` is a plain WebSocket echo on the socket's WebSocket layer
+//! (permessage-deflate on, messages up to 64 MiB) for the Autobahn testsuite.
 //!
 //! A bad value in any of these, a port already in use or a Redis that
 //! cannot be reached stops the server at start-up with one line on stderr
@@ -217,6 +219,10 @@ async fn api_disconnect(State(endpoint): State<Endpoint>, body: axum::body::Byte
     }
 }
 
+/// The largest message `GET /autobahn` echoes: four times the largest that
+/// Autobahn's 9.* cases send.
+const AUTOBAHN_MAX_MESSAGE: usize = 64 << 20;
+
 /// What the environment asks for.
 struct Settings {
     port: u16,
@@ -389,6 +395,9 @@ async fn run() -> Result<(), String> {
                 c.fanout_rate = None;
             }
         });
+    // Autobahn's 9.* cases send messages of up to 16 MiB
+    let mut echo = fawkes::websocket::EchoConfig::default();
+    echo.max_message_size = AUTOBAHN_MAX_MESSAGE;
     let app = Router::new()
         .route("/health", get(|| async { "ok" }))
         .route(
@@ -402,6 +411,7 @@ async fn run() -> Result<(), String> {
         )
         .route("/api/broadcast", post(api_broadcast))
         .route("/api/disconnect", post(api_disconnect))
+        .route("/autobahn", fawkes::websocket::echo(echo))
         .with_state(endpoint.clone())
         .merge(endpoint.socket("/socket", socket));
 

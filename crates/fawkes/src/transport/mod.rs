@@ -4,4 +4,6 @@ pub(crate) mod local;
 pub(crate) mod longpoll;
 pub(crate) mod websocket;
 pub(crate) mod ws_codec;
+pub(crate) mod ws_echo;
+pub(crate) mod ws_handshake;
 pub(crate) mod ws_io;

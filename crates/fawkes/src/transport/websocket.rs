@@ -7,20 +7,20 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use fawkes_protocol::Vsn;
 use futures_util::future::Either;
 use futures_util::FutureExt;
-use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use http::{header, Method, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::ws_codec::{self, close, negotiate_deflate, WsEvent, WsReader};
+use super::ws_handshake::{check_upgrade, has_token, switching_protocols};
 use super::ws_io::{Generic, WsIo};
 use crate::conn::{ConnState, SocketShared};
 use crate::serve::Capped;
@@ -38,15 +38,6 @@ pub(crate) fn router<S: Socket>(shared: Arc<SocketShared<S>>, path: &str) -> axu
 
 fn status(code: StatusCode) -> Response {
     code.into_response()
-}
-
-fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
-    headers
-        .get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
 async fn upgrade<S: Socket>(State(shared): State<Arc<SocketShared<S>>>, mut req: Request) -> Response {
@@ -71,31 +62,21 @@ async fn upgrade<S: Socket>(State(shared): State<Arc<SocketShared<S>>>, mut req:
             return status(StatusCode::FORBIDDEN);
         }
     };
-    let deflate = if config.compress {
-        headers.get(header::SEC_WEBSOCKET_EXTENSIONS).and_then(|v| v.to_str().ok()).and_then(negotiate_deflate)
-    } else {
-        None
-    };
-    let conn = match crate::handler::connect(&shared, &params, &info, vsn, "websocket", deflate.is_some()).await {
+    let deflate = if config.compress { negotiate_deflate(headers) } else { None };
+    // what this connection is sent is compressed unless the client limited
+    // the server's window; what it sends may be compressed either way
+    let compress = deflate.is_some_and(|d| d.server_compresses());
+    let conn = match crate::handler::connect(&shared, &params, &info, vsn, "websocket", compress).await {
         Ok(c) => c,
         Err(ConnectError::Status(code)) => return status(code),
         Err(_) => return status(StatusCode::FORBIDDEN),
     };
     // Phoenix validates the upgrade itself only after connect has run.
     let headers = req.headers();
-    if !has_token(headers, header::CONNECTION, "upgrade") {
-        return (StatusCode::BAD_REQUEST, "'connection' header must contain 'upgrade'").into_response();
-    }
-    if !has_token(headers, header::UPGRADE, "websocket") {
-        return (StatusCode::BAD_REQUEST, "'upgrade' header must contain 'websocket'").into_response();
-    }
-    if headers.get(header::SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) != Some(b"13") {
-        return (StatusCode::BAD_REQUEST, "'sec-websocket-version' header must be 13").into_response();
-    }
-    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
-        return (StatusCode::BAD_REQUEST, "'sec-websocket-key' header is missing").into_response();
+    let accept = match check_upgrade(headers) {
+        Ok(accept) => accept,
+        Err(refused) => return refused.into_response(),
     };
-    let accept = ws_codec::accept_key(key.as_bytes());
     // The latest client sends its auth token as a subprotocol next to
     // `phoenix`; browsers fail a handshake that does not echo one they offered.
     let echo_phoenix = has_token(headers, header::SEC_WEBSOCKET_PROTOCOL, "phoenix");
@@ -106,7 +87,6 @@ async fn upgrade<S: Socket>(State(shared): State<Arc<SocketShared<S>>>, mut req:
     let span = tracing::info_span!("socket", transport = "websocket", vsn = vsn.as_str());
     let config = &conn.shared.config;
     let reader = WsReader::new(config.max_frame_size, deflate.is_some());
-    let compress = deflate.is_some();
     // The upgrade runs in a boxed future that is freed once it resolves; the
     // task then holds only the connection's loop.
     let upgraded = Box::pin(async move {
@@ -151,21 +131,7 @@ async fn upgrade<S: Socket>(State(shared): State<Arc<SocketShared<S>>>, mut req:
             .instrument(span),
     );
 
-    let mut res = Response::new(Body::empty());
-    *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    let h = res.headers_mut();
-    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    if let Ok(v) = HeaderValue::from_str(&accept) {
-        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
-    }
-    if let Some(ext) = deflate {
-        h.insert(header::SEC_WEBSOCKET_EXTENSIONS, HeaderValue::from_static(ext));
-    }
-    if echo_phoenix {
-        h.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static("phoenix"));
-    }
-    res
+    switching_protocols(&accept, deflate.as_ref(), echo_phoenix.then_some("phoenix"))
 }
 
 /// Longest wait for a closing connection's channels to end before the
