@@ -11,7 +11,7 @@
 //! | --- | --- | --- |
 //! | [`header_read_timeout`](Serve::header_read_timeout) | 10 s | a connection that is waiting for a request (a new one, or a kept-alive one after its last response) and has not sent a complete request head within this time is closed, without an answer (hyper sends none) |
 //! | [`body_timeout`](Serve::body_timeout) | 30 s | a request body that has not arrived whole this long after its head fails to read; the handler answers what it answers to a body it cannot read (axum's extractors: `400`; [`is_body_timeout`] tells this case apart, to answer `408`) and the connection is closed |
-//! | [`max_connections`](Serve::max_connections) | three quarters of the process's open-file limit (10 000 where there is none to read) | further connections are not accepted: they wait in the kernel's listen backlog, and are served as soon as an open one closes; once the backlog is full, new connection attempts wait or fail as the client's TCP stack decides |
+//! | [`max_connections`](Serve::max_connections) | the process's open-file limit less 64 descriptors for everything else (10 000 where there is no limit to read) | further connections are not accepted: they wait in the kernel's listen backlog, and are served as soon as an open one closes; once the backlog is full, new connection attempts wait or fail as the client's TCP stack decides |
 //! | [`shutdown_timeout`](Serve::shutdown_timeout) | 30 s | after the [graceful shutdown](Serve::with_graceful_shutdown) signal, requests still running this long are cut (their connections closed) |
 //!
 //! Every connection counts toward `max_connections` until its socket is
@@ -98,6 +98,10 @@ pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default of [`Serve::shutdown_timeout`].
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+/// File descriptors `max_connections` leaves for everything but
+/// connections, by default.
+const RESERVED_FDS: usize = 64;
+
 /// [`Serve::max_connections`] where the open-file limit cannot be read.
 pub const FALLBACK_MAX_CONNECTIONS: usize = 10_000;
 
@@ -178,7 +182,7 @@ impl Serve {
     /// Most connections open at once, WebSockets included (at least 1). At
     /// the cap the server accepts nothing: new connections wait in the
     /// kernel's listen backlog until an open one closes. The default is
-    /// three quarters of the process's soft open-file limit when the server
+    /// the process's soft open-file limit less 64 descriptors when the server
     /// starts (the rest is left for the listener, databases, files and
     /// logs), or 10 000 where that limit cannot be read.
     pub fn max_connections(mut self, max: usize) -> Self {
@@ -346,12 +350,14 @@ fn is_connection_error(e: &io::Error) -> bool {
     )
 }
 
-/// Three quarters of the soft open-file limit.
+/// The soft open-file limit less what the process needs besides its
+/// connections (its listener, database and Redis connections, files): 64
+/// descriptors, a quarter of the limit when it is under 256.
 fn default_max_connections() -> usize {
     #[cfg(unix)]
     if let Ok((soft, _)) = rlimit::Resource::NOFILE.get() {
         let soft = usize::try_from(soft).unwrap_or(usize::MAX);
-        let reserve = (soft / 4).max(32);
+        let reserve = (soft / 4).clamp(1, RESERVED_FDS);
         return soft.saturating_sub(reserve).max(1);
     }
     FALLBACK_MAX_CONNECTIONS
