@@ -42,6 +42,7 @@ impl Opcode {
     }
 
     /// Its four bits on the wire.
+    #[inline]
     pub fn as_u8(self) -> u8 {
         match self {
             Opcode::Continuation => 0x0,
@@ -55,6 +56,7 @@ impl Opcode {
 
     /// Close, ping and pong: final, at most 125 bytes, allowed between a
     /// message's fragments.
+    #[inline]
     pub fn is_control(self) -> bool {
         self.as_u8() & 0x8 != 0
     }
@@ -140,6 +142,7 @@ impl Header {
     }
 
     /// Appends the header (the length in its shortest form).
+    #[inline]
     pub fn write(&self, out: &mut Vec<u8>) {
         let b0 = if self.fin { 0x80 } else { 0 } | if self.rsv1 { 0x40 } else { 0 } | self.opcode.as_u8();
         let masked = if self.mask.is_some() { 0x80 } else { 0 };
@@ -182,6 +185,7 @@ pub fn apply_mask(data: &mut [u8], mask: [u8; 4], offset: usize) {
 
 /// Appends a server frame: final, unmasked, RSV1 as given (set on a
 /// message compressed by permessage-deflate).
+#[inline]
 pub fn write_frame(out: &mut Vec<u8>, opcode: Opcode, rsv1: bool, payload: &[u8]) {
     out.reserve(Header::MAX_SIZE + payload.len());
     Header { fin: true, rsv1, opcode, mask: None, len: payload.len() as u64 }.write(out);

@@ -84,11 +84,13 @@ impl WsReader {
 }
 
 /// The answer to the request's `Sec-WebSocket-Extensions` (every line of
-/// it), when compression is on.
+/// it, in order), when compression is on.
 pub(crate) fn negotiate_deflate(headers: &HeaderMap) -> Option<Negotiated> {
-    let offers: Vec<&str> =
-        headers.get_all(header::SEC_WEBSOCKET_EXTENSIONS).iter().filter_map(|v| v.to_str().ok()).collect();
-    deflate::negotiate(&offers.join(","))
+    headers
+        .get_all(header::SEC_WEBSOCKET_EXTENSIONS)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(deflate::negotiate)
 }
 
 fn opcode(frame: &Frame) -> WsOpcode {
