@@ -421,7 +421,8 @@ async fn run() -> Result<(), String> {
         .with_graceful_shutdown(async move {
             stop_requested().await;
             leaving.leave_cluster();
-            shutdown_endpoint.shutdown();
+            // connections close in batches, as Phoenix's drainer closes them
+            shutdown_endpoint.drain(fawkes::Drain::default()).await;
         })
         .await
         .map_err(|e| format!("serving on {addr} failed: {}", reason(&e)))?;

@@ -203,7 +203,8 @@ async fn run() -> Result<(), String> {
             stop_requested().await;
             // the other nodes drop this one's presences at once
             app.presence.leave_cluster();
-            stopping.shutdown();
+            // connections close in batches, as Phoenix's drainer closes them
+            stopping.drain(fawkes::Drain::default()).await;
         })
         .await
         .map_err(|e| format!("serving on {addr} failed: {}", reason(&e)))?;
