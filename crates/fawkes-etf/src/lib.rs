@@ -608,6 +608,11 @@ impl<'a> Reader<'a> {
     /// integer, else kept as it is.
     fn big(&mut self, start: usize, n: usize) -> Result<Term, TermError> {
         let sign = self.u8()?;
+        // Erlang writes 0 or 1; any other sign byte is not a term it wrote
+        // (and would not encode back to itself)
+        if sign > 1 {
+            return Err(TermError::Number);
+        }
         let digits = self.take(n)?;
         if digits.iter().skip(16).all(|&b| b == 0) {
             let mut m: u128 = 0;
@@ -970,6 +975,9 @@ mod tests {
         assert_eq!(decode(&encode(&Term::Int(i128::MIN))).unwrap(), Term::Int(i128::MIN));
         // a big integer that fits but is not written as Erlang writes it
         // (a trailing zero digit) is kept as it is written
+        // a sign byte Erlang never writes
+        assert_eq!(decode(&[131, SMALL_BIG, 1, 183, 5]), Err(TermError::Number));
+        assert_eq!(decode(&[131, LARGE_BIG, 0, 0, 0, 1, 2, 5]), Err(TermError::Number));
         let odd = [131, SMALL_BIG, 2, 0, 5, 0];
         assert_eq!(encode(&decode(&odd).unwrap()), odd);
         assert_eq!(
