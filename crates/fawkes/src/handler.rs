@@ -123,6 +123,36 @@ impl<S: Socket> SocketService<S> {
         crate::transport::websocket::router(self.shared.clone(), path)
     }
 
+    /// The same routes in a router whose state is the application's `St`,
+    /// so that they merge into the application's router before its
+    /// `.with_state(app)` (the socket's routes carry their own state).
+    ///
+    /// ```
+    /// # use fawkes::{ConnectError, ConnectInfo, Endpoint, Params, Socket, SocketHandler};
+    /// # struct UserSocket;
+    /// # impl Socket for UserSocket {
+    /// #     type Assigns = ();
+    /// #     async fn connect(&self, _: &Params, _: &ConnectInfo) -> Result<(), ConnectError> { Ok(()) }
+    /// # }
+    /// use fawkes::axum::{extract::State, routing::get, Router};
+    ///
+    /// #[derive(Clone)]
+    /// struct App {
+    ///     name: &'static str,
+    /// }
+    ///
+    /// let endpoint = Endpoint::local();
+    /// let socket = SocketHandler::new(UserSocket).build(&endpoint);
+    /// let app: Router = Router::new()
+    ///     .route("/name", get(|State(app): State<App>| async move { app.name }))
+    ///     .merge(socket.router_with_state::<App>("/socket"))
+    ///     .with_state(App { name: "fawkes" });
+    /// # let _ = app;
+    /// ```
+    pub fn router_with_state<St: Clone + Send + Sync + 'static>(&self, path: &str) -> axum::Router<St> {
+        crate::transport::websocket::router(self.shared.clone(), path)
+    }
+
     /// The endpoint.
     pub fn endpoint(&self) -> &Endpoint {
         &self.shared.endpoint

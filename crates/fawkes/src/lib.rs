@@ -91,6 +91,10 @@ pub use serve::{serve, Serve};
 pub use socket::{ConnectError, ConnectInfo, Params, Socket};
 pub use transport::local::LocalConnection;
 
+/// The axum Fawkes is built on (0.8, with the `http1`, `json`, `tokio` and
+/// `query` features): its routers merge with the application's own, so an
+/// application that depends on this one needs no version of its own.
+pub use axum;
 pub use fawkes_protocol as protocol;
 pub use fawkes_protocol::{Broadcast, Frame, Message, Payload, Ref, Vsn};
 pub use fawkes_pubsub as pubsub;

@@ -27,7 +27,10 @@ use crate::serve::Capped;
 use crate::session::{Action, Blocked, Session};
 use crate::{origin, ConnectError, ConnectInfo, Params, Socket};
 
-pub(crate) fn router<S: Socket>(shared: Arc<SocketShared<S>>, path: &str) -> axum::Router {
+pub(crate) fn router<S: Socket, St: Clone + Send + Sync + 'static>(
+    shared: Arc<SocketShared<S>>,
+    path: &str,
+) -> axum::Router<St> {
     let base = path.trim_end_matches('/');
     let mut router = axum::Router::new().route(&format!("{base}/websocket"), any(upgrade::<S>));
     if shared.config.longpoll {
