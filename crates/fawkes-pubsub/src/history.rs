@@ -144,6 +144,11 @@ pub fn position(epoch: &str, offset: u64) -> Ref {
     Ref::from(format!("{epoch}.{offset}"))
 }
 
+/// The epoch and offset of a broadcast's position, if it has one.
+pub fn position_of(b: &Broadcast) -> Option<(&str, u64)> {
+    b.position.as_ref().and_then(|p| p.as_value().as_str()).and_then(parse_position)
+}
+
 /// Splits a position into its epoch and offset; `None` when it is not one.
 pub fn parse_position(p: &str) -> Option<(&str, u64)> {
     let (epoch, offset) = p.split_once('.')?;

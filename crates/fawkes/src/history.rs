@@ -33,7 +33,9 @@ use serde_json::Value;
 
 use crate::router::Pattern;
 
-pub use fawkes_pubsub::history::{parse_position, position, HistoryConfig, Replay, SharedHistory, GAP_EVENT};
+pub use fawkes_pubsub::history::{
+    parse_position, position, position_of, HistoryConfig, Replay, SharedHistory, GAP_EVENT,
+};
 
 /// The default of [`Endpoint::set_history_budget`](crate::Endpoint::set_history_budget): 256 MiB.
 pub const DEFAULT_HISTORY_BUDGET: usize = 256 << 20;
@@ -264,7 +266,8 @@ impl Histories {
 
     /// The history of `topic`, when its topic has one (made on first use).
     pub(crate) fn topic(&self, topic: &str) -> Option<Arc<TopicHistory>> {
-        if self.patterns.read().is_empty() {
+        // a topic without history (most broadcasts) costs one read lock
+        if !self.patterns.read().iter().any(|(p, _)| p.matches(topic)) {
             return None;
         }
         self.sweep();

@@ -304,8 +304,7 @@ async fn join<S: Socket, C: Channel<S>>(
         let last = last.as_ref().and_then(|p| p.as_value().as_str()).and_then(crate::history::parse_position);
         while let Some(items) = gate.take_or_open(last) {
             for b in items {
-                let at =
-                    b.position.as_ref().and_then(|p| p.as_value().as_str()).and_then(crate::history::parse_position);
+                let at = crate::history::position_of(&b);
                 if let (Some((epoch, offset)), Some((last_epoch, last_offset))) = (at, last) {
                     if epoch == last_epoch && offset <= last_offset {
                         continue;
@@ -399,8 +398,7 @@ impl<T> Gate<T> {
         }
         let mut floor = self.floor.lock();
         let Some((epoch, offset)) = floor.as_ref() else { return false };
-        let at = msg.position.as_ref().and_then(|p| p.as_value().as_str()).and_then(crate::history::parse_position);
-        match at {
+        match crate::history::position_of(msg) {
             Some((e, o)) if e == epoch && o <= *offset => true,
             _ => {
                 *floor = None;
