@@ -250,18 +250,28 @@ impl Endpoint {
     /// When the payload is neither a JSON object nor binary, or the remote
     /// adapter fails.
     pub fn broadcast(&self, topic: &str, event: &str, payload: impl Into<Payload>) -> Result<(), BroadcastError> {
-        let b = checked(topic, event, payload.into())?;
-        match self.inner.history.keeping(topic, event) {
+        self.publish(checked(topic, event, payload.into())?, None)
+    }
+
+    /// Broadcasts `b` (to all but `from`): through the topic's history when
+    /// it has one that keeps the event, else straight to the PubSub.
+    fn publish(&self, b: Broadcast, from: Option<SubscriberId>) -> Result<(), BroadcastError> {
+        let pubsub = &self.inner.pubsub;
+        let dispatch = |b| match from {
+            Some(id) => pubsub.broadcast_from(id, b),
+            None => pubsub.broadcast(b),
+        };
+        match self.inner.history.keeping(&b.topic, &b.event) {
             Some(h) => match self.inner.history.shared() {
-                Some(shared) => shared.append(b, None, h.config()).map_err(BroadcastError::History)?,
+                Some(shared) => shared.append(b, from, h.config()).map_err(BroadcastError::History)?,
                 None => {
-                    h.append(b, &self.inner.history, |b| self.inner.pubsub.broadcast(b))?;
+                    h.append(b, &self.inner.history, dispatch)?;
                 }
             },
             None => {
-                self.inner.pubsub.broadcast(b)?;
+                dispatch(b)?;
             }
-        };
+        }
         Ok(())
     }
 
@@ -324,19 +334,7 @@ impl Endpoint {
         event: &str,
         payload: impl Into<Payload>,
     ) -> Result<(), BroadcastError> {
-        let b = checked(topic, event, payload.into())?;
-        match self.inner.history.keeping(topic, event) {
-            Some(h) => match self.inner.history.shared() {
-                Some(shared) => shared.append(b, Some(from), h.config()).map_err(BroadcastError::History)?,
-                None => {
-                    h.append(b, &self.inner.history, |b| self.inner.pubsub.broadcast_from(from, b))?;
-                }
-            },
-            None => {
-                self.inner.pubsub.broadcast_from(from, b)?;
-            }
-        };
-        Ok(())
+        self.publish(checked(topic, event, payload.into())?, Some(from))
     }
 
     /// Broadcasts to the subscribers of this node only.
