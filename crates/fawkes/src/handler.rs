@@ -120,7 +120,7 @@ impl<S: Socket> SocketService<S> {
     /// The routes of this socket mounted at `path`: `<path>/websocket`, and
     /// `<path>/longpoll` when long polling is on.
     pub fn router(&self, path: &str) -> axum::Router {
-        crate::transport::websocket::router(self.shared.clone(), path)
+        crate::transport::routes::router(self.shared.clone(), path)
     }
 
     /// The same routes in a router whose state is the application's `St`,
@@ -150,7 +150,7 @@ impl<S: Socket> SocketService<S> {
     /// # let _ = app;
     /// ```
     pub fn router_with_state<St: Clone + Send + Sync + 'static>(&self, path: &str) -> axum::Router<St> {
-        crate::transport::websocket::router(self.shared.clone(), path)
+        crate::transport::routes::router(self.shared.clone(), path)
     }
 
     /// The endpoint.

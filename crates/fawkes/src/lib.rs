@@ -68,7 +68,7 @@ mod server;
 mod session;
 mod socket;
 pub mod telemetry;
-mod transport;
+pub mod transport;
 
 /// WebSocket endpoints besides a socket's: an echo on the same WebSocket
 /// layer, for conformance suites.

@@ -311,6 +311,7 @@ impl Outbox {
     }
 
     /// Waits until something is queued (or the outbox overflowed).
+    #[cfg(test)]
     pub(crate) async fn ready(&self) {
         std::future::poll_fn(|cx| self.poll_ready(cx)).await;
     }

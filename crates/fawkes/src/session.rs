@@ -75,11 +75,6 @@ impl Blocked {
     pub(crate) fn poll_space(&self, cx: &std::task::Context<'_>) -> std::task::Poll<()> {
         self.inbox.poll_space(cx)
     }
-
-    /// Waits until the channel's mailbox may take the message.
-    pub(crate) async fn space(&self) {
-        std::future::poll_fn(|cx| self.poll_space(cx)).await;
-    }
 }
 
 /// What the transport must do with an item of the outbox.
@@ -146,6 +141,11 @@ impl<S: Socket> Session<S> {
             _id: id,
             shutdown_key,
         }
+    }
+
+    /// The connection's shared state.
+    pub(crate) fn conn(&self) -> &Arc<ConnState<S>> {
+        &self.conn
     }
 
     fn reply(&self, msg: &Message, join_ref: Option<fawkes_protocol::Ref>, status: &'static str, payload: Payload) {

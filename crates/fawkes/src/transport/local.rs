@@ -1,13 +1,11 @@
-//! An in-memory transport: the same session and channels as a WebSocket,
-//! with frames handed over in memory. Used by test harnesses and by anyone
+//! An in-memory transport: the same [`Driver`] as a WebSocket, with frames
+//! handed over in memory. Used by test harnesses and by anyone
 //! embedding Fawkes behind their own transport.
-
-use std::sync::Arc;
 
 use fawkes_protocol::{Frame, Vsn};
 use tokio::sync::mpsc;
 
-use crate::session::{Action, Blocked, Session};
+use super::driver::{Close, Driver};
 use crate::{ConnectError, ConnectInfo, Params, Socket, SocketService};
 
 /// One in-memory connection: send client frames, receive server frames.
@@ -57,42 +55,27 @@ impl<S: Socket> SocketService<S> {
         let conn = crate::handler::connect(&self.shared, &params, &info, vsn, "local", false).await?;
         let (to_server, mut inbound) = mpsc::unbounded_channel::<Frame>();
         let (outbound, from_server) = mpsc::unbounded_channel::<Frame>();
-        let mut session = Session::new(conn.clone());
+        let mut driver = Driver::new(conn);
         tokio::spawn(async move {
-            let mut blocked: Option<Blocked> = None;
             loop {
                 tokio::select! {
-                    frame = inbound.recv(), if blocked.is_none() => {
+                    frame = inbound.recv(), if !driver.is_blocked() => {
                         let Some(frame) = frame else { break };
-                        match conn.vsn.decode(&frame) {
-                            Ok(msg) => blocked = session.handle(msg),
-                            Err(_) => break,
-                        }
-                    }
-                    _ = async { match &blocked { Some(b) => b.space().await, None => std::future::pending().await } } => {
-                        if let Some(b) = blocked.take() {
-                            blocked = session.retry(b);
-                        }
-                    }
-                    _ = conn.outbox.ready() => {
-                        let (items, overflowed) = conn.outbox.drain();
-                        let mut stop = overflowed;
-                        for item in items {
-                            match session.on_out(item) {
-                                Action::Write { frame, .. } => stop |= outbound.send(frame).is_err(),
-                                Action::Nothing => {}
-                                Action::Disconnect | Action::Shutdown => stop = true,
-                            }
-                        }
-                        if stop {
+                        if driver.handle_in(&frame).is_err() {
                             break;
+                        }
+                    }
+                    ready = driver.ready() => {
+                        if ready.outbound {
+                            let sent = driver.handle_info(|push| outbound.send(push.frame).map_err(|_| Close::Gone));
+                            if sent.is_err() {
+                                break;
+                            }
                         }
                     }
                 }
             }
-            session.close_channels(std::time::Duration::from_secs(5)).await;
-            drop(session);
-            let _: Arc<_> = conn;
+            driver.end_channels().await;
         });
         Ok(LocalConnection { to_server, from_server, vsn })
     }

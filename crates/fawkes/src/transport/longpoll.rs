@@ -3,8 +3,8 @@
 //! opens one (`410` and a token), a GET with one polls (`200` with messages,
 //! or `204` after the window), a POST sends newline-delimited frames.
 //!
-//! A session is a task like a WebSocket connection's, holding the same
-//! socket session; what it would write to a WebSocket it keeps in a bounded
+//! A session is a task like a WebSocket connection's, over the same
+//! [`Driver`]; what it would write to a WebSocket it keeps in a bounded
 //! buffer until the next poll.
 //!
 //! Sessions need no sticky routing: a token names the node that holds its
@@ -33,7 +33,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::conn::{ConnState, SocketShared};
-use crate::session::{Action, Blocked, Session};
+use super::driver::{Close, Driver};
 use crate::{ConnectInfo, Params, Socket};
 use fawkes_protocol::{Broadcast, Payload};
 use fawkes_pubsub::{Delivery, FrameCache, Subscriber, Subscription};
@@ -390,24 +390,28 @@ impl Registry {
     }
 }
 
-/// Buffers what the session sends; false when the buffer is over its limits
-/// (the client is not polling: a slow consumer).
-fn buffer<S: Socket>(conn: &ConnState<S>, session: &LpSession, frame: Frame) -> bool {
+/// Buffers a frame for the next poll; [`Close::SlowConsumer`] when the
+/// buffer is over its limits (the client is not polling).
+fn buffer<S: Socket>(conn: &ConnState<S>, session: &LpSession, frame: Frame) -> Result<(), Close> {
     if frame.opcode == Opcode::Binary {
         // JSON bodies cannot carry binary frames (Phoenix fails the same way).
         tracing::warn!("dropping a binary frame: long polling cannot carry it");
-        return true;
+        return Ok(());
     }
     let mut out = session.out.lock();
     let cfg = &conn.shared.config;
     if out.messages.len() >= cfg.outbox_frames || out.bytes + frame.data.len() > cfg.outbox_bytes {
-        return false;
+        return Err(Close::SlowConsumer);
     }
     out.bytes += frame.data.len();
     out.messages.push(frame.data);
-    true
+    Ok(())
 }
 
+/// A session's task: POSTed frames into the driver (each acknowledged once
+/// taken), what the driver gives into the buffer the next poll takes. The
+/// session ends when the client stops polling (no poll for one and a half
+/// windows), on a close from the driver, or when a request kills it.
 async fn run<S: Socket>(
     shared: Arc<SocketShared<S>>,
     conn: Arc<ConnState<S>>,
@@ -415,75 +419,58 @@ async fn run<S: Socket>(
     mut frames_in: mpsc::Receiver<(Frame, oneshot::Sender<bool>)>,
     _relay: Subscription,
 ) {
-    let mut socket = Session::new(conn.clone());
+    let mut driver = Driver::new(conn.clone());
     let window = shared.config.longpoll_window;
     let check_every = window.mul_f32(1.5).max(Duration::from_millis(10));
     let mut ticker = tokio::time::interval_at(Instant::now() + check_every, check_every);
-    let mut blocked: Option<(Blocked, oneshot::Sender<bool>)> = None;
-    loop {
+    // the acknowledgement of a frame that waits for room in its channel
+    let mut pending_ack: Option<oneshot::Sender<bool>> = None;
+    let close = loop {
         tokio::select! {
-            _ = session.killed.notified() => break,
+            _ = session.killed.notified() => break Close::Gone,
             _ = ticker.tick() => {
                 if session.last_poll.lock().elapsed() > check_every || session.out.lock().closed {
-                    break;
+                    break Close::Gone;
                 }
             }
-            received = frames_in.recv(), if blocked.is_none() => {
-                let Some((frame, ack)) = received else { break };
-                match conn.vsn.decode(&frame) {
-                    Ok(msg) => match socket.handle(msg) {
-                        Some(b) => blocked = Some((b, ack)),
-                        None => { let _ = ack.send(true); }
-                    },
-                    Err(e) => {
-                        tracing::error!(error = %e, "closing long-poll session: undecodable frame");
-                        shared.endpoint.metrics().decode_error();
+            received = frames_in.recv(), if !driver.is_blocked() => {
+                let Some((frame, ack)) = received else { break Close::Gone };
+                match driver.handle_in(&frame) {
+                    Ok(()) if driver.is_blocked() => pending_ack = Some(ack),
+                    Ok(()) => { let _ = ack.send(true); }
+                    Err(close) => {
                         let _ = ack.send(false);
-                        break;
+                        break close;
                     }
                 }
             }
-            _ = async { match &blocked { Some((b, _)) => b.space().await, None => std::future::pending().await } } => {
-                if let Some((b, ack)) = blocked.take() {
-                    match socket.retry(b) {
-                        Some(b) => blocked = Some((b, ack)),
-                        None => { let _ = ack.send(true); }
+            ready = driver.ready() => {
+                if ready.unblocked && !driver.is_blocked() {
+                    if let Some(ack) = pending_ack.take() {
+                        let _ = ack.send(true);
                     }
                 }
-            }
-            _ = conn.outbox.ready() => {
-                let (items, overflowed) = conn.outbox.drain();
-                let mut slow = overflowed;
-                let mut stop = overflowed;
-                let mut any = false;
-                for item in items {
-                    match socket.on_out(item) {
-                        Action::Write { frame, .. } => {
-                            any = true;
-                            let full = !buffer(&conn, &session, frame);
-                            slow |= full;
-                            stop |= full;
-                        }
-                        Action::Nothing => {}
-                        Action::Disconnect | Action::Shutdown => stop = true,
+                if ready.outbound {
+                    let mut any = false;
+                    let drained = driver.handle_info(|push| {
+                        any = true;
+                        buffer(&conn, &session, push.frame)
+                    });
+                    if any {
+                        session.ready.notify_waiters();
                     }
-                }
-                if any {
-                    session.ready.notify_waiters();
-                }
-                if stop {
-                    if slow {
-                        shared.endpoint.metrics().slow_consumer();
-                        tracing::warn!(socket_id = ?conn.id, "closing a slow long-poll client: its outbound queue is full");
+                    if let Err(close) = drained {
+                        break close;
                     }
-                    break;
                 }
             }
         }
-    }
-    // The client learns the session is gone only once its channels are over.
-    socket.close_channels(Duration::from_secs(5)).await;
+    };
+    // The client learns the session is gone only once its channels are
+    // over, whatever ended it: one that stopped polling may come back.
+    tracing::debug!(?close, "long-poll session ends");
+    driver.end_channels().await;
     shared.longpoll.remove(&session.token);
     session.close_now();
-    drop(socket);
+    drop(driver);
 }

@@ -1,6 +1,9 @@
 //! The WebSocket transport: Phoenix's handshake checks, in Phoenix's order,
-//! then one task per connection that reads frames, routes them through the
-//! session and writes whatever the outbox holds.
+//! then one task per connection that reads frames, hands them to the
+//! connection's [`Driver`] and writes whatever it gives back. What is its
+//! own: the RFC 6455 framing (ping/pong, close frames, frame limits,
+//! permessage-deflate), batching reads, non-blocking writes from a
+//! per-thread buffer, the write timeout and the idle timer.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -9,7 +12,6 @@ use std::time::Duration;
 
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::any;
 use fawkes_protocol::Vsn;
 use futures_util::future::Either;
 use futures_util::FutureExt;
@@ -19,31 +21,20 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::ws_codec::{self, close, negotiate_deflate, WsEvent, WsReader};
+use super::ws_codec::{self, negotiate_deflate, WsEvent, WsReader};
 use super::ws_handshake::{check_upgrade, has_token, switching_protocols};
 use super::ws_io::{Generic, WsIo};
 use crate::conn::{ConnState, SocketShared};
 use crate::serve::Capped;
-use crate::session::{Action, Blocked, Session};
+use super::driver::{Close, Driver};
 use crate::{origin, ConnectError, ConnectInfo, Params, Socket};
-
-pub(crate) fn router<S: Socket, St: Clone + Send + Sync + 'static>(
-    shared: Arc<SocketShared<S>>,
-    path: &str,
-) -> axum::Router<St> {
-    let base = path.trim_end_matches('/');
-    let mut router = axum::Router::new().route(&format!("{base}/websocket"), any(upgrade::<S>));
-    if shared.config.longpoll {
-        router = router.route(&format!("{base}/longpoll"), any(super::longpoll::handle::<S>));
-    }
-    router.with_state(shared)
-}
 
 fn status(code: StatusCode) -> Response {
     code.into_response()
 }
 
-async fn upgrade<S: Socket>(State(shared): State<Arc<SocketShared<S>>>, mut req: Request) -> Response {
+/// `GET <path>/websocket`: Phoenix's checks, then the upgrade.
+pub(crate) async fn upgrade<S: Socket>(State(shared): State<Arc<SocketShared<S>>>, mut req: Request) -> Response {
     if req.method() != Method::GET {
         return status(StatusCode::BAD_REQUEST);
     }
@@ -137,10 +128,6 @@ async fn upgrade<S: Socket>(State(shared): State<Arc<SocketShared<S>>>, mut req:
     switching_protocols(&accept, deflate.as_ref(), echo_phoenix.then_some("phoenix"))
 }
 
-/// Longest wait for a closing connection's channels to end before the
-/// close frame is sent anyway.
-const CLOSE_CHANNELS_WAIT: Duration = Duration::from_secs(5);
-
 /// Longest time a connection the server closes is read on, for the
 /// client's close frame.
 const LINGER: Duration = Duration::from_secs(5);
@@ -148,22 +135,9 @@ const LINGER: Duration = Duration::from_secs(5);
 /// Most client frames handled before what they produced is written.
 const BATCH: usize = 32;
 
-/// Why the connection loop ended.
-enum Exit {
-    /// Close with this code.
-    Close(u16, &'static str),
-    /// The client closed (its code is echoed) or went away.
-    ClientClosed(Option<u16>),
-    /// The client does not read: a close frame (1013) is sent if the socket
-    /// takes it at once, and the connection is dropped.
-    SlowConsumer,
-    Gone,
-}
-
 struct Conn<S: Socket, IO: WsIo> {
     io: IO,
-    session: Session<S>,
-    conn: Arc<ConnState<S>>,
+    driver: Driver<S>,
     reader: WsReader,
     deflate: bool,
     /// Bytes for the client not yet written: empty (and unallocated) while
@@ -178,7 +152,6 @@ struct Conn<S: Socket, IO: WsIo> {
 #[derive(Default)]
 struct Woken {
     outbox: bool,
-    space: bool,
     read: Option<std::io::Result<usize>>,
     idle: bool,
 }
@@ -192,44 +165,43 @@ thread_local! {
 /// Largest buffer kept for reuse.
 const SCRATCH_KEEP: usize = 64 * 1024;
 
+/// The buffer to write into: the pending bytes, or the thread's scratch.
+fn out_buf(out: &mut Vec<u8>) -> &mut Vec<u8> {
+    if out.capacity() == 0 {
+        *out = SCRATCH.with(std::cell::Cell::take);
+    }
+    out
+}
+
 impl<S: Socket, IO: WsIo> Conn<S, IO> {
     fn new(io: IO, leftover: &[u8], conn: Arc<ConnState<S>>, mut reader: WsReader, deflate: bool) -> Self {
         // What the client sent right behind its upgrade request. Copied out:
         // the upgrade's buffer is hyper's whole read buffer, and holding a
         // view of it would keep kilobytes alive for the connection's life.
         reader.feed(leftover);
-        Conn { io, session: Session::new(conn.clone()), conn, reader, deflate, out: Vec::new(), torn: false }
-    }
-
-    /// The buffer to write into: the pending bytes, or the thread's scratch.
-    fn out(&mut self) -> &mut Vec<u8> {
-        if self.out.capacity() == 0 {
-            self.out = SCRATCH.with(std::cell::Cell::take);
-        }
-        &mut self.out
+        Conn { io, driver: Driver::new(conn), reader, deflate, out: Vec::new(), torn: false }
     }
 
     /// Polls everything the connection waits for, and reports all that is
     /// ready, so that a busy outbox cannot starve reads or the other way
-    /// around.
+    /// around. A blocked client message is retried here once its channel
+    /// has room (reads resume on the next turn).
     fn poll_woken(
         &mut self,
         cx: &mut std::task::Context<'_>,
-        blocked: &Option<Blocked>,
         idle: std::pin::Pin<&mut tokio::time::Sleep>,
     ) -> std::task::Poll<Woken> {
         use std::task::Poll;
-        let mut woken = Woken { outbox: self.conn.outbox.poll_ready(cx).is_ready(), ..Woken::default() };
-        match blocked {
-            Some(b) => woken.space = b.poll_space(cx).is_ready(),
-            None => {
-                if let Poll::Ready(r) = self.io.poll_read_into(cx, &mut self.reader) {
-                    woken.read = Some(r);
-                }
-            }
+        let mut woken = Woken::default();
+        let mut unblocked = false;
+        if self.driver.is_blocked() {
+            unblocked = self.driver.poll_unblocked(cx).is_ready();
+        } else if let Poll::Ready(r) = self.io.poll_read_into(cx, &mut self.reader) {
+            woken.read = Some(r);
         }
+        woken.outbox = self.driver.poll_outbound(cx).is_ready();
         woken.idle = idle.poll(cx).is_ready();
-        if woken.outbox || woken.space || woken.read.is_some() || woken.idle {
+        if woken.outbox || unblocked || woken.read.is_some() || woken.idle {
             Poll::Ready(woken)
         } else {
             Poll::Pending
@@ -239,12 +211,12 @@ impl<S: Socket, IO: WsIo> Conn<S, IO> {
     /// Handles every complete frame already read. Stops early when a
     /// channel's mailbox is full.
     /// Returns true when it stopped with complete frames still buffered.
-    fn process(&mut self, blocked: &mut Option<Blocked>) -> Result<bool, Exit> {
+    fn process(&mut self) -> Result<bool, Close> {
         // A bounded batch: what it queues for the client is written before
         // the next batch, so one read full of requests cannot overflow the
         // outbox with the socket's own replies.
         for _ in 0..BATCH {
-            if blocked.is_some() {
+            if self.driver.is_blocked() {
                 return Ok(false);
             }
             let ev = match self.reader.next_event() {
@@ -252,59 +224,36 @@ impl<S: Socket, IO: WsIo> Conn<S, IO> {
                 Ok(None) => return Ok(false),
                 Err(e) => {
                     self.reader.discard();
-                    return Err(Exit::Close(e.code, e.reason));
+                    return Err(Close::Server { code: e.code, reason: e.reason });
                 }
             };
             match ev {
-                WsEvent::Message(frame) => match self.conn.vsn.decode(&frame) {
-                    Ok(msg) => *blocked = self.session.handle(msg),
-                    Err(e) => {
-                        tracing::error!(error = %e, "closing connection: undecodable frame");
-                        self.conn.shared.endpoint.metrics().decode_error();
-                        return Err(Exit::Close(close::INTERNAL, "invalid message"));
-                    }
-                },
-                WsEvent::Ping(data) => ws_codec::write_frame(self.out(), ws_codec::OP_PONG, false, &data),
+                WsEvent::Message(frame) => self.driver.handle_in(&frame)?,
+                WsEvent::Ping(data) => ws_codec::write_frame(out_buf(&mut self.out), ws_codec::OP_PONG, false, &data),
                 WsEvent::Pong => {}
-                WsEvent::Close(code) => return Err(Exit::ClientClosed(code)),
+                WsEvent::Close(code) => return Err(Close::Client { code }),
             }
         }
         Ok(true)
     }
 
-    /// Turns the outbox into bytes in `self.out`.
-    fn drain_outbox(&mut self) -> Result<(), Exit> {
-        let (items, overflowed) = self.conn.outbox.drain();
-        let mut disconnect = false;
-        let mut shutdown = false;
-        for item in items {
-            match self.session.on_out(item) {
-                Action::Write { frame, deflated: false } => {
-                    let deflate = self.deflate;
-                    ws_codec::write_message(self.out(), &frame, deflate);
-                }
-                Action::Write { frame, deflated: true } => ws_codec::write_deflated(self.out(), &frame),
-                Action::Nothing => {}
-                Action::Disconnect => disconnect = true,
-                Action::Shutdown => shutdown = true,
+    /// Turns what the driver gives into bytes in `self.out`.
+    fn drain_outbox(&mut self) -> Result<(), Close> {
+        let deflate = self.deflate;
+        let out = &mut self.out;
+        self.driver.handle_info(|push| {
+            if push.deflated {
+                ws_codec::write_deflated(out_buf(out), &push.frame);
+            } else {
+                ws_codec::write_message(out_buf(out), &push.frame, deflate);
             }
-        }
-        if overflowed {
-            self.slow_consumer("its outbound queue is full");
-            return Err(Exit::SlowConsumer);
-        }
-        if shutdown {
-            return Err(Exit::Close(1012, "service restart"));
-        }
-        if disconnect {
-            return Err(Exit::Close(self.conn.shared.config.disconnect_close_code, ""));
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     /// Writes what is pending: at once when the socket takes it all (the
     /// buffer then goes back to the thread), else in a boxed slow path.
-    async fn flush(&mut self) -> Result<(), Exit> {
+    async fn flush(&mut self) -> Result<(), Close> {
         if self.out.is_empty() {
             return Ok(());
         }
@@ -324,7 +273,7 @@ impl<S: Socket, IO: WsIo> Conn<S, IO> {
             Err(_) => {
                 // the connection is dead: nothing of this is sent again
                 self.out = Vec::new();
-                Err(Exit::Gone)
+                Err(Close::Gone)
             }
         }
     }
@@ -333,42 +282,33 @@ impl<S: Socket, IO: WsIo> Conn<S, IO> {
     /// write timeout (a client that stops reading is a slow consumer).
     ///
     /// Meanwhile what is unwritten counts against the outbox's limit, and
-    /// the outbox is watched: when it overflows (or the endpoint's budget
-    /// closes this connection, or a disconnect or shutdown arrives) the
-    /// connection is dropped at once rather than at the write timeout.
-    async fn flush_slow(&mut self) -> Result<(), Exit> {
+    /// the driver is watched: when the outbox overflows (or the endpoint's
+    /// budget closes this connection, or a disconnect or shutdown arrives)
+    /// the connection is dropped at once rather than at the write timeout.
+    async fn flush_slow(&mut self) -> Result<(), Close> {
         let out = std::mem::take(&mut self.out);
-        let limit = self.conn.shared.config.write_timeout;
-        let outbox = self.conn.outbox.clone();
-        outbox.set_unwritten(out.len());
+        let limit = self.driver.conn().shared.config.write_timeout;
+        self.driver.set_unwritten(out.len());
+        let driver = &self.driver;
         let write = tokio::time::timeout(limit, self.io.write_all_bytes(&out));
-        let must_close = std::future::poll_fn(|cx| outbox.poll_must_close(cx));
+        let interrupt = std::future::poll_fn(|cx| driver.poll_interrupt(cx));
         let result = tokio::select! {
             biased;
             r = write => match r {
                 Ok(Ok(())) => Ok(()),
-                Ok(Err(_)) => Err(Exit::Gone),
+                Ok(Err(_)) => Err(Close::Gone),
                 Err(_) => {
-                    self.slow_consumer("a write did not complete within the write timeout");
-                    Err(Exit::Gone)
+                    driver.slow_consumer("a write did not complete within the write timeout");
+                    Err(Close::Gone)
                 }
             },
-            () = must_close => {
+            close = interrupt => {
                 self.torn = true;
-                if outbox.is_overflowed() {
-                    self.slow_consumer("its outbound queue is full");
-                }
-                Err(Exit::Gone)
+                Err(close)
             }
         };
-        outbox.set_unwritten(0);
+        self.driver.set_unwritten(0);
         result
-    }
-
-    /// Counts and logs a client that does not read fast enough.
-    fn slow_consumer(&self, why: &str) {
-        self.conn.shared.endpoint.metrics().slow_consumer();
-        tracing::warn!(socket_id = ?self.conn.id, "closing a slow consumer: {why}");
     }
 
     async fn close(&mut self, code: Option<u16>, reason: &str) {
@@ -377,7 +317,7 @@ impl<S: Socket, IO: WsIo> Conn<S, IO> {
             Some(code) => ws_codec::write_close(&mut frame, code, reason),
             None => ws_codec::write_frame(&mut frame, ws_codec::OP_CLOSE, false, &[]),
         }
-        self.out().extend_from_slice(&frame);
+        out_buf(&mut self.out).extend_from_slice(&frame);
         if self.flush().await.is_ok() {
             self.io.close_write().await;
         }
@@ -391,10 +331,7 @@ impl<S: Socket, IO: WsIo> Conn<S, IO> {
 #[allow(clippy::manual_async_fn)]
 fn serve<S: Socket, IO: WsIo>(mut c: Conn<S, IO>) -> impl Future<Output = ()> + Send {
     async move {
-        let timeout = c.conn.shared.config.timeout;
-        let mut blocked: Option<Blocked> = None;
-        let mut last_activity = Instant::now();
-        let idle = tokio::time::sleep(timeout);
+        let idle = tokio::time::sleep(c.driver.timeout());
         tokio::pin!(idle);
 
         let exit = loop {
@@ -403,7 +340,7 @@ fn serve<S: Socket, IO: WsIo>(mut c: Conn<S, IO>) -> impl Future<Output = ()> + 
             // a connection kept busy by broadcasts still yields to the other
             // tasks of its worker.
             tokio::task::coop::consume_budget().await;
-            let more = match c.process(&mut blocked) {
+            let more = match c.process() {
                 Ok(more) => more,
                 Err(exit) => break exit,
             };
@@ -419,31 +356,24 @@ fn serve<S: Socket, IO: WsIo>(mut c: Conn<S, IO>) -> impl Future<Output = ()> + 
             if more {
                 continue;
             }
-            let woken = std::future::poll_fn(|cx| c.poll_woken(cx, &blocked, idle.as_mut())).await;
+            let woken = std::future::poll_fn(|cx| c.poll_woken(cx, idle.as_mut())).await;
             if woken.outbox {
-                last_activity = Instant::now();
                 if let Err(exit) = c.drain_outbox() {
                     // write what was queued before the close
                     let _ = c.flush().await;
                     break exit;
                 }
             }
-            if woken.space {
-                if let Some(b) = blocked.take() {
-                    blocked = c.session.retry(b);
-                }
-            }
             match woken.read {
-                Some(Ok(0) | Err(_)) => break Exit::Gone,
-                Some(Ok(_)) => last_activity = Instant::now(),
+                Some(Ok(0) | Err(_)) => break Close::Gone,
+                Some(Ok(_)) => c.driver.activity(),
                 None => {}
             }
             if woken.idle {
-                let deadline = last_activity + timeout;
-                if Instant::now() >= deadline {
-                    break Exit::Close(close::NORMAL, "idle timeout");
+                match c.driver.check_idle(Instant::now()) {
+                    Ok(deadline) => idle.as_mut().reset(deadline),
+                    Err(exit) => break exit,
                 }
-                idle.as_mut().reset(deadline);
             }
         };
         Box::pin(finish(c, exit)).await;
@@ -452,14 +382,12 @@ fn serve<S: Socket, IO: WsIo>(mut c: Conn<S, IO>) -> impl Future<Output = ()> + 
 
 /// Closes the connection as `exit` says (kept out of the connection's loop
 /// future, which stays small while the connection lives).
-async fn finish<S: Socket, IO: WsIo>(mut c: Conn<S, IO>, exit: Exit) {
-    if !matches!(exit, Exit::Gone | Exit::SlowConsumer) {
-        // The client learns that the connection closed only once its
-        // channels are over, so that a reconnect finds them gone.
-        c.session.close_channels(CLOSE_CHANNELS_WAIT).await;
-    }
+async fn finish<S: Socket, IO: WsIo>(mut c: Conn<S, IO>, exit: Close) {
+    // The client learns that the connection closed only once its channels
+    // are over, so that a reconnect finds them gone.
+    c.driver.close_channels(&exit).await;
     match exit {
-        Exit::Close(code, reason) => {
+        Close::Server { code, reason } => {
             c.close(Some(code), reason).await;
             // Read on until the client answers with its own close frame or
             // closes: a socket closed with unread bytes is reset, and a reset
@@ -483,13 +411,12 @@ async fn finish<S: Socket, IO: WsIo>(mut c: Conn<S, IO>, exit: Exit) {
             })
             .await;
         }
-        Exit::ClientClosed(code) => c.close(code, "").await,
-        Exit::SlowConsumer if !c.torn => {
+        Close::Client { code } => c.close(code, "").await,
+        Close::SlowConsumer if !c.torn => {
             let mut frame = Vec::new();
-            ws_codec::write_close(&mut frame, 1013, "slow consumer");
+            ws_codec::write_close(&mut frame, exit.code().unwrap_or(1013), exit.reason());
             let _ = c.io.try_write_now(&frame);
         }
-        Exit::SlowConsumer => {}
-        Exit::Gone => {}
+        Close::SlowConsumer | Close::Gone => {}
     }
 }
