@@ -58,6 +58,8 @@
 //! # });
 //! ```
 
+pub mod lines;
+
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
