@@ -18,6 +18,10 @@
 //! [`REFUTE_TIMEOUT`], so keep them few. Pass a `Duration` as a last argument
 //! to change either.
 //!
+//! [`lines`] serves a socket over TCP, one frame per line: a transport
+//! built on `fawkes::transport` from outside the `fawkes` crate, for tests
+//! that want a real socket without WebSocket framing.
+//!
 //! Never sleep in a channel test: assert on the reply or push you expect,
 //! and only then on what follows from it.
 //!

@@ -80,9 +80,7 @@ impl Lines {
                 self.scanned = 0;
                 Some(Ok(line))
             }
-            None if self.buf.len() >= MAX_LINE => {
-                Some(Err(Close::Server { code: 1009, reason: "message too big" }))
-            }
+            None if self.buf.len() >= MAX_LINE => Some(Err(Close::Server { code: 1009, reason: "message too big" })),
             None => {
                 self.scanned = self.buf.len();
                 None

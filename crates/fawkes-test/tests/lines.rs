@@ -36,7 +36,11 @@ struct Room;
 impl Channel<UserSocket> for Room {
     type Info = ();
 
-    async fn join(topic: &str, _: Payload, ctx: &mut ChannelContext<UserSocket, ()>) -> Result<Join<Self>, ChannelError> {
+    async fn join(
+        topic: &str,
+        _: Payload,
+        ctx: &mut ChannelContext<UserSocket, ()>,
+    ) -> Result<Join<Self>, ChannelError> {
         Ok(Join::ok_with(Room, json!({"topic": topic, "user": ctx.assigns()})))
     }
 
@@ -109,7 +113,10 @@ async fn a_v2_client_joins_pushes_gets_replies_and_broadcasts_and_is_disconnecte
     let mut bob = Client::connect(addr, "vsn=2.0.0&user_id=bob").await;
 
     let hb = alice.send(None, "phoenix", "heartbeat", json!({})).await;
-    assert_eq!(alice.recv().await.unwrap(), json!([null, hb, "phoenix", "phx_reply", {"status": "ok", "response": {}}]));
+    assert_eq!(
+        alice.recv().await.unwrap(),
+        json!([null, hb, "phoenix", "phx_reply", {"status": "ok", "response": {}}])
+    );
 
     let aj = alice.send(Some("1"), "room:lobby", "phx_join", json!({})).await;
     let aj = Some(aj);
@@ -125,7 +132,7 @@ async fn a_v2_client_joins_pushes_gets_replies_and_broadcasts_and_is_disconnecte
 
     // a push: its reply to the sender, the broadcast to both
     let push = alice.send(Some("1"), "room:lobby", "shout", json!({"body": "hi"})).await;
-    let mut got = vec![alice.recv().await.unwrap(), alice.recv().await.unwrap()];
+    let mut got = [alice.recv().await.unwrap(), alice.recv().await.unwrap()];
     got.sort_by_key(|f| f[3].as_str().unwrap().to_owned());
     assert_eq!(got[0], json!(["1", push, "room:lobby", "phx_reply", {"status": "ok", "response": {"sent": true}}]));
     assert_eq!(got[1], json!([null, null, "room:lobby", "shout", {"body": "hi"}]));
@@ -151,7 +158,7 @@ async fn a_v2_client_joins_pushes_gets_replies_and_broadcasts_and_is_disconnecte
 
     // bob is still served, and no longer gets what alice would have
     let push = bob.send(Some("7"), "room:lobby", "shout", json!({"body": "still here"})).await;
-    let mut got = vec![bob.recv().await.unwrap(), bob.recv().await.unwrap()];
+    let mut got = [bob.recv().await.unwrap(), bob.recv().await.unwrap()];
     got.sort_by_key(|f| f[3].as_str().unwrap().to_owned());
     assert_eq!(got[0][1], json!(push));
     assert_eq!(got[1], json!([null, null, "room:lobby", "shout", {"body": "still here"}]));
@@ -215,11 +222,8 @@ async fn a_client_that_does_not_read_is_closed_as_a_slow_consumer() {
     }
     // what was written is there, then the stream ends
     let mut frames = 0usize;
-    loop {
-        match tokio::time::timeout(Duration::from_secs(5), client.lines.next_line()).await.unwrap() {
-            Ok(Some(_)) => frames += 1,
-            Ok(None) | Err(_) => break,
-        }
+    while let Ok(Some(_)) = tokio::time::timeout(Duration::from_secs(5), client.lines.next_line()).await.unwrap() {
+        frames += 1;
     }
     assert!(frames > 0, "the frames written before the close are delivered");
 }

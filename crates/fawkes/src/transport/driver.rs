@@ -370,11 +370,7 @@ impl<S: Socket> Driver<S> {
         if outbox.poll_must_close(cx).is_pending() {
             return Poll::Pending;
         }
-        Poll::Ready(if outbox.is_overflowed() {
-            self.slow_consumer("its outbound queue is full")
-        } else {
-            Close::Gone
-        })
+        Poll::Ready(if outbox.is_overflowed() { self.slow_consumer("its outbound queue is full") } else { Close::Gone })
     }
 
     /// Ends every channel of a connection that closes for `close` and waits

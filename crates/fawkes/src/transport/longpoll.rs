@@ -32,8 +32,8 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::conn::{ConnState, SocketShared};
 use super::driver::{Close, Driver};
+use crate::conn::{ConnState, SocketShared};
 use crate::{ConnectInfo, Params, Socket};
 use fawkes_protocol::{Broadcast, Payload};
 use fawkes_pubsub::{Delivery, FrameCache, Subscriber, Subscription};

@@ -21,12 +21,12 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use super::driver::{Close, Driver};
 use super::ws_codec::{self, negotiate_deflate, WsEvent, WsReader};
 use super::ws_handshake::{check_upgrade, has_token, switching_protocols};
 use super::ws_io::{Generic, WsIo};
 use crate::conn::{ConnState, SocketShared};
 use crate::serve::Capped;
-use super::driver::{Close, Driver};
 use crate::{origin, ConnectError, ConnectInfo, Params, Socket};
 
 fn status(code: StatusCode) -> Response {
