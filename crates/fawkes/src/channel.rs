@@ -30,7 +30,7 @@ pub type ChannelError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// # Example
 ///
 /// ```
-/// use fawkes::{Channel, ChannelContext, ChannelError, Flow, HandleIn, Join, Params, Payload, Socket};
+/// use fawkes::{Channel, ChannelContext, ChannelError, HandleInfo, HandleIn, Join, Params, Payload, Socket};
 /// use serde_json::json;
 ///
 /// # struct UserSocket;
@@ -65,11 +65,11 @@ pub type ChannelError = Box<dyn std::error::Error + Send + Sync + 'static>;
 ///         }
 ///     }
 ///
-///     async fn handle_info(&mut self, info: Info, ctx: &mut ChannelContext<UserSocket, Info>) -> Result<Flow, ChannelError> {
+///     async fn handle_info(&mut self, info: Info, ctx: &mut ChannelContext<UserSocket, Info>) -> Result<HandleInfo, ChannelError> {
 ///         match info {
 ///             Info::AfterJoin => ctx.push("welcome", json!({}))?,
 ///         }
-///         Ok(Flow::Continue)
+///         Ok(HandleInfo::Continue)
 ///     }
 /// }
 /// ```
@@ -110,9 +110,9 @@ pub trait Channel<S: Socket>: Sized + Send + 'static {
         event: &str,
         payload: Payload,
         ctx: &mut ChannelContext<S, Self::Info>,
-    ) -> impl Future<Output = Result<Outgoing, ChannelError>> + Send {
+    ) -> impl Future<Output = Result<HandleOut, ChannelError>> + Send {
         let _ = (event, ctx);
-        async move { Ok(Outgoing::Push(payload)) }
+        async move { Ok(HandleOut::Push(payload)) }
     }
 
     /// Handles a message sent with [`ChannelRef::send`]. The default ignores it.
@@ -120,9 +120,9 @@ pub trait Channel<S: Socket>: Sized + Send + 'static {
         &mut self,
         info: Self::Info,
         ctx: &mut ChannelContext<S, Self::Info>,
-    ) -> impl Future<Output = Result<Flow, ChannelError>> + Send {
+    ) -> impl Future<Output = Result<HandleInfo, ChannelError>> + Send {
         let _ = (info, ctx);
-        async move { Ok(Flow::Continue) }
+        async move { Ok(HandleInfo::Continue) }
     }
 
     /// Called when the channel ends: on leave, stop, crash and when the
@@ -215,7 +215,7 @@ impl HandleIn {
 
 /// The outcome of [`Channel::handle_out`].
 #[derive(Debug)]
-pub enum Outgoing {
+pub enum HandleOut {
     /// Push the event to this client with this payload.
     Push(Payload),
     /// Do not send it to this client.
@@ -224,7 +224,7 @@ pub enum Outgoing {
 
 /// The outcome of [`Channel::handle_info`].
 #[derive(Debug)]
-pub enum Flow {
+pub enum HandleInfo {
     /// Keep running.
     Continue,
     /// Stop the channel.
@@ -390,7 +390,7 @@ impl<S: Socket, I: Send + 'static> ChannelContext<S, I> {
 
     /// The socket handler (the value given to the endpoint): a natural home
     /// for application state such as a database pool.
-    pub fn socket(&self) -> &S {
+    pub fn handler(&self) -> &S {
         &self.conn.shared.socket
     }
 

@@ -159,7 +159,7 @@ impl<S: Socket> SocketService<S> {
     }
 
     /// The socket handler.
-    pub fn socket(&self) -> &S {
+    pub fn handler(&self) -> &S {
         &self.shared.socket
     }
 }

@@ -78,8 +78,8 @@ pub mod websocket {
 
 pub use channel::RateLimited;
 pub use channel::{
-    BroadcastError, Channel, ChannelContext, ChannelError, ChannelRef, Flow, HandleIn, Join, Outgoing, PushError,
-    ReplyRef, SendError, StopReason,
+    BroadcastError, Channel, ChannelContext, ChannelError, ChannelRef, HandleIn, HandleInfo, HandleOut, Join,
+    PushError, ReplyRef, SendError, StopReason,
 };
 pub use config::{
     CheckOrigin, ForwardedHeaders, OriginConfigError, PublicUrl, RateLimit, SocketConfig, TrustedProxies,

@@ -15,7 +15,7 @@ use futures_util::FutureExt;
 use serde_json::json;
 use tracing::Instrument;
 
-use crate::channel::{ChannelMsg, Flow, HandleIn, Outgoing, StopReason};
+use crate::channel::{ChannelMsg, HandleIn, HandleInfo, HandleOut, StopReason};
 use crate::conn::ConnState;
 use crate::queue::{End, Mailbox, Out, Pushed};
 use crate::router::ChannelHandle;
@@ -328,12 +328,12 @@ async fn deliver_own<S: Socket, C: Channel<S>>(channel: &mut C, task: &mut Task<
     if C::INTERCEPT.iter().any(|e| *e == b.event) {
         let position = b.position.clone();
         match caught(channel.handle_out(&b.event, b.payload, &mut task.ctx)).await {
-            Ok(Outgoing::Push(payload)) => {
+            Ok(HandleOut::Push(payload)) => {
                 if let Err(e) = task.ctx.push_at(&b.event, payload, position) {
                     tracing::error!(topic = %task.ctx.topic, error = %e, "a replayed broadcast could not be pushed");
                 }
             }
-            Ok(Outgoing::Drop) => {}
+            Ok(HandleOut::Drop) => {}
             Err(why) => {
                 tracing::error!(topic = %task.ctx.topic, event = %b.event, error = %why, "handle_out failed on a replayed broadcast");
             }
@@ -567,21 +567,21 @@ async fn step<S: Socket, C: Channel<S>>(live: &mut Live<S, C>, msg: ChannelMsg<C
         }
         ChannelMsg::Reply(r) => task.ctx.conn.send_reply(&r),
         ChannelMsg::Out(b) => match caught(channel.handle_out(&b.event, b.payload, &mut task.ctx)).await {
-            Ok(Outgoing::Push(payload)) => {
+            Ok(HandleOut::Push(payload)) => {
                 if let Err(e) = task.ctx.push_at(&b.event, payload, b.position) {
                     tracing::error!(topic = %task.ctx.topic, error = %e, "channel crashed in handle_out");
                     return Some(StopReason::Crashed(e.to_string()));
                 }
             }
-            Ok(Outgoing::Drop) => {}
+            Ok(HandleOut::Drop) => {}
             Err(why) => {
                 tracing::error!(topic = %task.ctx.topic, event = %b.event, error = %why, "channel crashed in handle_out");
                 return Some(StopReason::Crashed(why));
             }
         },
         ChannelMsg::Info(info) => match caught(channel.handle_info(info, &mut task.ctx)).await {
-            Ok(Flow::Continue) => {}
-            Ok(Flow::Stop(reason)) => return Some(reason),
+            Ok(HandleInfo::Continue) => {}
+            Ok(HandleInfo::Stop(reason)) => return Some(reason),
             Err(why) => {
                 tracing::error!(topic = %task.ctx.topic, error = %why, "channel crashed in handle_info");
                 return Some(StopReason::Crashed(why));

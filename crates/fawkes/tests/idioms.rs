@@ -1,6 +1,6 @@
 //! Phoenix's everyday channel idioms, one line each: an extra topic
 //! followed from the channel (`Endpoint.subscribe`), `send_after`,
-//! `send_interval`, presence tracked from `ctx.socket()`'s own presence; and
+//! `send_interval`, presence tracked from `ctx.handler()`'s own presence; and
 //! all of them ended with the channel however it ends.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -47,7 +47,7 @@ impl Channel<AppSocket> for Dashboard {
         ctx.send_interval(Duration::from_millis(50), Info::Tick);
         ctx.send_after(Duration::from_millis(30), Info::Later(7));
         // presence from the socket handler, with the context borrowed once
-        ctx.socket().presence.track(ctx, ctx.assigns(), json!({"status": "viewing"}))?;
+        ctx.handler().presence.track(ctx, ctx.assigns(), json!({"status": "viewing"}))?;
         Ok(Join::ok(Dashboard))
     }
 
@@ -59,7 +59,7 @@ impl Channel<AppSocket> for Dashboard {
     ) -> Result<HandleIn, ChannelError> {
         match event {
             "away" => {
-                ctx.socket().presence.update(ctx, ctx.assigns(), |_| json!({"status": "away"}))?;
+                ctx.handler().presence.update(ctx, ctx.assigns(), |_| json!({"status": "away"}))?;
                 Ok(HandleIn::ok(json!({})))
             }
             "crash" => Err("crash".into()),
@@ -71,16 +71,16 @@ impl Channel<AppSocket> for Dashboard {
         &mut self,
         info: Info,
         ctx: &mut ChannelContext<AppSocket, Info>,
-    ) -> Result<Flow, ChannelError> {
+    ) -> Result<HandleInfo, ChannelError> {
         match info {
             Info::Tick => {
-                ctx.socket().ticks.fetch_add(1, Ordering::Relaxed);
+                ctx.handler().ticks.fetch_add(1, Ordering::Relaxed);
                 ctx.push("tick", json!({}))?;
             }
             Info::Later(n) => ctx.push("later", json!({"n": n}))?,
             Info::Alert(b) => ctx.push("alert", json!({"event": b.event, "payload": b.payload.to_value()?}))?,
         }
-        Ok(Flow::Continue)
+        Ok(HandleInfo::Continue)
     }
 }
 
