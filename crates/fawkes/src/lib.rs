@@ -78,7 +78,7 @@ pub mod websocket {
 
 pub use channel::RateLimited;
 pub use channel::{
-    BroadcastError, Channel, ChannelContext, ChannelError, ChannelRef, HandleIn, HandleInfo, HandleOut, Join,
+    BroadcastError, Channel, ChannelContext, ChannelError, ChannelRef, Ctx, HandleIn, HandleInfo, HandleOut, Join,
     PushError, ReplyRef, SendError, StopReason,
 };
 pub use config::{
@@ -96,7 +96,7 @@ pub use transport::local::LocalConnection;
 /// application that depends on this one needs no version of its own.
 pub use axum;
 pub use fawkes_protocol as protocol;
-pub use fawkes_protocol::{Broadcast, Frame, Message, Payload, Ref, Vsn};
+pub use fawkes_protocol::{Broadcast, Frame, IntoPayload, Message, Payload, Ref, Vsn};
 pub use fawkes_pubsub as pubsub;
 pub use fawkes_pubsub::{PubSub, SubscriberId, Subscription};
 pub use fawkes_token as token;

@@ -53,13 +53,13 @@ async fn wait_for(predecessor: Option<tokio::task::JoinHandle<()>>) {
     }
 }
 
-pub(crate) fn start<S: Socket, C: Channel<S>>(args: StartArgs<S>) -> ChannelHandle {
+pub(crate) fn start<S: Socket, C: Channel<S>>(args: StartArgs<S>, subtopic_at: Option<usize>) -> ChannelHandle {
     let inbox: Arc<Mailbox<ChannelMsg<C::Info>>> = Arc::new(Mailbox::new(args.conn.shared.config.mailbox_limit));
     let span = tracing::info_span!("channel", topic = %args.join.topic);
     // The join runs in its own boxed future, freed once it is done: the
     // task then holds only the joined channel's state and its idle wait,
     // not room for the join message, the join callback and its reply.
-    let joining = Box::pin(join::<S, C>(args, inbox.clone()));
+    let joining = Box::pin(join::<S, C>(args, inbox.clone(), subtopic_at));
     let task = tokio::spawn(joining.then(live::<S, C>).instrument(span));
     ChannelHandle { inbox, task }
 }
@@ -203,6 +203,7 @@ struct Live<S: Socket, C: Channel<S>> {
 async fn join<S: Socket, C: Channel<S>>(
     args: StartArgs<S>,
     inbox: Arc<Mailbox<ChannelMsg<C::Info>>>,
+    subtopic_at: Option<usize>,
 ) -> Option<Live<S, C>> {
     let StartArgs { conn, join, instance, after_reply, predecessor } = args;
     wait_for(predecessor).await;
@@ -218,6 +219,7 @@ async fn join<S: Socket, C: Channel<S>>(
         pid: NEXT_PID.fetch_add(1, Ordering::Relaxed),
         exit_hooks: Default::default(),
         client_event: false,
+        subtopic_at,
     };
     let mut task: Task<S, C> = Task { ctx, instance };
     let started = Instant::now();

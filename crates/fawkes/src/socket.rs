@@ -40,6 +40,11 @@ use serde_json::{Map, Value};
 ///     }
 /// }
 /// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a socket handler",
+    label = "expected a type implementing `fawkes::Socket`",
+    note = "write `impl fawkes::Socket for {Self}` with `type Assigns` and `async fn connect`"
+)]
 pub trait Socket: Send + Sync + Sized + 'static {
     /// Per-connection data set by `connect`, read-only afterwards.
     type Assigns: Send + Sync + 'static;

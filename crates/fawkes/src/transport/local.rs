@@ -55,6 +55,14 @@ impl<S: Socket> SocketService<S> {
     pub async fn connect_local(&self, params: Params, info: ConnectInfo) -> Result<LocalConnection, ConnectError> {
         let vsn = Vsn::negotiate(params.get_str("vsn")).map_err(|_| ConnectError::Refused)?;
         let conn = crate::handler::connect(&self.shared, &params, &info, vsn, "local", false).await?;
+        Ok(run(conn))
+    }
+}
+
+/// Runs the session of an established in-memory connection.
+pub(crate) fn run<S: Socket>(conn: Arc<crate::conn::ConnState<S>>) -> LocalConnection {
+    let vsn = conn.vsn;
+    {
         let (to_server, mut inbound) = mpsc::unbounded_channel::<Frame>();
         let (outbound, from_server) = mpsc::unbounded_channel::<Frame>();
         let mut session = Session::new(conn.clone());
@@ -94,6 +102,6 @@ impl<S: Socket> SocketService<S> {
             drop(session);
             let _: Arc<_> = conn;
         });
-        Ok(LocalConnection { to_server, from_server, vsn })
+        LocalConnection { to_server, from_server, vsn }
     }
 }
