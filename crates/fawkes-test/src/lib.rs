@@ -551,7 +551,12 @@ impl TestChannel {
     }
 
     /// Waits for a push of `event` (to this join) whose payload matches.
-    pub async fn wait_push(&self, event: &str, expected: &dyn Expected, timeout: Duration) -> Option<Payload> {
+    pub async fn wait_push<E: Expected + ?Sized>(
+        &self,
+        event: &str,
+        expected: &E,
+        timeout: Duration,
+    ) -> Option<Payload> {
         self.socket
             .conn
             .frames
@@ -573,7 +578,12 @@ impl TestChannel {
 
     /// Waits for a broadcast of `event` on the topic whose payload matches
     /// (the test must have subscribed: [`TestSocket::subscribe_and_join`]).
-    pub async fn wait_broadcast(&self, event: &str, expected: &dyn Expected, timeout: Duration) -> Option<Payload> {
+    pub async fn wait_broadcast<E: Expected + ?Sized>(
+        &self,
+        event: &str,
+        expected: &E,
+        timeout: Duration,
+    ) -> Option<Payload> {
         self.broadcasts
             .take(timeout, |b| {
                 (b.event == event && expected.matches(&payload_value(&b.payload))).then(|| b.payload.clone())
