@@ -68,8 +68,7 @@ impl Channel<UserSocket> for ProjectChannel {
         ctx.send_interval(ctx.handler().tick, Info::Tick);
         let presence = &ctx.handler().presence;
         presence.track(ctx, &ctx.assigns().id, json!({"status": "viewing"}))?;
-        let list = presence.list(ctx.topic()).await;
-        ctx.push("presence_state", list)?;
+        ctx.push("presence_state", presence.list(ctx.topic()).await)?;
         Ok(Join::ok(ProjectChannel))
     }
 
@@ -95,10 +94,8 @@ impl Channel<UserSocket> for ProjectChannel {
         p: Payload,
         ctx: &mut Ctx<Self, UserSocket>,
     ) -> Result<HandleOut, ChannelError> {
-        let mut deploy: Value = p.to_value()?;
-        if !ctx.assigns().admin {
-            deploy.as_object_mut().map(|d| d.remove("secret"));
-        }
+        let mut deploy: serde_json::Map<String, Value> = p.decode()?;
+        deploy.retain(|key, _| key != "secret" || ctx.assigns().admin);
         Ok(HandleOut::Push(deploy.into()))
     }
 

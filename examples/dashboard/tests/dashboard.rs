@@ -10,16 +10,12 @@ use fawkes_test::{assert_push, assert_reply, connect, socket};
 use serde_json::json;
 use tower::ServiceExt;
 
-fn user(id: &str, admin: bool) -> User {
-    User { id: id.into(), admin }
-}
-
 #[tokio::test]
 async fn only_a_valid_token_connects() {
     let endpoint = Endpoint::local();
     endpoint.set_secret_key_base("dashboard-test-secret-key-base").unwrap();
     let (_, service) = app(&endpoint, Duration::from_secs(60));
-    let token = endpoint.sign("user socket", &user("ada", false)).unwrap();
+    let token = endpoint.sign("user socket", &User { id: "ada".into(), admin: false }).unwrap();
     assert!(connect(&service, json!({"token": token})).await.is_ok());
     assert!(connect(&service, json!({"token": "forged"})).await.is_err());
 }
@@ -28,7 +24,7 @@ async fn only_a_valid_token_connects() {
 async fn viewers_statuses_ticks_and_alerts() {
     let endpoint = Endpoint::local();
     let (_, service) = app(&endpoint, Duration::from_millis(50));
-    let (_, ch) = socket(&service, user("ada", false)).join("project:1", json!({})).await.unwrap();
+    let (_, ch) = socket(&service, User { id: "ada".into(), admin: false }).join("project:1", json!({})).await.unwrap();
     assert_push!(ch, "presence_state", json!({"ada": {"metas": [{"status": "viewing"}]}}));
     let r = ch.push("set_status", json!({"status": "away"}));
     assert_reply!(ch, r, "ok", json!({}));
@@ -42,8 +38,10 @@ async fn viewers_statuses_ticks_and_alerts() {
 async fn a_deploy_reaches_viewers_and_its_secret_only_admins() {
     let endpoint = Endpoint::local();
     let (router, service) = app(&endpoint, Duration::from_secs(60));
-    let (_, viewer) = socket(&service, user("bob", false)).join("project:7", json!({})).await.unwrap();
-    let (_, admin) = socket(&service, user("ada", true)).join("project:7", json!({})).await.unwrap();
+    let (_, viewer) =
+        socket(&service, User { id: "bob".into(), admin: false }).join("project:7", json!({})).await.unwrap();
+    let (_, admin) =
+        socket(&service, User { id: "ada".into(), admin: true }).join("project:7", json!({})).await.unwrap();
     let body = Body::from(json!({"id": 1, "secret": "s3"}).to_string());
     let req = Request::post("/deploys/7").header("content-type", "application/json").body(body).unwrap();
     assert_eq!(router.oneshot(req).await.unwrap().status(), 202);
