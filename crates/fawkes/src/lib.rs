@@ -50,12 +50,15 @@
 //! }
 //! ```
 //!
-//! Testing channels without a network: see the `fawkes-test` crate.
+//! The [`guide`] walks through channels and presence in the order of
+//! Phoenix's guides; testing channels without a network is the
+//! `fawkes-test` crate.
 
 mod channel;
 mod config;
 mod conn;
 mod endpoint;
+pub mod guide;
 mod handler;
 pub mod history;
 mod limits;
