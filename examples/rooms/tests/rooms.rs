@@ -35,7 +35,7 @@ async fn a_shout_reaches_the_room_with_the_senders_name() {
         json!(["2", "2", "room:7", "phx_reply", {"status": "ok", "response": {"room": 7}}])
     );
     ws.send(Message::text(json!(["2", "3", "room:7", "shout", {"body": "hi"}]).to_string())).await.unwrap();
-    let mut got = vec![recv(&mut ws).await, recv(&mut ws).await];
+    let mut got = [recv(&mut ws).await, recv(&mut ws).await];
     got.sort_by_key(|m| m[3].as_str().unwrap().to_owned());
     assert_eq!(got[0], json!(["2", "3", "room:7", "phx_reply", {"status": "ok", "response": {}}]));
     assert_eq!(got[1], json!([null, null, "room:7", "shout", {"body": "hi", "by": "ada", "room": 7}]));
