@@ -16,7 +16,7 @@
 //! # Example
 //!
 //! ```no_run
-//! use fawkes::{Channel, ChannelContext, ChannelError, ConnectError, ConnectInfo, Endpoint, HandleIn, Join, Params, Payload, Socket, SocketHandler};
+//! use fawkes::{Channel, ChannelError, ConnectError, ConnectInfo, Ctx, Endpoint, HandleIn, Join, Params, Payload, Socket, SocketHandler};
 //! use serde_json::json;
 //!
 //! struct UserSocket;
@@ -32,10 +32,10 @@
 //!
 //! impl Channel<UserSocket> for Room {
 //!     type Info = ();
-//!     async fn join(_topic: &str, _payload: Payload, _ctx: &mut ChannelContext<UserSocket, ()>) -> Result<Join<Self>, ChannelError> {
+//!     async fn join(_topic: &str, _payload: Payload, _ctx: &mut Ctx<Self, UserSocket>) -> Result<Join<Self>, ChannelError> {
 //!         Ok(Join::ok(Room))
 //!     }
-//!     async fn handle_in(&mut self, event: &str, payload: Payload, ctx: &mut ChannelContext<UserSocket, ()>) -> Result<HandleIn, ChannelError> {
+//!     async fn handle_in(&mut self, event: &str, payload: Payload, ctx: &mut Ctx<Self, UserSocket>) -> Result<HandleIn, ChannelError> {
 //!         ctx.broadcast(event, payload)?;
 //!         Ok(HandleIn::ok(json!({})))
 //!     }
@@ -46,7 +46,7 @@
 //!     let endpoint = Endpoint::local();
 //!     let app = endpoint.socket("/socket", SocketHandler::new(UserSocket).channel::<Room>("room:*"));
 //!     let listener = tokio::net::TcpListener::bind("127.0.0.1:4000").await?;
-//!     axum::serve(listener, app).await
+//!     fawkes::axum::serve(listener, app).await
 //! }
 //! ```
 //!
