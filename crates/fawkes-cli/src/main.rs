@@ -152,7 +152,7 @@ fn token(command: TokenCommand) -> ExitCode {
         }
         TokenCommand::Verify(a) => {
             let opts = VerifyOptions { max_age: a.max_age, now_ms: a.now_ms };
-            match verify(&a.secret_key_base, &a.salt, a.token.as_deref(), &opts) {
+            match verify::<serde_json::Value>(&a.secret_key_base, &a.salt, a.token.as_deref(), &opts) {
                 Ok(data) => {
                     println!("{data}");
                     ExitCode::SUCCESS

@@ -54,5 +54,5 @@ mod vsn;
 pub use error::{DecodeError, EncodeError, VsnError};
 pub use frame::{Frame, Opcode};
 pub use message::{Broadcast, Message, Ref, Reply, ServerFrame};
-pub use payload::{Json, Payload};
+pub use payload::{IntoPayload, Json, Payload};
 pub use vsn::Vsn;

@@ -218,6 +218,82 @@ impl From<Bytes> for Payload {
     }
 }
 
+/// What can be sent as a payload: a [`Payload`], a `serde_json::Value`
+/// (`json!({...})`, by value or by reference), a JSON object
+/// (`serde_json::Map`, such as what `Presence::list` returns) or [`Bytes`]
+/// (binary, V2 only).
+///
+/// A value of any other `Serialize` type becomes a payload with
+/// [`Payload::json`], which fails when its `Serialize` implementation does:
+///
+/// ```
+/// use fawkes_protocol::{IntoPayload, Payload};
+///
+/// #[derive(serde::Serialize)]
+/// struct Deploy {
+///     id: u64,
+/// }
+///
+/// let p: Payload = Payload::json(&Deploy { id: 7 }).unwrap();
+/// assert_eq!(p, serde_json::json!({"id": 7}));
+/// assert_eq!(serde_json::json!({"id": 7}).into_payload(), p);
+/// ```
+///
+/// Passing anything else is refused at compile time with a message that
+/// says so:
+///
+/// ```compile_fail
+/// # use fawkes_protocol::{IntoPayload, Payload};
+/// #[derive(serde::Serialize)]
+/// struct Deploy {
+///     id: u64,
+/// }
+/// fn push(_payload: impl IntoPayload) {}
+/// // error[E0277]: `Deploy` is not a payload
+/// //   = note: a `Serialize` value becomes one with `Payload::json(&value)?`
+/// push(Deploy { id: 7 });
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a payload",
+    label = "expected a payload here",
+    note = "a payload is a `serde_json::Value` (`json!({{...}})`), a `serde_json::Map`, `Bytes` or a `Payload`",
+    note = "a `Serialize` value becomes one with `Payload::json(&value)?`"
+)]
+pub trait IntoPayload {
+    /// The payload.
+    fn into_payload(self) -> Payload;
+}
+
+impl IntoPayload for Payload {
+    fn into_payload(self) -> Payload {
+        self
+    }
+}
+
+impl IntoPayload for Value {
+    fn into_payload(self) -> Payload {
+        Payload::from(self)
+    }
+}
+
+impl IntoPayload for &Value {
+    fn into_payload(self) -> Payload {
+        Payload::from(self)
+    }
+}
+
+impl IntoPayload for serde_json::Map<String, Value> {
+    fn into_payload(self) -> Payload {
+        Payload::from(self)
+    }
+}
+
+impl IntoPayload for Bytes {
+    fn into_payload(self) -> Payload {
+        Payload::from(self)
+    }
+}
+
 impl fmt::Debug for Payload {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -12,8 +12,17 @@
 //! | [`assert_broadcast!`]`(chan, event, expected)` | a broadcast of `event` on the topic |
 //! | [`refute_reply!`], [`refute_push!`], [`refute_broadcast!`] | nothing matching within the timeout |
 //!
-//! `expected` is a `serde_json::Value` (equality) or a closure
-//! `|v: &Value| -> bool`. Each `assert_*!` returns the payload it matched.
+//! `expected` is a `serde_json::Value`, matched as a pattern as in
+//! ChannelTest (`json!({"a": 1})` matches any object with `"a": 1`, see
+//! [`matches_pattern`]), an [`Exact`] value (equality), or a closure
+//! written in place, `|p| p["n"] == 1`, without a type annotation. Each
+//! `assert_*!` returns the payload it matched. A failure says what was
+//! received on the topic and not asserted, in a few lines: the count of each
+//! event and the last three, cut short.
+//!
+//! [`socket`] gives a connected client with the assigns of your choice,
+//! without running `connect` (Phoenix's `socket(UserSocket, id, assigns)`);
+//! [`connect`] runs the real one.
 //! The default timeout is [`ASSERT_TIMEOUT`]; `refute_*!` always waits out
 //! [`REFUTE_TIMEOUT`], so keep them few. Pass a `Duration` as a last argument
 //! to change either.
@@ -72,11 +81,14 @@ use std::time::Duration;
 
 use fawkes::protocol::{Message, ServerFrame};
 use fawkes::{
-    Broadcast, ConnectError, ConnectInfo, Endpoint, Params, Payload, Ref, Socket, SocketService, Subscription, Vsn,
+    Broadcast, ConnectError, ConnectInfo, Endpoint, IntoPayload, LocalConnection, Params, Payload, Ref, Socket,
+    SocketService, Subscription, Vsn,
 };
 use parking_lot::Mutex;
-use serde_json::Value;
 use tokio::sync::Notify;
+
+#[doc(hidden)]
+pub use serde_json::Value;
 
 /// How long `assert_*!` wait by default.
 pub const ASSERT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -91,15 +103,74 @@ pub trait Expected {
     fn describe(&self) -> String;
 }
 
+/// A JSON value is a pattern, as a map in ChannelTest's
+/// `assert_push "event", %{"a" => 1}`: an object matches every object that
+/// has its keys with matching values (other keys are ignored), recursively;
+/// an array matches an array of the same length whose items match; any
+/// other value matches an equal value. `json!({})` matches every object.
+/// For equality, use [`Exact`].
 impl Expected for Value {
     fn matches(&self, payload: &Value) -> bool {
-        self == payload
+        matches_pattern(self, payload)
     }
     fn describe(&self) -> String {
-        self.to_string()
+        truncate(&self.to_string(), MAX_SHOWN)
     }
 }
 
+/// True when `payload` matches `pattern` (see [`Expected`]'s implementation
+/// for `Value`).
+///
+/// ```
+/// use fawkes_test::matches_pattern;
+/// use serde_json::json;
+///
+/// assert!(matches_pattern(&json!({"a": 1}), &json!({"a": 1, "b": 2})));
+/// assert!(matches_pattern(&json!({"a": {"b": [1]}}), &json!({"a": {"b": [1], "c": 3}})));
+/// assert!(!matches_pattern(&json!({"a": 1}), &json!({"a": 2})));
+/// assert!(!matches_pattern(&json!([1]), &json!([1, 2])));
+/// ```
+pub fn matches_pattern(pattern: &Value, payload: &Value) -> bool {
+    match (pattern, payload) {
+        (Value::Object(want), Value::Object(got)) => {
+            want.iter().all(|(k, w)| got.get(k).is_some_and(|g| matches_pattern(w, g)))
+        }
+        (Value::Array(want), Value::Array(got)) => {
+            want.len() == got.len() && want.iter().zip(got).all(|(w, g)| matches_pattern(w, g))
+        }
+        _ => pattern == payload,
+    }
+}
+
+/// A payload equal to this value, every key included (where a plain
+/// `Value` is a pattern that ignores other keys).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Exact(pub Value);
+
+impl Expected for Exact {
+    fn matches(&self, payload: &Value) -> bool {
+        &self.0 == payload
+    }
+    fn describe(&self) -> String {
+        format!("exactly {}", truncate(&self.0.to_string(), MAX_SHOWN))
+    }
+}
+
+/// The longest payload text shown in a failure message, in characters.
+const MAX_SHOWN: usize = 200;
+
+/// How many unasserted frames a failure message shows.
+const MAX_PENDING_SHOWN: usize = 3;
+
+fn truncate(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((at, _)) => format!("{}… ({} bytes)", &text[..at], text.len()),
+        None => text.to_owned(),
+    }
+}
+
+/// A predicate. The assertion macros take a closure written in place
+/// (`|p| p["n"] == 1`) without a type annotation.
 impl<F: Fn(&Value) -> bool> Expected for F {
     fn matches(&self, payload: &Value) -> bool {
         self(payload)
@@ -208,9 +279,58 @@ pub async fn connect_with<S: Socket>(
         }
     }
     p.insert("vsn", vsn.as_str());
-    let mut local = service.connect_local(p, info).await?;
+    let local = service.connect_local(p, info).await?;
+    Ok(attach(local, vsn, service.endpoint().clone()))
+}
+
+/// A connected test client whose connection carries `assigns`, without
+/// running the socket's `connect` (Phoenix.ChannelTest's
+/// `socket(UserSocket, id, assigns)`): no token to sign in a channel test.
+/// The socket id is the socket's `id` of `assigns`; the client speaks V2.
+///
+/// ```
+/// use fawkes::*;
+/// use fawkes_test::{assert_push, socket};
+/// use serde_json::json;
+///
+/// struct UserSocket;
+/// impl Socket for UserSocket {
+///     type Assigns = String;
+///     async fn connect(&self, _: &Params, _: &ConnectInfo) -> Result<String, ConnectError> {
+///         Err(ConnectError::Refused) // tokens, checked elsewhere
+///     }
+/// }
+/// struct Room;
+/// impl Channel<UserSocket> for Room {
+///     type Info = ();
+///     async fn join(_: &str, _: Payload, ctx: &mut Ctx<Self, UserSocket>) -> Result<Join<Self>, ChannelError> {
+///         ctx.push("hello", json!({"user": ctx.assigns(), "room": ctx.subtopic()}))?;
+///         Ok(Join::ok(Room))
+///     }
+/// }
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let service = SocketHandler::new(UserSocket).channel::<Room>("room:*").build(&Endpoint::local());
+/// let (_, room) = socket(&service, "ada".to_owned()).join("room:7", json!({})).await.unwrap();
+/// assert_push!(room, "hello", json!({"user": "ada", "room": "7"}));
+/// # });
+/// ```
+///
+/// # Panics
+///
+/// Outside a Tokio runtime, and when the service is at its connection
+/// limits (a test that opens more connections than it allows).
+pub fn socket<S: Socket>(service: &SocketService<S>, assigns: S::Assigns) -> TestSocket {
+    match service.connect_local_with_assigns(assigns, Vsn::V2) {
+        Ok(local) => attach(local, Vsn::V2, service.endpoint().clone()),
+        Err(e) => panic!("fawkes-test: socket() could not connect: {e}"),
+    }
+}
+
+/// A test client over an in-memory connection: frames are read by a
+/// background task into a queue the assertions scan.
+fn attach(mut local: LocalConnection, vsn: Vsn, endpoint: Endpoint) -> TestSocket {
     let frames = Queue::new();
-    // Frames are read by a background task into a queue the assertions scan.
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<fawkes::Frame>();
     let queue = frames.clone();
     tokio::spawn(async move {
@@ -235,15 +355,7 @@ pub async fn connect_with<S: Socket>(
         }
         queue.close();
     });
-    Ok(TestSocket {
-        conn: Arc::new(Conn {
-            sender: Mutex::new(Some(tx)),
-            frames,
-            vsn,
-            refs: AtomicU64::new(0),
-            endpoint: service.endpoint().clone(),
-        }),
-    })
+    TestSocket { conn: Arc::new(Conn { sender: Mutex::new(Some(tx)), frames, vsn, refs: AtomicU64::new(0), endpoint }) }
 }
 
 impl TestSocket {
@@ -279,9 +391,9 @@ impl TestSocket {
     pub async fn subscribe_and_join(
         &self,
         topic: &str,
-        payload: impl Into<Payload>,
+        payload: impl IntoPayload,
     ) -> Result<(Payload, TestChannel), Payload> {
-        self.join_inner(topic, payload.into(), true).await
+        self.join_inner(topic, payload.into_payload(), true).await
     }
 
     /// Joins `topic` without subscribing the test to its broadcasts.
@@ -293,8 +405,8 @@ impl TestSocket {
     /// # Panics
     ///
     /// As [`TestSocket::subscribe_and_join`].
-    pub async fn join(&self, topic: &str, payload: impl Into<Payload>) -> Result<(Payload, TestChannel), Payload> {
-        self.join_inner(topic, payload.into(), false).await
+    pub async fn join(&self, topic: &str, payload: impl IntoPayload) -> Result<(Payload, TestChannel), Payload> {
+        self.join_inner(topic, payload.into_payload(), false).await
     }
 
     async fn join_inner(
@@ -399,14 +511,14 @@ impl TestChannel {
     }
 
     /// Pushes `event` as the client; returns its ref, for [`assert_reply!`].
-    pub fn push(&self, event: &str, payload: impl Into<Payload>) -> Ref {
+    pub fn push(&self, event: &str, payload: impl IntoPayload) -> Ref {
         let r = self.socket.next_ref();
         self.socket.send(&Message {
             join_ref: Some(self.join_ref.clone()),
             ref_: Some(r.clone()),
             topic: self.topic.clone(),
             event: event.to_owned(),
-            payload: payload.into(),
+            payload: payload.into_payload(),
         });
         r
     }
@@ -423,7 +535,7 @@ impl TestChannel {
     /// # Errors
     ///
     /// As [`Endpoint::broadcast_from`].
-    pub fn broadcast_from(&self, event: &str, payload: impl Into<Payload>) -> Result<(), fawkes::BroadcastError> {
+    pub fn broadcast_from(&self, event: &str, payload: impl IntoPayload) -> Result<(), fawkes::BroadcastError> {
         match &self.sub {
             Some(sub) => self.socket.conn.endpoint.broadcast_from(sub.id(), &self.topic, event, payload),
             None => self.socket.conn.endpoint.broadcast(&self.topic, event, payload),
@@ -445,7 +557,12 @@ impl TestChannel {
     }
 
     /// Waits for a push of `event` (to this join) whose payload matches.
-    pub async fn wait_push(&self, event: &str, expected: &dyn Expected, timeout: Duration) -> Option<Payload> {
+    pub async fn wait_push<E: Expected + ?Sized>(
+        &self,
+        event: &str,
+        expected: &E,
+        timeout: Duration,
+    ) -> Option<Payload> {
         self.socket
             .conn
             .frames
@@ -467,7 +584,12 @@ impl TestChannel {
 
     /// Waits for a broadcast of `event` on the topic whose payload matches
     /// (the test must have subscribed: [`TestSocket::subscribe_and_join`]).
-    pub async fn wait_broadcast(&self, event: &str, expected: &dyn Expected, timeout: Duration) -> Option<Payload> {
+    pub async fn wait_broadcast<E: Expected + ?Sized>(
+        &self,
+        event: &str,
+        expected: &E,
+        timeout: Duration,
+    ) -> Option<Payload> {
         self.broadcasts
             .take(timeout, |b| {
                 (b.event == event && expected.matches(&payload_value(&b.payload))).then(|| b.payload.clone())
@@ -475,19 +597,48 @@ impl TestChannel {
             .await
     }
 
-    /// Everything received and not yet asserted, for failure messages.
+    /// What was received on the topic and not yet asserted, summarized for
+    /// failure messages: how many frames, the events of the last few and
+    /// their payloads cut to a couple of hundred characters.
     pub fn pending(&self) -> String {
-        let frames: Vec<String> = self
-            .socket
-            .conn
-            .frames
-            .items
-            .lock()
+        let items = self.socket.conn.frames.items.lock();
+        let mine: Vec<&ServerFrame> = items.iter().filter(|f| f.topic() == self.topic).collect();
+        if mine.is_empty() {
+            return "nothing".to_owned();
+        }
+        let mut counts: Vec<(String, usize)> = Vec::new();
+        for f in &mine {
+            let name = frame_name(f);
+            match counts.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, c)) => *c += 1,
+                None => counts.push((name, 1)),
+            }
+        }
+        let tally: Vec<String> = counts.iter().map(|(n, c)| format!("{c} × {n}")).collect();
+        let last: Vec<String> = mine
             .iter()
-            .filter(|f| f.topic() == self.topic)
-            .map(|f| format!("{f:?}"))
+            .rev()
+            .take(MAX_PENDING_SHOWN)
+            .rev()
+            .map(|f| format!("{} {}", frame_name(f), truncate(&frame_payload(f), MAX_SHOWN)))
             .collect();
-        format!("[{}]", frames.join(", "))
+        format!("{} frames ({}); the last: [{}]", mine.len(), tally.join(", "), last.join(", "))
+    }
+}
+
+fn frame_name(f: &ServerFrame) -> String {
+    match f {
+        ServerFrame::Reply(r) => format!("reply {}", r.status),
+        ServerFrame::Push(m) => format!("push {:?}", m.event),
+        ServerFrame::Broadcast(b) => format!("broadcast {:?}", b.event),
+    }
+}
+
+fn frame_payload(f: &ServerFrame) -> String {
+    match f {
+        ServerFrame::Reply(r) => payload_value(&r.payload).to_string(),
+        ServerFrame::Push(m) => payload_value(&m.payload).to_string(),
+        ServerFrame::Broadcast(b) => payload_value(&b.payload).to_string(),
     }
 }
 
@@ -495,6 +646,9 @@ impl TestChannel {
 /// payload; returns the payload.
 #[macro_export]
 macro_rules! assert_reply {
+    ($chan:expr, $ref:expr, $status:expr, |$p:pat_param| $body:expr $(, $timeout:expr)?) => {
+        $crate::assert_reply!($chan, $ref, $status, |$p: &$crate::Value| -> bool { $body } $(, $timeout)?)
+    };
     ($chan:expr, $ref:expr, $status:expr, $expected:expr) => {
         $crate::assert_reply!($chan, $ref, $status, $expected, $crate::ASSERT_TIMEOUT)
     };
@@ -529,6 +683,9 @@ macro_rules! assert_reply {
 /// the payload.
 #[macro_export]
 macro_rules! assert_push {
+    ($chan:expr, $event:expr, |$p:pat_param| $body:expr $(, $timeout:expr)?) => {
+        $crate::assert_push!($chan, $event, |$p: &$crate::Value| -> bool { $body } $(, $timeout)?)
+    };
     ($chan:expr, $event:expr, $expected:expr) => {
         $crate::assert_push!($chan, $event, $expected, $crate::ASSERT_TIMEOUT)
     };
@@ -552,6 +709,9 @@ macro_rules! assert_push {
 /// the channel's topic; returns the payload.
 #[macro_export]
 macro_rules! assert_broadcast {
+    ($chan:expr, $event:expr, |$p:pat_param| $body:expr $(, $timeout:expr)?) => {
+        $crate::assert_broadcast!($chan, $event, |$p: &$crate::Value| -> bool { $body } $(, $timeout)?)
+    };
     ($chan:expr, $event:expr, $expected:expr) => {
         $crate::assert_broadcast!($chan, $event, $expected, $crate::ASSERT_TIMEOUT)
     };
@@ -587,6 +747,9 @@ macro_rules! refute_reply {
 /// the timeout.
 #[macro_export]
 macro_rules! refute_push {
+    ($chan:expr, $event:expr, |$p:pat_param| $body:expr $(, $timeout:expr)?) => {
+        $crate::refute_push!($chan, $event, |$p: &$crate::Value| -> bool { $body } $(, $timeout)?)
+    };
     ($chan:expr, $event:expr, $expected:expr) => {
         $crate::refute_push!($chan, $event, $expected, $crate::REFUTE_TIMEOUT)
     };
@@ -602,6 +765,9 @@ macro_rules! refute_push {
 /// within the timeout.
 #[macro_export]
 macro_rules! refute_broadcast {
+    ($chan:expr, $event:expr, |$p:pat_param| $body:expr $(, $timeout:expr)?) => {
+        $crate::refute_broadcast!($chan, $event, |$p: &$crate::Value| -> bool { $body } $(, $timeout)?)
+    };
     ($chan:expr, $event:expr, $expected:expr) => {
         $crate::refute_broadcast!($chan, $event, $expected, $crate::REFUTE_TIMEOUT)
     };

@@ -6,21 +6,35 @@
 //! `{data, signed_at_ms, max_age_s}`, and the token is
 //! `SFMyNTY.<payload>.<HMAC-SHA256>`, base64url without padding.
 //!
-//! The data is JSON, carried as Erlang terms: integers of every size,
-//! floats, strings, `null`/`true`/`false` (as the atoms `nil`/`true`/
-//! `false`), lists and maps with string keys.
+//! The data is any `Serialize` value, carried as Erlang terms by way of
+//! its JSON form: integers of every size, floats, strings,
+//! `null`/`true`/`false` (as the atoms `nil`/`true`/`false`), lists and maps
+//! with string keys. [`verify`] gives it back as any `Deserialize` type
+//! (`serde_json::Value` to take whatever is there).
+//!
+//! In an application, the endpoint holds the secret key base
+//! (`fawkes::Endpoint::set_secret_key_base`, then `endpoint.sign` and
+//! `endpoint.verify`), as Phoenix's `Phoenix.Token.sign(MyEndpoint, ...)`.
 //!
 //! # Example
 //!
 //! ```
 //! use fawkes_token::{sign, verify, SignOptions, VerifyError, VerifyOptions};
-//! use serde_json::json;
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Serialize, Deserialize, Debug, PartialEq)]
+//! struct User {
+//!     user_id: u64,
+//! }
 //!
 //! let secret = "a secret key base of at least twenty bytes";
-//! let token = sign(secret, "user socket", &json!({"user_id": 42}), &SignOptions::default()).unwrap();
-//! assert_eq!(verify(secret, "user socket", Some(&token), &VerifyOptions::default()), Ok(json!({"user_id": 42})));
-//! assert_eq!(verify(secret, "other salt", Some(&token), &VerifyOptions::default()), Err(VerifyError::Invalid));
-//! assert_eq!(verify(secret, "user socket", None, &VerifyOptions::default()), Err(VerifyError::Missing));
+//! let opts = VerifyOptions::default();
+//! let token = sign(secret, "user socket", &User { user_id: 42 }, &SignOptions::default()).unwrap();
+//! assert_eq!(verify(secret, "user socket", Some(&token), &opts), Ok(User { user_id: 42 }));
+//! assert_eq!(verify::<User>(secret, "other salt", Some(&token), &opts), Err(VerifyError::Invalid));
+//! assert_eq!(verify::<User>(secret, "user socket", None, &opts), Err(VerifyError::Missing));
+//! // genuine, but not a `String`
+//! assert_eq!(verify::<String>(secret, "user socket", Some(&token), &opts), Err(VerifyError::Data));
 //! ```
 
 use std::collections::HashMap;
@@ -30,6 +44,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use parking_lot::Mutex;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use serde_json::Value;
 use sha2::{Sha256, Sha384, Sha512};
 
@@ -95,6 +111,10 @@ pub enum VerifyError {
     /// Not a token signed with this secret and salt, or malformed.
     #[error("invalid")]
     Invalid,
+    /// Genuine and in date, but its data is not of the type asked for (not
+    /// one of Phoenix's reasons: Phoenix's data is untyped).
+    #[error("the token's data is not of the type asked for")]
+    Data,
     /// No token at all.
     #[error("missing")]
     Missing,
@@ -110,6 +130,14 @@ pub enum SignError {
     /// A max age that is not finite.
     #[error("max_age must be a finite number of seconds or infinity")]
     MaxAge,
+    /// The data's `Serialize` implementation failed (for example a map
+    /// whose keys are not strings).
+    #[error("the data cannot be serialized: {0}")]
+    Data(String),
+    /// There is no secret key base to sign with (an endpoint's was never
+    /// set: `Endpoint::set_secret_key_base`).
+    #[error("no secret key base: set the endpoint's with Endpoint::set_secret_key_base")]
+    NoSecretKeyBase,
 }
 
 /// A key derived from a secret key base and a salt. Deriving costs 1000
@@ -176,7 +204,8 @@ impl Key {
     /// # Errors
     ///
     /// See [`SignError`].
-    pub fn sign(&self, data: &Value, opts: &SignOptions) -> Result<String, SignError> {
+    pub fn sign<T: Serialize + ?Sized>(&self, data: &T, opts: &SignOptions) -> Result<String, SignError> {
+        let data = serde_json::to_value(data).map_err(|e| SignError::Data(e.to_string()))?;
         let signed = opts.signed_at_ms.unwrap_or_else(now_ms);
         let max_age = match opts.max_age {
             MaxAge::Infinity => Term::atom("infinity"),
@@ -185,20 +214,26 @@ impl Key {
             MaxAge::Seconds(_) => return Err(SignError::MaxAge),
         };
         let payload =
-            fawkes_etf::encode(&Term::Tuple(vec![Term::from_json(data), Term::Int(i128::from(signed)), max_age]));
+            fawkes_etf::encode(&Term::Tuple(vec![Term::from_json(&data), Term::Int(i128::from(signed)), max_age]));
         let input = format!("{HS256}.{}", URL_SAFE_NO_PAD.encode(&payload));
         let tag = mac256(&self.0, input.as_bytes());
         Ok(format!("{input}.{}", URL_SAFE_NO_PAD.encode(tag)))
     }
 
-    /// Verifies `token` and returns its data.
+    /// Verifies `token` and returns its data as a `T`.
     ///
     /// # Errors
     ///
     /// [`VerifyError::Missing`] for `None`; [`VerifyError::Invalid`] for
     /// anything not signed with this key (or malformed);
-    /// [`VerifyError::Expired`] for a genuine token past its max age.
-    pub fn verify(&self, token: Option<&str>, opts: &VerifyOptions) -> Result<Value, VerifyError> {
+    /// [`VerifyError::Expired`] for a genuine token past its max age;
+    /// [`VerifyError::Data`] for a genuine token whose data is not a `T`.
+    pub fn verify<T: DeserializeOwned>(&self, token: Option<&str>, opts: &VerifyOptions) -> Result<T, VerifyError> {
+        let data = self.verify_value(token, opts)?;
+        serde_json::from_value(data).map_err(|_| VerifyError::Data)
+    }
+
+    fn verify_value(&self, token: Option<&str>, opts: &VerifyOptions) -> Result<Value, VerifyError> {
         let token = token.ok_or(VerifyError::Missing)?;
         let mut parts = token.split('.');
         let (Some(protected), Some(payload), Some(tag), None) =
@@ -308,24 +343,30 @@ fn key_for(secret_key_base: &str, salt: &str) -> Key {
 /// # Errors
 ///
 /// See [`SignError`].
-pub fn sign(secret_key_base: &str, salt: &str, data: &Value, opts: &SignOptions) -> Result<String, SignError> {
+pub fn sign<T: Serialize + ?Sized>(
+    secret_key_base: &str,
+    salt: &str,
+    data: &T,
+    opts: &SignOptions,
+) -> Result<String, SignError> {
     if secret_key_base.len() < MIN_SECRET_LEN {
         return Err(SignError::SecretTooShort);
     }
     key_for(secret_key_base, salt).sign(data, opts)
 }
 
-/// Verifies a token, as `Phoenix.Token.verify/4`.
+/// Verifies a token, as `Phoenix.Token.verify/4`, and returns its data as a
+/// `T` (`serde_json::Value` for whatever it is).
 ///
 /// # Errors
 ///
 /// See [`VerifyError`].
-pub fn verify(
+pub fn verify<T: DeserializeOwned>(
     secret_key_base: &str,
     salt: &str,
     token: Option<&str>,
     opts: &VerifyOptions,
-) -> Result<Value, VerifyError> {
+) -> Result<T, VerifyError> {
     if token.is_none() {
         return Err(VerifyError::Missing);
     }

@@ -19,7 +19,7 @@ fn every_phoenix_token_verifies_to_its_data() {
     for v in vectors {
         let token = v["token"].as_str().unwrap();
         assert_eq!(
-            verify(&secret, v["salt"].as_str().unwrap(), Some(token), &VerifyOptions::default()),
+            verify::<Value>(&secret, v["salt"].as_str().unwrap(), Some(token), &VerifyOptions::default()),
             Ok(v["data"].clone()),
             "{token}"
         );
@@ -51,14 +51,16 @@ fn a_token_is_valid_up_to_its_max_age_inclusive() {
     let t = key
         .sign(&json!({"u": 1}), &SignOptions { signed_at_ms: Some(signed), max_age: MaxAge::Seconds(60.0) })
         .unwrap();
-    let at = |now: u64, max_age: Option<MaxAge>| key.verify(Some(&t), &VerifyOptions { max_age, now_ms: Some(now) });
+    let at = |now: u64, max_age: Option<MaxAge>| {
+        key.verify::<Value>(Some(&t), &VerifyOptions { max_age, now_ms: Some(now) })
+    };
     assert_eq!(at(signed + 60_000, None), Ok(json!({"u": 1})));
     assert_eq!(at(signed + 60_001, None), Err(VerifyError::Expired));
     assert_eq!(at(signed + 10_001, Some(MaxAge::Seconds(10.0))), Err(VerifyError::Expired));
     assert_eq!(at(u64::MAX, Some(MaxAge::Infinity)), Ok(json!({"u": 1})));
     assert_eq!(at(signed, Some(MaxAge::Seconds(0.0))), Err(VerifyError::Expired));
     let forever = key.sign(&json!(1), &SignOptions { signed_at_ms: Some(0), max_age: MaxAge::Infinity }).unwrap();
-    assert_eq!(key.verify(Some(&forever), &VerifyOptions::default()), Ok(json!(1)));
+    assert_eq!(key.verify::<Value>(Some(&forever), &VerifyOptions::default()), Ok(json!(1)));
 }
 
 #[test]
@@ -76,9 +78,13 @@ fn tampering_and_malformed_tokens_are_invalid() {
         t.replace("SFMyNTY", "SFMyNTZ"),
         "SFMyNTY.!!.!!".into(),
     ] {
-        assert_eq!(verify(secret, "s", Some(&bad), &VerifyOptions::default()), Err(VerifyError::Invalid), "{bad}");
+        assert_eq!(
+            verify::<Value>(secret, "s", Some(&bad), &VerifyOptions::default()),
+            Err(VerifyError::Invalid),
+            "{bad}"
+        );
     }
-    assert_eq!(verify("short", "s", Some(&t), &VerifyOptions::default()), Err(VerifyError::Invalid));
+    assert_eq!(verify::<Value>("short", "s", Some(&t), &VerifyOptions::default()), Err(VerifyError::Invalid));
     assert!(sign("short", "s", &json!(1), &SignOptions::default()).is_err());
 }
 
@@ -98,9 +104,9 @@ fn hs384_hs512_and_legacy_envelopes_verify() {
     m.update(input.as_bytes());
     let token = format!("{input}.{}", URL_SAFE_NO_PAD.encode(m.finalize().into_bytes()));
     let opts = VerifyOptions { max_age: None, now_ms: Some(now + 86_400_000) };
-    assert_eq!(verify(secret, "s", Some(&token), &opts), Ok(json!("legacy")));
+    assert_eq!(verify::<Value>(secret, "s", Some(&token), &opts), Ok(json!("legacy")));
     let late = VerifyOptions { max_age: None, now_ms: Some(now + 86_400_001) };
-    assert_eq!(verify(secret, "s", Some(&token), &late), Err(VerifyError::Expired));
+    assert_eq!(verify::<Value>(secret, "s", Some(&token), &late), Err(VerifyError::Expired));
 }
 
 mod properties {
@@ -130,16 +136,37 @@ mod properties {
         fn sign_then_verify_gives_the_data_back(d in data()) {
             let key = Key::derive("0123456789abcdefghijklmnop", "p");
             let t = key.sign(&d, &SignOptions::default()).unwrap();
-            prop_assert_eq!(key.verify(Some(&t), &VerifyOptions::default()), Ok(d));
+            prop_assert_eq!(key.verify::<Value>(Some(&t), &VerifyOptions::default()), Ok(d));
         }
 
         #[test]
         fn verify_never_panics(s in "\\PC{0,80}", b in prop::collection::vec(any::<u8>(), 0..80)) {
             let key = Key::derive("0123456789abcdefghijklmnop", "p");
-            let _ = key.verify(Some(&s), &VerifyOptions::default());
+            let _ = key.verify::<Value>(Some(&s), &VerifyOptions::default());
             let t = format!("SFMyNTY.{}.x", URL_SAFE_NO_PAD.encode(&b));
-            prop_assert_eq!(key.verify(Some(&t), &VerifyOptions::default()), Err(VerifyError::Invalid));
+            prop_assert_eq!(key.verify::<Value>(Some(&t), &VerifyOptions::default()), Err(VerifyError::Invalid));
             let _ = term_to_json(&b);
         }
     }
+}
+
+/// Typed data: a struct signs to the same bytes as its JSON form (so Phoenix
+/// reads it as the map it would have signed), and comes back as the struct;
+/// a genuine token whose data is another shape is `Data`, not `Invalid`.
+#[test]
+fn typed_data_signs_as_its_json_and_verifies_back() {
+    #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+    struct Claims {
+        user_id: u64,
+        admin: bool,
+    }
+    let secret = "typed data secret key base, long enough";
+    let opts = SignOptions { signed_at_ms: Some(1_700_000_000_000), max_age: MaxAge::Seconds(60.0) };
+    let typed = sign(secret, "s", &Claims { user_id: 7, admin: true }, &opts).unwrap();
+    let untyped = sign(secret, "s", &json!({"user_id": 7, "admin": true}), &opts).unwrap();
+    assert_eq!(typed, untyped);
+    let at = VerifyOptions { max_age: None, now_ms: Some(1_700_000_001_000) };
+    assert_eq!(verify(secret, "s", Some(&typed), &at), Ok(Claims { user_id: 7, admin: true }));
+    assert_eq!(verify::<String>(secret, "s", Some(&typed), &at), Err(VerifyError::Data));
+    assert_eq!(verify::<Claims>(secret, "t", Some(&typed), &at), Err(VerifyError::Invalid));
 }

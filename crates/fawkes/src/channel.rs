@@ -4,7 +4,7 @@ use std::borrow::Cow;
 use std::future::Future;
 use std::sync::Arc;
 
-use fawkes_protocol::{Broadcast, Message, Payload, Ref, Reply, Vsn};
+use fawkes_protocol::{Broadcast, IntoPayload, Message, Payload, Ref, Reply, Vsn};
 use fawkes_pubsub::SubscriberId;
 
 use crate::conn::ConnState;
@@ -30,7 +30,7 @@ pub type ChannelError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// # Example
 ///
 /// ```
-/// use fawkes::{Channel, ChannelContext, ChannelError, Flow, HandleIn, Join, Params, Payload, Socket};
+/// use fawkes::{Channel, ChannelContext, ChannelError, HandleInfo, HandleIn, Join, Params, Payload, Socket};
 /// use serde_json::json;
 ///
 /// # struct UserSocket;
@@ -65,14 +65,19 @@ pub type ChannelError = Box<dyn std::error::Error + Send + Sync + 'static>;
 ///         }
 ///     }
 ///
-///     async fn handle_info(&mut self, info: Info, ctx: &mut ChannelContext<UserSocket, Info>) -> Result<Flow, ChannelError> {
+///     async fn handle_info(&mut self, info: Info, ctx: &mut ChannelContext<UserSocket, Info>) -> Result<HandleInfo, ChannelError> {
 ///         match info {
 ///             Info::AfterJoin => ctx.push("welcome", json!({}))?,
 ///         }
-///         Ok(Flow::Continue)
+///         Ok(HandleInfo::Continue)
 ///     }
 /// }
 /// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a channel of socket `{S}`",
+    label = "routed to a socket it does not implement `Channel<{S}>` for",
+    note = "write `impl fawkes::Channel<{S}> for {Self}` (with at least `type Info` and `async fn join`)"
+)]
 pub trait Channel<S: Socket>: Sized + Send + 'static {
     /// Messages sent to the channel from elsewhere ([`ChannelRef::send`]),
     /// handled by [`Channel::handle_info`]. Use `()` when there are none.
@@ -110,9 +115,9 @@ pub trait Channel<S: Socket>: Sized + Send + 'static {
         event: &str,
         payload: Payload,
         ctx: &mut ChannelContext<S, Self::Info>,
-    ) -> impl Future<Output = Result<Outgoing, ChannelError>> + Send {
+    ) -> impl Future<Output = Result<HandleOut, ChannelError>> + Send {
         let _ = (event, ctx);
-        async move { Ok(Outgoing::Push(payload)) }
+        async move { Ok(HandleOut::Push(payload)) }
     }
 
     /// Handles a message sent with [`ChannelRef::send`]. The default ignores it.
@@ -120,9 +125,9 @@ pub trait Channel<S: Socket>: Sized + Send + 'static {
         &mut self,
         info: Self::Info,
         ctx: &mut ChannelContext<S, Self::Info>,
-    ) -> impl Future<Output = Result<Flow, ChannelError>> + Send {
+    ) -> impl Future<Output = Result<HandleInfo, ChannelError>> + Send {
         let _ = (info, ctx);
-        async move { Ok(Flow::Continue) }
+        async move { Ok(HandleInfo::Continue) }
     }
 
     /// Called when the channel ends: on leave, stop, crash and when the
@@ -159,13 +164,13 @@ impl<C> Join<C> {
     }
 
     /// Joined, with a reply.
-    pub fn ok_with(channel: C, reply: impl Into<Payload>) -> Join<C> {
-        Join::Ok { channel, reply: reply.into() }
+    pub fn ok_with(channel: C, reply: impl IntoPayload) -> Join<C> {
+        Join::Ok { channel, reply: reply.into_payload() }
     }
 
     /// Refused, with this response.
-    pub fn refuse(reply: impl Into<Payload>) -> Join<C> {
-        Join::Refused(reply.into())
+    pub fn refuse(reply: impl IntoPayload) -> Join<C> {
+        Join::Refused(reply.into_payload())
     }
 }
 
@@ -193,29 +198,29 @@ pub enum HandleIn {
 
 impl HandleIn {
     /// Reply `ok` with `payload`.
-    pub fn ok(payload: impl Into<Payload>) -> HandleIn {
-        HandleIn::Reply { status: Cow::Borrowed("ok"), payload: payload.into() }
+    pub fn ok(payload: impl IntoPayload) -> HandleIn {
+        HandleIn::Reply { status: Cow::Borrowed("ok"), payload: payload.into_payload() }
     }
 
     /// Reply `error` with `payload`. This is data, not a crash.
-    pub fn error(payload: impl Into<Payload>) -> HandleIn {
-        HandleIn::Reply { status: Cow::Borrowed("error"), payload: payload.into() }
+    pub fn error(payload: impl IntoPayload) -> HandleIn {
+        HandleIn::Reply { status: Cow::Borrowed("error"), payload: payload.into_payload() }
     }
 
     /// Reply with any status.
-    pub fn reply(status: impl Into<Cow<'static, str>>, payload: impl Into<Payload>) -> HandleIn {
-        HandleIn::Reply { status: status.into(), payload: payload.into() }
+    pub fn reply(status: impl Into<Cow<'static, str>>, payload: impl IntoPayload) -> HandleIn {
+        HandleIn::Reply { status: status.into(), payload: payload.into_payload() }
     }
 
     /// Reply `ok` with `payload`, then stop normally (`phx_close`).
-    pub fn stop_ok(payload: impl Into<Payload>) -> HandleIn {
-        HandleIn::Stop { reason: StopReason::Normal, reply: Some((Cow::Borrowed("ok"), payload.into())) }
+    pub fn stop_ok(payload: impl IntoPayload) -> HandleIn {
+        HandleIn::Stop { reason: StopReason::Normal, reply: Some((Cow::Borrowed("ok"), payload.into_payload())) }
     }
 }
 
 /// The outcome of [`Channel::handle_out`].
 #[derive(Debug)]
-pub enum Outgoing {
+pub enum HandleOut {
     /// Push the event to this client with this payload.
     Push(Payload),
     /// Do not send it to this client.
@@ -224,7 +229,7 @@ pub enum Outgoing {
 
 /// The outcome of [`Channel::handle_info`].
 #[derive(Debug)]
-pub enum Flow {
+pub enum HandleInfo {
     /// Keep running.
     Continue,
     /// Stop the channel.
@@ -335,7 +340,31 @@ pub struct ChannelContext<S: Socket, I: Send + 'static> {
     /// True while `handle_in` runs: what fans out then is the client's doing
     /// and is counted against the socket id's `fanout_rate`.
     pub(crate) client_event: bool,
+    /// Where the part of the topic matched by the route's `*` begins.
+    pub(crate) subtopic_at: Option<usize>,
 }
+
+/// The context of channel `C` on socket `S`: [`ChannelContext`] without
+/// repeating the channel's [`Channel::Info`] in every signature.
+///
+/// ```
+/// # use fawkes::{Channel, ChannelError, Ctx, Join, Payload, Socket};
+/// # struct UserSocket;
+/// # impl Socket for UserSocket {
+/// #     type Assigns = ();
+/// #     async fn connect(&self, _: &fawkes::Params, _: &fawkes::ConnectInfo) -> Result<(), fawkes::ConnectError> { Ok(()) }
+/// # }
+/// struct Room;
+///
+/// impl Channel<UserSocket> for Room {
+///     type Info = u64;
+///     async fn join(_: &str, _: Payload, ctx: &mut Ctx<Self, UserSocket>) -> Result<Join<Self>, ChannelError> {
+///         ctx.send_after(std::time::Duration::from_secs(1), 7);
+///         Ok(Join::ok(Room))
+///     }
+/// }
+/// ```
+pub type Ctx<C, S> = ChannelContext<S, <C as Channel<S>>::Info>;
 
 /// Work to run when a channel ends, however it ends (stop, crash, close,
 /// or abort by a duplicate join): presences untrack their channel here.
@@ -378,6 +407,13 @@ impl<S: Socket, I: Send + 'static> ChannelContext<S, I> {
         &self.topic
     }
 
+    /// The part of the topic matched by the route's `*`: `"42"` for the
+    /// topic `"room:42"` joined through `"room:*"` (Phoenix's
+    /// `def join("room:" <> id, ...)`); empty for a route without `*`.
+    pub fn subtopic(&self) -> &str {
+        self.subtopic_at.and_then(|at| self.topic.get(at..)).unwrap_or("")
+    }
+
     /// The join ref of this join.
     pub fn join_ref(&self) -> Option<&Ref> {
         self.join_ref.as_ref()
@@ -390,7 +426,7 @@ impl<S: Socket, I: Send + 'static> ChannelContext<S, I> {
 
     /// The socket handler (the value given to the endpoint): a natural home
     /// for application state such as a database pool.
-    pub fn socket(&self) -> &S {
+    pub fn handler(&self) -> &S {
         &self.conn.shared.socket
     }
 
@@ -421,7 +457,7 @@ impl<S: Socket, I: Send + 'static> ChannelContext<S, I> {
     /// When the payload cannot be encoded for this client (a V2 push must be
     /// a JSON object or binary). Returning that error with `?` crashes the
     /// channel, as Phoenix's `push` raises.
-    pub fn push(&mut self, event: &str, payload: impl Into<Payload>) -> Result<(), PushError> {
+    pub fn push(&mut self, event: &str, payload: impl IntoPayload) -> Result<(), PushError> {
         self.push_at(event, payload, None)
     }
 
@@ -430,10 +466,10 @@ impl<S: Socket, I: Send + 'static> ChannelContext<S, I> {
     pub(crate) fn push_at(
         &mut self,
         event: &str,
-        payload: impl Into<Payload>,
+        payload: impl IntoPayload,
         position: Option<Ref>,
     ) -> Result<(), PushError> {
-        let mut msg = Message::push(self.join_ref.clone(), self.topic.as_ref(), event, payload.into());
+        let mut msg = Message::push(self.join_ref.clone(), self.topic.as_ref(), event, payload.into_payload());
         msg.ref_ = position;
         let frame = self.conn.vsn.encode_push(&msg)?;
         match &mut self.pending {
@@ -451,7 +487,7 @@ impl<S: Socket, I: Send + 'static> ChannelContext<S, I> {
     /// # Errors
     ///
     /// See [`BroadcastError`].
-    pub fn broadcast(&self, event: &str, payload: impl Into<Payload>) -> Result<(), BroadcastError> {
+    pub fn broadcast(&self, event: &str, payload: impl IntoPayload) -> Result<(), BroadcastError> {
         self.fan_out()?;
         self.endpoint().broadcast(self.topic.as_ref(), event, payload)
     }
@@ -473,7 +509,7 @@ impl<S: Socket, I: Send + 'static> ChannelContext<S, I> {
     /// # Errors
     ///
     /// See [`BroadcastError`].
-    pub fn broadcast_from(&self, event: &str, payload: impl Into<Payload>) -> Result<(), BroadcastError> {
+    pub fn broadcast_from(&self, event: &str, payload: impl IntoPayload) -> Result<(), BroadcastError> {
         self.fan_out()?;
         match self.sub_id {
             Some(id) => self.endpoint().broadcast_from(id, self.topic.as_ref(), event, payload),
@@ -631,13 +667,13 @@ impl ReplyRef {
     /// # Errors
     ///
     /// When the reply cannot be encoded for this client.
-    pub fn reply(&self, status: impl Into<Cow<'static, str>>, payload: impl Into<Payload>) -> Result<(), PushError> {
+    pub fn reply(&self, status: impl Into<Cow<'static, str>>, payload: impl IntoPayload) -> Result<(), PushError> {
         let reply = Reply {
             join_ref: self.join_ref.clone(),
             ref_: Some(self.ref_.clone()),
             topic: self.topic.clone(),
             status: status.into(),
-            payload: payload.into(),
+            payload: payload.into_payload(),
         };
         let frame = self.conn.vsn().encode_reply(&reply)?;
         self.conn.push_frame(frame);

@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 
-use fawkes_protocol::{Broadcast, Payload};
+use fawkes_protocol::{Broadcast, IntoPayload, Payload};
 use fawkes_pubsub::{PubSub, SubscriberId, Subscription};
 use parking_lot::Mutex;
 
@@ -40,6 +40,8 @@ struct Inner {
     /// Whether the task that enforces the budget runs.
     enforcing: AtomicBool,
     history: crate::history::Histories,
+    /// The secret key base of [`Endpoint::sign`] and [`Endpoint::verify`].
+    secret_key_base: parking_lot::RwLock<Option<Arc<str>>>,
 }
 
 /// How [`Endpoint::drain`] closes connections: Phoenix's drainer options
@@ -199,6 +201,7 @@ impl Endpoint {
                 budget: Arc::new(OutboundBudget::new(DEFAULT_OUTBOUND_BUDGET)),
                 enforcing: AtomicBool::new(false),
                 history: crate::history::Histories::new(),
+                secret_key_base: parking_lot::RwLock::new(None),
             }),
         }
     }
@@ -228,6 +231,78 @@ impl Endpoint {
         self.inner.budget.clone()
     }
 
+    /// Sets the secret key base that [`Endpoint::sign`] and
+    /// [`Endpoint::verify`] use (Phoenix's endpoint `secret_key_base`):
+    /// the same on every node, and the same as a Phoenix application's for
+    /// its tokens to verify here and the other way round.
+    ///
+    /// # Errors
+    ///
+    /// [`SignError::SecretTooShort`](fawkes_token::SignError::SecretTooShort)
+    /// when it is shorter than [`MIN_SECRET_LEN`](fawkes_token::MIN_SECRET_LEN)
+    /// bytes (the endpoint keeps the one it had).
+    pub fn set_secret_key_base(&self, secret_key_base: &str) -> Result<(), fawkes_token::SignError> {
+        if secret_key_base.len() < fawkes_token::MIN_SECRET_LEN {
+            return Err(fawkes_token::SignError::SecretTooShort);
+        }
+        *self.inner.secret_key_base.write() = Some(Arc::from(secret_key_base));
+        Ok(())
+    }
+
+    /// Signs `data` with the endpoint's secret key base and `salt`, valid for
+    /// a day (Phoenix's `Phoenix.Token.sign(MyEndpoint, salt, data)`): the
+    /// token is for a client to send back, for example as a connect
+    /// parameter, and [`Endpoint::verify`] gives `data` back.
+    ///
+    /// ```
+    /// use fawkes::{token::{MaxAge, VerifyError}, Endpoint};
+    ///
+    /// let endpoint = Endpoint::local();
+    /// endpoint.set_secret_key_base("a secret key base of at least twenty bytes").unwrap();
+    /// let token = endpoint.sign("user socket", &42u64).unwrap();
+    /// assert_eq!(endpoint.verify::<u64>("user socket", Some(&token), MaxAge::Seconds(60.0)), Ok(42));
+    /// assert_eq!(endpoint.verify::<u64>("user socket", None, MaxAge::Seconds(60.0)), Err(VerifyError::Missing));
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`SignError::NoSecretKeyBase`](fawkes_token::SignError::NoSecretKeyBase)
+    /// before [`Endpoint::set_secret_key_base`];
+    /// [`SignError::Data`](fawkes_token::SignError::Data) when `data` does
+    /// not serialize.
+    pub fn sign<T: serde::Serialize + ?Sized>(&self, salt: &str, data: &T) -> Result<String, fawkes_token::SignError> {
+        let secret = self.inner.secret_key_base.read().clone().ok_or(fawkes_token::SignError::NoSecretKeyBase)?;
+        fawkes_token::sign(&secret, salt, data, &fawkes_token::SignOptions::default())
+    }
+
+    /// Verifies a token made by [`Endpoint::sign`] (or by a Phoenix
+    /// application with the same secret key base) with `salt`, no older
+    /// than `max_age`, and gives its data back as a `T` (Phoenix's
+    /// `Phoenix.Token.verify(MyEndpoint, salt, token, max_age: ...)`).
+    /// `token` is `None` when the client sent none.
+    ///
+    /// # Errors
+    ///
+    /// [`VerifyError`](fawkes_token::VerifyError): `Missing`, `Invalid`
+    /// (also before [`Endpoint::set_secret_key_base`], logged), `Expired`,
+    /// or `Data` when the token's data is not a `T`.
+    pub fn verify<T: serde::de::DeserializeOwned>(
+        &self,
+        salt: &str,
+        token: Option<&str>,
+        max_age: fawkes_token::MaxAge,
+    ) -> Result<T, fawkes_token::VerifyError> {
+        let Some(secret) = self.inner.secret_key_base.read().clone() else {
+            if token.is_none() {
+                return Err(fawkes_token::VerifyError::Missing);
+            }
+            tracing::error!("Endpoint::verify without a secret key base: call Endpoint::set_secret_key_base first");
+            return Err(fawkes_token::VerifyError::Invalid);
+        };
+        let opts = fawkes_token::VerifyOptions { max_age: Some(max_age), now_ms: None };
+        fawkes_token::verify(&secret, salt, token, &opts)
+    }
+
     /// An endpoint with a local PubSub (a single node).
     pub fn local() -> Endpoint {
         Endpoint::new(PubSub::local("fawkes@localhost"))
@@ -249,8 +324,8 @@ impl Endpoint {
     ///
     /// When the payload is neither a JSON object nor binary, or the remote
     /// adapter fails.
-    pub fn broadcast(&self, topic: &str, event: &str, payload: impl Into<Payload>) -> Result<(), BroadcastError> {
-        self.publish(checked(topic, event, payload.into())?, None)
+    pub fn broadcast(&self, topic: &str, event: &str, payload: impl IntoPayload) -> Result<(), BroadcastError> {
+        self.publish(checked(topic, event, payload.into_payload())?, None)
     }
 
     /// Broadcasts `b` (to all but `from`): through the topic's history when
@@ -332,9 +407,9 @@ impl Endpoint {
         from: SubscriberId,
         topic: &str,
         event: &str,
-        payload: impl Into<Payload>,
+        payload: impl IntoPayload,
     ) -> Result<(), BroadcastError> {
-        self.publish(checked(topic, event, payload.into())?, Some(from))
+        self.publish(checked(topic, event, payload.into_payload())?, Some(from))
     }
 
     /// Broadcasts to the subscribers of this node only.
@@ -342,8 +417,8 @@ impl Endpoint {
     /// # Errors
     ///
     /// When the payload is neither a JSON object nor binary.
-    pub fn local_broadcast(&self, topic: &str, event: &str, payload: impl Into<Payload>) -> Result<(), BroadcastError> {
-        self.inner.pubsub.local_broadcast(checked(topic, event, payload.into())?);
+    pub fn local_broadcast(&self, topic: &str, event: &str, payload: impl IntoPayload) -> Result<(), BroadcastError> {
+        self.inner.pubsub.local_broadcast(checked(topic, event, payload.into_payload())?);
         Ok(())
     }
 

@@ -66,7 +66,8 @@ impl<S: Socket> SocketHandler<S> {
             Ok(p) => p,
             Err(e) => panic!("{e}"),
         };
-        self.routes.push(Route { pattern, factory: Arc::new(Factory::<C>::new()) });
+        let factory = Arc::new(Factory::<C>::new(&pattern));
+        self.routes.push(Route { pattern, factory });
         self
     }
 
@@ -159,8 +160,26 @@ impl<S: Socket> SocketService<S> {
     }
 
     /// The socket handler.
-    pub fn socket(&self) -> &S {
+    pub fn handler(&self) -> &S {
         &self.shared.socket
+    }
+
+    /// Connects a client in memory whose connection carries `assigns`,
+    /// without running [`Socket::connect`] (Phoenix.ChannelTest's
+    /// `socket(UserSocket, id, assigns)`): for tests of channels, where
+    /// authentication is not what is tested. The socket id is
+    /// [`Socket::id`] of `assigns`.
+    ///
+    /// # Errors
+    ///
+    /// [`ConnectError::Status`] (503) at the connection limits.
+    pub fn connect_local_with_assigns(
+        &self,
+        assigns: S::Assigns,
+        vsn: Vsn,
+    ) -> Result<crate::LocalConnection, ConnectError> {
+        let conn = established(&self.shared, assigns, vsn, false)?;
+        Ok(crate::transport::local::run(conn))
     }
 }
 
@@ -190,6 +209,17 @@ pub(crate) async fn connect<S: Socket>(
             return Err(e);
         }
     };
+    established(shared, assigns, vsn, compress)
+}
+
+/// A connection whose `connect` has accepted `assigns`: its id, its slot
+/// under the connection limits and its outbox.
+pub(crate) fn established<S: Socket>(
+    shared: &Arc<SocketShared<S>>,
+    assigns: S::Assigns,
+    vsn: Vsn,
+    compress: bool,
+) -> Result<Arc<ConnState<S>>, ConnectError> {
     let id = shared.socket.id(&assigns);
     let Some(slot) =
         shared.slots.acquire(id.as_deref(), shared.config.max_connections, shared.config.max_connections_per_id)

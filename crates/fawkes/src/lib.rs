@@ -16,7 +16,7 @@
 //! # Example
 //!
 //! ```no_run
-//! use fawkes::{Channel, ChannelContext, ChannelError, ConnectError, ConnectInfo, Endpoint, HandleIn, Join, Params, Payload, Socket, SocketHandler};
+//! use fawkes::{Channel, ChannelError, ConnectError, ConnectInfo, Ctx, Endpoint, HandleIn, Join, Params, Payload, Socket, SocketHandler};
 //! use serde_json::json;
 //!
 //! struct UserSocket;
@@ -32,10 +32,10 @@
 //!
 //! impl Channel<UserSocket> for Room {
 //!     type Info = ();
-//!     async fn join(_topic: &str, _payload: Payload, _ctx: &mut ChannelContext<UserSocket, ()>) -> Result<Join<Self>, ChannelError> {
+//!     async fn join(_topic: &str, _payload: Payload, _ctx: &mut Ctx<Self, UserSocket>) -> Result<Join<Self>, ChannelError> {
 //!         Ok(Join::ok(Room))
 //!     }
-//!     async fn handle_in(&mut self, event: &str, payload: Payload, ctx: &mut ChannelContext<UserSocket, ()>) -> Result<HandleIn, ChannelError> {
+//!     async fn handle_in(&mut self, event: &str, payload: Payload, ctx: &mut Ctx<Self, UserSocket>) -> Result<HandleIn, ChannelError> {
 //!         ctx.broadcast(event, payload)?;
 //!         Ok(HandleIn::ok(json!({})))
 //!     }
@@ -46,16 +46,19 @@
 //!     let endpoint = Endpoint::local();
 //!     let app = endpoint.socket("/socket", SocketHandler::new(UserSocket).channel::<Room>("room:*"));
 //!     let listener = tokio::net::TcpListener::bind("127.0.0.1:4000").await?;
-//!     axum::serve(listener, app).await
+//!     fawkes::axum::serve(listener, app).await
 //! }
 //! ```
 //!
-//! Testing channels without a network: see the `fawkes-test` crate.
+//! The [`guide`] walks through channels and presence in the order of
+//! Phoenix's guides; testing channels without a network is the
+//! `fawkes-test` crate.
 
 mod channel;
 mod config;
 mod conn;
 mod endpoint;
+pub mod guide;
 mod handler;
 pub mod history;
 mod limits;
@@ -78,8 +81,8 @@ pub mod websocket {
 
 pub use channel::RateLimited;
 pub use channel::{
-    BroadcastError, Channel, ChannelContext, ChannelError, ChannelRef, Flow, HandleIn, Join, Outgoing, PushError,
-    ReplyRef, SendError, StopReason,
+    BroadcastError, Channel, ChannelContext, ChannelError, ChannelRef, Ctx, HandleIn, HandleInfo, HandleOut, Join,
+    PushError, ReplyRef, SendError, StopReason,
 };
 pub use config::{
     CheckOrigin, ForwardedHeaders, OriginConfigError, PublicUrl, RateLimit, SocketConfig, TrustedProxies,
@@ -96,7 +99,7 @@ pub use transport::local::LocalConnection;
 /// application that depends on this one needs no version of its own.
 pub use axum;
 pub use fawkes_protocol as protocol;
-pub use fawkes_protocol::{Broadcast, Frame, Message, Payload, Ref, Vsn};
+pub use fawkes_protocol::{Broadcast, Frame, IntoPayload, Message, Payload, Ref, Vsn};
 pub use fawkes_pubsub as pubsub;
 pub use fawkes_pubsub::{PubSub, SubscriberId, Subscription};
 pub use fawkes_token as token;

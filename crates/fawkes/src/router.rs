@@ -48,17 +48,26 @@ pub(crate) trait ErasedChannel<S: Socket>: Send + Sync + 'static {
     fn start(&self, args: StartArgs<S>) -> ChannelHandle;
 }
 
-pub(crate) struct Factory<C>(PhantomData<fn() -> C>);
+/// Starts channels of type `C`; `subtopic_at` is where the part of a topic
+/// matched by the route's `*` begins (the topic's length for an exact route).
+pub(crate) struct Factory<C> {
+    subtopic_at: Option<usize>,
+    channel: PhantomData<fn() -> C>,
+}
 
 impl<C> Factory<C> {
-    pub(crate) fn new() -> Self {
-        Factory(PhantomData)
+    pub(crate) fn new(pattern: &Pattern) -> Self {
+        let subtopic_at = match pattern {
+            Pattern::Exact(_) => None,
+            Pattern::Prefix(p) => Some(p.len()),
+        };
+        Factory { subtopic_at, channel: PhantomData }
     }
 }
 
 impl<S: Socket, C: Channel<S>> ErasedChannel<S> for Factory<C> {
     fn start(&self, args: StartArgs<S>) -> ChannelHandle {
-        server::start::<S, C>(args)
+        server::start::<S, C>(args, self.subtopic_at)
     }
 }
 

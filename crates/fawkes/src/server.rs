@@ -15,7 +15,7 @@ use futures_util::FutureExt;
 use serde_json::json;
 use tracing::Instrument;
 
-use crate::channel::{ChannelMsg, Flow, HandleIn, Outgoing, StopReason};
+use crate::channel::{ChannelMsg, HandleIn, HandleInfo, HandleOut, StopReason};
 use crate::conn::ConnState;
 use crate::queue::{End, Mailbox, Out, Pushed};
 use crate::router::ChannelHandle;
@@ -53,13 +53,13 @@ async fn wait_for(predecessor: Option<tokio::task::JoinHandle<()>>) {
     }
 }
 
-pub(crate) fn start<S: Socket, C: Channel<S>>(args: StartArgs<S>) -> ChannelHandle {
+pub(crate) fn start<S: Socket, C: Channel<S>>(args: StartArgs<S>, subtopic_at: Option<usize>) -> ChannelHandle {
     let inbox: Arc<Mailbox<ChannelMsg<C::Info>>> = Arc::new(Mailbox::new(args.conn.shared.config.mailbox_limit));
     let span = tracing::info_span!("channel", topic = %args.join.topic);
     // The join runs in its own boxed future, freed once it is done: the
     // task then holds only the joined channel's state and its idle wait,
     // not room for the join message, the join callback and its reply.
-    let joining = Box::pin(join::<S, C>(args, inbox.clone()));
+    let joining = Box::pin(join::<S, C>(args, inbox.clone(), subtopic_at));
     let task = tokio::spawn(joining.then(live::<S, C>).instrument(span));
     ChannelHandle { inbox, task }
 }
@@ -203,6 +203,7 @@ struct Live<S: Socket, C: Channel<S>> {
 async fn join<S: Socket, C: Channel<S>>(
     args: StartArgs<S>,
     inbox: Arc<Mailbox<ChannelMsg<C::Info>>>,
+    subtopic_at: Option<usize>,
 ) -> Option<Live<S, C>> {
     let StartArgs { conn, join, instance, after_reply, predecessor } = args;
     wait_for(predecessor).await;
@@ -218,6 +219,7 @@ async fn join<S: Socket, C: Channel<S>>(
         pid: NEXT_PID.fetch_add(1, Ordering::Relaxed),
         exit_hooks: Default::default(),
         client_event: false,
+        subtopic_at,
     };
     let mut task: Task<S, C> = Task { ctx, instance };
     let started = Instant::now();
@@ -328,12 +330,12 @@ async fn deliver_own<S: Socket, C: Channel<S>>(channel: &mut C, task: &mut Task<
     if C::INTERCEPT.iter().any(|e| *e == b.event) {
         let position = b.position.clone();
         match caught(channel.handle_out(&b.event, b.payload, &mut task.ctx)).await {
-            Ok(Outgoing::Push(payload)) => {
+            Ok(HandleOut::Push(payload)) => {
                 if let Err(e) = task.ctx.push_at(&b.event, payload, position) {
                     tracing::error!(topic = %task.ctx.topic, error = %e, "a replayed broadcast could not be pushed");
                 }
             }
-            Ok(Outgoing::Drop) => {}
+            Ok(HandleOut::Drop) => {}
             Err(why) => {
                 tracing::error!(topic = %task.ctx.topic, event = %b.event, error = %why, "handle_out failed on a replayed broadcast");
             }
@@ -567,21 +569,21 @@ async fn step<S: Socket, C: Channel<S>>(live: &mut Live<S, C>, msg: ChannelMsg<C
         }
         ChannelMsg::Reply(r) => task.ctx.conn.send_reply(&r),
         ChannelMsg::Out(b) => match caught(channel.handle_out(&b.event, b.payload, &mut task.ctx)).await {
-            Ok(Outgoing::Push(payload)) => {
+            Ok(HandleOut::Push(payload)) => {
                 if let Err(e) = task.ctx.push_at(&b.event, payload, b.position) {
                     tracing::error!(topic = %task.ctx.topic, error = %e, "channel crashed in handle_out");
                     return Some(StopReason::Crashed(e.to_string()));
                 }
             }
-            Ok(Outgoing::Drop) => {}
+            Ok(HandleOut::Drop) => {}
             Err(why) => {
                 tracing::error!(topic = %task.ctx.topic, event = %b.event, error = %why, "channel crashed in handle_out");
                 return Some(StopReason::Crashed(why));
             }
         },
         ChannelMsg::Info(info) => match caught(channel.handle_info(info, &mut task.ctx)).await {
-            Ok(Flow::Continue) => {}
-            Ok(Flow::Stop(reason)) => return Some(reason),
+            Ok(HandleInfo::Continue) => {}
+            Ok(HandleInfo::Stop(reason)) => return Some(reason),
             Err(why) => {
                 tracing::error!(topic = %task.ctx.topic, error = %why, "channel crashed in handle_info");
                 return Some(StopReason::Crashed(why));

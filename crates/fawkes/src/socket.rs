@@ -40,6 +40,21 @@ use serde_json::{Map, Value};
 ///     }
 /// }
 /// ```
+///
+/// A handler that does not implement `Socket` is refused with a message
+/// that says what to write:
+///
+/// ```compile_fail
+/// struct NotASocket;
+/// // error[E0277]: `NotASocket` is not a socket handler
+/// //   = note: write `impl fawkes::Socket for NotASocket` with `type Assigns` and `async fn connect`
+/// let _ = fawkes::SocketHandler::new(NotASocket);
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a socket handler",
+    label = "expected a type implementing `fawkes::Socket`",
+    note = "write `impl fawkes::Socket for {Self}` with `type Assigns` and `async fn connect`"
+)]
 pub trait Socket: Send + Sync + Sized + 'static {
     /// Per-connection data set by `connect`, read-only afterwards.
     type Assigns: Send + Sync + 'static;

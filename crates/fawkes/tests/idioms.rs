@@ -1,6 +1,6 @@
 //! Phoenix's everyday channel idioms, one line each: an extra topic
 //! followed from the channel (`Endpoint.subscribe`), `send_after`,
-//! `send_interval`, presence tracked from `ctx.socket()`'s own presence; and
+//! `send_interval`, presence tracked from `ctx.handler()`'s own presence; and
 //! all of them ended with the channel however it ends.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -47,7 +47,7 @@ impl Channel<AppSocket> for Dashboard {
         ctx.send_interval(Duration::from_millis(50), Info::Tick);
         ctx.send_after(Duration::from_millis(30), Info::Later(7));
         // presence from the socket handler, with the context borrowed once
-        ctx.socket().presence.track(ctx, ctx.assigns(), json!({"status": "viewing"}))?;
+        ctx.handler().presence.track(ctx, ctx.assigns(), json!({"status": "viewing"}))?;
         Ok(Join::ok(Dashboard))
     }
 
@@ -59,7 +59,7 @@ impl Channel<AppSocket> for Dashboard {
     ) -> Result<HandleIn, ChannelError> {
         match event {
             "away" => {
-                ctx.socket().presence.update(ctx, ctx.assigns(), |_| json!({"status": "away"}))?;
+                ctx.handler().presence.update(ctx, ctx.assigns(), |_| json!({"status": "away"}))?;
                 Ok(HandleIn::ok(json!({})))
             }
             "crash" => Err("crash".into()),
@@ -71,16 +71,16 @@ impl Channel<AppSocket> for Dashboard {
         &mut self,
         info: Info,
         ctx: &mut ChannelContext<AppSocket, Info>,
-    ) -> Result<Flow, ChannelError> {
+    ) -> Result<HandleInfo, ChannelError> {
         match info {
             Info::Tick => {
-                ctx.socket().ticks.fetch_add(1, Ordering::Relaxed);
+                ctx.handler().ticks.fetch_add(1, Ordering::Relaxed);
                 ctx.push("tick", json!({}))?;
             }
             Info::Later(n) => ctx.push("later", json!({"n": n}))?,
             Info::Alert(b) => ctx.push("alert", json!({"event": b.event, "payload": b.payload.to_value()?}))?,
         }
-        Ok(Flow::Continue)
+        Ok(HandleInfo::Continue)
     }
 }
 
@@ -152,4 +152,51 @@ async fn all_of_it_ends_with_the_channel() {
             refute_push!(ch, "alert", any_payload);
         }
     }
+}
+
+/// `ctx.subtopic()` is what the route's `*` matched (`"room:" <> id`), empty
+/// for an exact route; `Ctx<C, S>` names the context without `Info`.
+#[tokio::test]
+async fn subtopic_is_the_part_matched_by_the_star() {
+    struct Echo;
+    impl Channel<AppSocket> for Echo {
+        type Info = ();
+        async fn join(topic: &str, _: Payload, ctx: &mut Ctx<Self, AppSocket>) -> Result<Join<Self>, ChannelError> {
+            Ok(Join::ok_with(Echo, json!({"topic": topic, "subtopic": ctx.subtopic()})))
+        }
+    }
+    let endpoint = Endpoint::local();
+    let socket = AppSocket { presence: Presence::new(&endpoint), ticks: Arc::new(AtomicUsize::new(0)) };
+    let svc = SocketHandler::new(socket).channel::<Echo>("lobby").channel::<Echo>("project:*").build(&endpoint);
+    let client = fawkes_test::socket(&svc, "ada".to_owned());
+    for (topic, sub) in [("project:42", "42"), ("project:", ""), ("project:a:b", "a:b"), ("lobby", "")] {
+        let (reply, _) = client.join(topic, json!({})).await.unwrap();
+        assert_eq!(reply.to_value().unwrap(), json!({"topic": topic, "subtopic": sub}));
+    }
+}
+
+/// The endpoint holds the secret key base: tokens it signs verify, typed;
+/// without one, signing says why and verifying refuses.
+#[test]
+fn the_endpoint_signs_and_verifies_tokens() {
+    use fawkes::token::{MaxAge, SignError, VerifyError};
+    #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+    struct Claims {
+        user: String,
+    }
+    let endpoint = Endpoint::local();
+    let claims = Claims { user: "ada".into() };
+    assert_eq!(endpoint.sign("user socket", &claims), Err(SignError::NoSecretKeyBase));
+    assert_eq!(endpoint.set_secret_key_base("short"), Err(SignError::SecretTooShort));
+    let forged =
+        fawkes::token::sign("another secret key base, long enough", "user socket", &claims, &Default::default())
+            .unwrap();
+    assert_eq!(endpoint.verify::<Claims>("user socket", Some(&forged), MaxAge::Infinity), Err(VerifyError::Invalid));
+    endpoint.set_secret_key_base("the endpoint's secret key base").unwrap();
+    let token = endpoint.sign("user socket", &claims).unwrap();
+    assert_eq!(endpoint.verify("user socket", Some(&token), MaxAge::Seconds(60.0)), Ok(claims));
+    assert_eq!(endpoint.verify::<Claims>("other salt", Some(&token), MaxAge::Infinity), Err(VerifyError::Invalid));
+    assert_eq!(endpoint.verify::<u64>("user socket", Some(&token), MaxAge::Infinity), Err(VerifyError::Data));
+    assert_eq!(endpoint.verify::<Claims>("user socket", Some(&forged), MaxAge::Infinity), Err(VerifyError::Invalid));
+    assert_eq!(endpoint.verify::<Claims>("user socket", Some(&token), MaxAge::Seconds(0.0)), Err(VerifyError::Expired));
 }

@@ -67,7 +67,7 @@ impl Channel<PSocket> for PChannel {
         payload: Payload,
         ctx: &mut ChannelContext<PSocket, ()>,
     ) -> Result<Join<Self>, ChannelError> {
-        let lives = ctx.socket().lives.clone();
+        let lives = ctx.handler().lives.clone();
         let key = (ctx.assigns().clone(), topic.to_owned());
         {
             let mut alive = lives.alive.lock().unwrap();
@@ -82,13 +82,13 @@ impl Channel<PSocket> for PChannel {
         Ok(Join::ok(PChannel { status, _alive: Alive { lives, key } }))
     }
 
-    async fn handle_info(&mut self, _: (), ctx: &mut ChannelContext<PSocket, ()>) -> Result<Flow, ChannelError> {
-        let presence = ctx.socket().presence.clone();
+    async fn handle_info(&mut self, _: (), ctx: &mut ChannelContext<PSocket, ()>) -> Result<HandleInfo, ChannelError> {
+        let presence = ctx.handler().presence.clone();
         let state = presence.list(ctx.topic()).await;
         ctx.push("presence_state", Value::Object(state))?;
         let user = ctx.assigns().clone();
         presence.track(ctx, &user, json!({"status": self.status}))?;
-        Ok(Flow::Continue)
+        Ok(HandleInfo::Continue)
     }
 
     async fn handle_in(

@@ -29,13 +29,13 @@ impl Channel<PSocket> for Lobby {
         Ok(Join::ok(Lobby))
     }
 
-    async fn handle_info(&mut self, _: (), ctx: &mut ChannelContext<PSocket, ()>) -> Result<Flow, ChannelError> {
-        let p = ctx.socket().presence.clone();
+    async fn handle_info(&mut self, _: (), ctx: &mut ChannelContext<PSocket, ()>) -> Result<HandleInfo, ChannelError> {
+        let p = ctx.handler().presence.clone();
         let state = p.list(ctx.topic()).await;
         ctx.push("presence_state", Value::Object(state))?;
         let user = ctx.assigns().clone();
         p.track(ctx, &user, json!({"status": "online"}))?;
-        Ok(Flow::Continue)
+        Ok(HandleInfo::Continue)
     }
 
     async fn handle_in(
@@ -44,7 +44,7 @@ impl Channel<PSocket> for Lobby {
         payload: Payload,
         ctx: &mut ChannelContext<PSocket, ()>,
     ) -> Result<HandleIn, ChannelError> {
-        let p = ctx.socket().presence.clone();
+        let p = ctx.handler().presence.clone();
         let user = ctx.assigns().clone();
         match event {
             "status" => {

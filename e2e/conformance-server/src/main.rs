@@ -33,8 +33,8 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use fawkes::{
-    Channel, ChannelContext, ChannelError, ConnectError, ConnectInfo, Endpoint, Flow, HandleIn, Join, Outgoing, Params,
-    Payload, Presence, Socket, SocketHandler,
+    Channel, ChannelContext, ChannelError, ConnectError, ConnectInfo, Endpoint, HandleIn, HandleInfo, HandleOut, Join,
+    Params, Payload, Presence, Socket, SocketHandler,
 };
 use serde_json::{json, Value};
 
@@ -120,11 +120,11 @@ impl Channel<UserSocket> for Room {
         _event: &str,
         payload: Payload,
         ctx: &mut ChannelContext<UserSocket, ()>,
-    ) -> Result<Outgoing, ChannelError> {
+    ) -> Result<HandleOut, ChannelError> {
         let to = payload.to_value().ok().and_then(|v| v.get("to").and_then(Value::as_str).map(str::to_owned));
         Ok(match (ctx.assigns(), to) {
-            (Some(me), Some(to)) if *me == to => Outgoing::Push(payload),
-            _ => Outgoing::Drop,
+            (Some(me), Some(to)) if *me == to => HandleOut::Push(payload),
+            _ => HandleOut::Drop,
         })
     }
 }
@@ -156,12 +156,16 @@ impl Channel<UserSocket> for PresenceRoom {
         Ok(Join::ok(PresenceRoom { user, status }))
     }
 
-    async fn handle_info(&mut self, _: (), ctx: &mut ChannelContext<UserSocket, ()>) -> Result<Flow, ChannelError> {
-        let presence = ctx.socket().presence.clone();
+    async fn handle_info(
+        &mut self,
+        _: (),
+        ctx: &mut ChannelContext<UserSocket, ()>,
+    ) -> Result<HandleInfo, ChannelError> {
+        let presence = ctx.handler().presence.clone();
         let state = presence.list(ctx.topic()).await;
         ctx.push("presence_state", Value::Object(state))?;
         presence.track(ctx, &self.user, json!({"status": self.status}))?;
-        Ok(Flow::Continue)
+        Ok(HandleInfo::Continue)
     }
 
     async fn handle_in(
@@ -170,7 +174,7 @@ impl Channel<UserSocket> for PresenceRoom {
         payload: Payload,
         ctx: &mut ChannelContext<UserSocket, ()>,
     ) -> Result<HandleIn, ChannelError> {
-        let presence = ctx.socket().presence.clone();
+        let presence = ctx.handler().presence.clone();
         match event {
             "update_status" => {
                 let status = payload.to_value()?.get("status").cloned().unwrap_or(Value::Null);

@@ -144,7 +144,9 @@ impl Accounts {
     /// Missing, invalid or expired tokens.
     pub fn verify(&self, t: Option<&str>) -> Result<i64, VerifyError> {
         let opts = VerifyOptions { max_age: Some(MaxAge::Seconds(TOKEN_MAX_AGE)), now_ms: None };
-        token::verify(&self.secret_key_base, TOKEN_SALT, t, &opts)?.as_i64().ok_or(VerifyError::Invalid)
+        token::verify::<serde_json::Value>(&self.secret_key_base, TOKEN_SALT, t, &opts)?
+            .as_i64()
+            .ok_or(VerifyError::Invalid)
     }
 
     /// Who `user` has blocked (cached).

@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use fawkes::{
-    Channel, ChannelContext, ChannelError, ConnectError, ConnectInfo, Flow, HandleIn, Join, Outgoing, Params, Payload,
-    Socket,
+    Channel, ChannelContext, ChannelError, ConnectError, ConnectInfo, HandleIn, HandleInfo, HandleOut, Join, Params,
+    Payload, Socket,
 };
 use serde_json::{json, Value};
 
@@ -78,7 +78,7 @@ impl Channel<ChatSocket> for RoomChannel {
         let Some(room) = topic.strip_prefix("room:").and_then(|id| id.parse::<i64>().ok()) else {
             return Ok(Join::refuse(json!({"reason": "not_found"})));
         };
-        let app = &ctx.socket().app;
+        let app = &ctx.handler().app;
         if app.chat.room(room).await?.is_none() {
             return Ok(Join::refuse(json!({"reason": "not_found"})));
         }
@@ -99,10 +99,10 @@ impl Channel<ChatSocket> for RoomChannel {
         &mut self,
         info: RoomInfo,
         ctx: &mut ChannelContext<ChatSocket, RoomInfo>,
-    ) -> Result<Flow, ChannelError> {
+    ) -> Result<HandleInfo, ChannelError> {
         match info {
             RoomInfo::AfterJoin { history } => {
-                let app = ctx.socket().app.clone();
+                let app = ctx.handler().app.clone();
                 if history {
                     let messages = app.chat.history(self.room, None, None, 50).await?;
                     ctx.push("message_history", json!({"messages": messages}))?;
@@ -113,7 +113,7 @@ impl Channel<ChatSocket> for RoomChannel {
                 app.presence.track(ctx, &user, json!({"status": "online", "online_at": crate::db::now_iso()}))?;
             }
         }
-        Ok(Flow::Continue)
+        Ok(HandleInfo::Continue)
     }
 
     async fn handle_in(
@@ -122,7 +122,7 @@ impl Channel<ChatSocket> for RoomChannel {
         payload: Payload,
         ctx: &mut ChannelContext<ChatSocket, RoomInfo>,
     ) -> Result<HandleIn, ChannelError> {
-        let app = ctx.socket().app.clone();
+        let app = ctx.handler().app.clone();
         let me = ctx.assigns().id;
         let p = payload.to_value().unwrap_or(Value::Null);
         match event {
@@ -191,7 +191,7 @@ impl Channel<ChatSocket> for RoomChannel {
         _: &str,
         payload: Payload,
         ctx: &mut ChannelContext<ChatSocket, RoomInfo>,
-    ) -> Result<Outgoing, ChannelError> {
+    ) -> Result<HandleOut, ChannelError> {
         // runs for every recipient: read only the author, and the block
         // list is shared, not copied
         #[derive(serde::Deserialize)]
@@ -199,10 +199,10 @@ impl Channel<ChatSocket> for RoomChannel {
             user_id: Option<i64>,
         }
         let author = payload.decode::<Author>()?.user_id;
-        let blocked = ctx.socket().app.accounts.blocked_by(ctx.assigns().id).await?;
+        let blocked = ctx.handler().app.accounts.blocked_by(ctx.assigns().id).await?;
         Ok(match author {
-            Some(a) if blocked.contains(&a) => Outgoing::Drop,
-            _ => Outgoing::Push(payload),
+            Some(a) if blocked.contains(&a) => HandleOut::Drop,
+            _ => HandleOut::Push(payload),
         })
     }
 }

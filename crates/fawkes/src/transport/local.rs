@@ -2,6 +2,8 @@
 //! handed over in memory. Used by test harnesses and by anyone
 //! embedding Fawkes behind their own transport.
 
+use std::sync::Arc;
+
 use fawkes_protocol::{Frame, Vsn};
 use tokio::sync::mpsc;
 
@@ -53,30 +55,36 @@ impl<S: Socket> SocketService<S> {
     pub async fn connect_local(&self, params: Params, info: ConnectInfo) -> Result<LocalConnection, ConnectError> {
         let vsn = Vsn::negotiate(params.get_str("vsn")).map_err(|_| ConnectError::Refused)?;
         let conn = crate::handler::connect(&self.shared, &params, &info, vsn, "local", false).await?;
-        let (to_server, mut inbound) = mpsc::unbounded_channel::<Frame>();
-        let (outbound, from_server) = mpsc::unbounded_channel::<Frame>();
-        let mut driver = Driver::new(conn);
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    frame = inbound.recv(), if !driver.is_blocked() => {
-                        let Some(frame) = frame else { break };
-                        if driver.handle_in(&frame).is_err() {
-                            break;
-                        }
+        Ok(run(conn))
+    }
+}
+
+/// Runs the session of an established in-memory connection.
+pub(crate) fn run<S: Socket>(conn: Arc<crate::conn::ConnState<S>>) -> LocalConnection {
+    let vsn = conn.vsn;
+    let (to_server, mut inbound) = mpsc::unbounded_channel::<Frame>();
+    let (outbound, from_server) = mpsc::unbounded_channel::<Frame>();
+    let mut driver = Driver::new(conn);
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                frame = inbound.recv(), if !driver.is_blocked() => {
+                    let Some(frame) = frame else { break };
+                    if driver.handle_in(&frame).is_err() {
+                        break;
                     }
-                    ready = driver.ready() => {
-                        if ready.outbound {
-                            let sent = driver.handle_info(|push| outbound.send(push.frame).map_err(|_| Close::Gone));
-                            if sent.is_err() {
-                                break;
-                            }
+                }
+                ready = driver.ready() => {
+                    if ready.outbound {
+                        let sent = driver.handle_info(|push| outbound.send(push.frame).map_err(|_| Close::Gone));
+                        if sent.is_err() {
+                            break;
                         }
                     }
                 }
             }
-            driver.end_channels().await;
-        });
-        Ok(LocalConnection { to_server, from_server, vsn })
-    }
+        }
+        driver.end_channels().await;
+    });
+    LocalConnection { to_server, from_server, vsn }
 }

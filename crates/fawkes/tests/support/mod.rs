@@ -145,11 +145,11 @@ impl Channel<AppSocket> for Room {
         _event: &str,
         payload: Payload,
         ctx: &mut ChannelContext<AppSocket, Info>,
-    ) -> Result<Outgoing, ChannelError> {
+    ) -> Result<HandleOut, ChannelError> {
         let v = payload.to_value()?;
         Ok(match (ctx.assigns(), v.get("to").and_then(Value::as_str)) {
-            (Some(me), Some(to)) if me == to => Outgoing::Push(payload),
-            _ => Outgoing::Drop,
+            (Some(me), Some(to)) if me == to => HandleOut::Push(payload),
+            _ => HandleOut::Drop,
         })
     }
 
@@ -157,18 +157,18 @@ impl Channel<AppSocket> for Room {
         &mut self,
         info: Info,
         ctx: &mut ChannelContext<AppSocket, Info>,
-    ) -> Result<Flow, ChannelError> {
+    ) -> Result<HandleInfo, ChannelError> {
         match info {
             Info::AfterJoin => ctx.push("after_join", json!({}))?,
             Info::Push(v) => ctx.push("info", v)?,
-            Info::Stop => return Ok(Flow::Stop(StopReason::Normal)),
+            Info::Stop => return Ok(HandleInfo::Stop(StopReason::Normal)),
         }
-        Ok(Flow::Continue)
+        Ok(HandleInfo::Continue)
     }
 
     async fn terminate(&mut self, reason: &StopReason, ctx: &mut ChannelContext<AppSocket, Info>) {
         let _ = ctx.push("terminating", json!({"reason": format!("{reason:?}")}));
-        ctx.socket().log.push(format!("{}:{reason:?}", ctx.topic()));
+        ctx.handler().log.push(format!("{}:{reason:?}", ctx.topic()));
     }
 }
 
