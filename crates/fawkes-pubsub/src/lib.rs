@@ -262,6 +262,12 @@ impl PubSub {
         self.local_dispatch(&Broadcast::new(RECONNECTED_TOPIC, "reconnected", payload), None)
     }
 
+    /// The adapter's counters (see [`Adapter::metrics`]); empty without
+    /// an adapter.
+    pub fn adapter_metrics(&self) -> Vec<AdapterMetric> {
+        self.inner.adapter.as_ref().map(|a| a.metrics()).unwrap_or_default()
+    }
+
     /// The adapter's counters in Prometheus's text exposition format
     /// (see [`Adapter::metrics`]), to serve after the endpoint's own; empty
     /// without an adapter.

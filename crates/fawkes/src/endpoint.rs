@@ -243,6 +243,18 @@ impl Endpoint {
         &self.inner.metrics
     }
 
+    /// Every metric of this endpoint and of its PubSub's adapter (e.g.
+    /// Redis's `fawkes_redis_*`), in the OpenMetrics text format that
+    /// Prometheus scrapes (content type [`telemetry::CONTENT_TYPE`](crate::telemetry::CONTENT_TYPE));
+    /// the metrics are listed in [`telemetry`](crate::telemetry).
+    pub fn prometheus(&self) -> String {
+        self.inner.metrics.encode(crate::telemetry::Gathered {
+            outbound_bytes: self.outbound_bytes(),
+            history_bytes: self.history_bytes(),
+            adapter: self.inner.pubsub.adapter_metrics(),
+        })
+    }
+
     /// Broadcasts `event` to every subscriber of `topic` on every node.
     ///
     /// # Errors
@@ -263,13 +275,19 @@ impl Endpoint {
         };
         match self.inner.history.keeping(&b.topic, &b.event) {
             Some(h) => match self.inner.history.shared() {
-                Some(shared) => shared.append(b, from, h.config()).map_err(BroadcastError::History)?,
+                Some(shared) => {
+                    shared.append(b, from, h.config()).map_err(BroadcastError::History)?;
+                    // delivered by the shared store's dispatch, counted there
+                    self.inner.metrics.broadcast(0);
+                }
                 None => {
-                    h.append(b, &self.inner.history, dispatch)?;
+                    let sent = h.append(b, &self.inner.history, dispatch)?;
+                    self.inner.metrics.broadcast(sent.delivered);
                 }
             },
             None => {
-                dispatch(b)?;
+                let sent = dispatch(b)?;
+                self.inner.metrics.broadcast(sent.delivered);
             }
         }
         Ok(())

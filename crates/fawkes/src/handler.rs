@@ -179,7 +179,7 @@ pub(crate) async fn connect<S: Socket>(
         Ok(r) => r,
         Err(_) => Err(ConnectError::Failed("connect panicked".into())),
     };
-    telemetry::socket_connected(transport, vsn.as_str(), result.is_ok(), started);
+    telemetry::socket_connected(shared.endpoint.metrics(), transport, vsn.as_str(), result.is_ok(), started);
     let assigns = match result {
         Ok(a) => a,
         Err(e) => {

@@ -1,5 +1,5 @@
 //! Telemetry: `tracing` events named after Phoenix's telemetry events, and
-//! counters.
+//! Prometheus metrics.
 //!
 //! | event (`tracing` name, target `fawkes::telemetry`) | fields |
 //! | --- | --- |
@@ -10,29 +10,82 @@
 //! Each connection runs inside a `socket` span (`transport`, `vsn`) and each
 //! channel inside a `channel` span (`topic`). Payloads are never logged.
 //!
-//! The endpoint's counters ([`Metrics`]) render in Prometheus's text format
-//! with [`MetricsSnapshot::prometheus`], for a `/metrics` route:
+//! # Metrics
+//!
+//! Each endpoint keeps its metrics in a
+//! [`prometheus-client`](prometheus_client) registry;
+//! [`Endpoint::prometheus`](crate::Endpoint::prometheus) renders them (and
+//! the PubSub adapter's, e.g. Redis's) in the OpenMetrics text format that
+//! Prometheus scrapes, for a `/metrics` route ([`metrics_router`] serves
+//! one, optionally behind a bearer token, on any listener):
 //!
 //! ```
 //! # let endpoint = fawkes::Endpoint::local();
-//! let text = endpoint.metrics().snapshot().prometheus();
+//! let text = endpoint.prometheus();
 //! assert!(text.contains("# TYPE fawkes_connections gauge\nfawkes_connections 0\n"));
 //! ```
+//!
+//! | metric | type | labels | what |
+//! | --- | --- | --- | --- |
+//! | `fawkes_connections` | gauge | | connections open now |
+//! | `fawkes_connections_accepted_total` | counter | | connections accepted |
+//! | `fawkes_connections_refused_total` | counter | | refused (by `connect`, `vsn`, origin or a limit) |
+//! | `fawkes_connect_duration_seconds` | histogram | `transport`, `result` | time `Socket::connect` took |
+//! | `fawkes_longpoll_sessions` | gauge | | long-poll sessions open now |
+//! | `fawkes_channels` | gauge | | channels joined now |
+//! | `fawkes_join_duration_seconds` | histogram | `result` (`ok`/`error`/`crashed`) | time a join took |
+//! | `fawkes_handle_in_duration_seconds` | histogram | `event` | time `handle_in` took; at most [`MAX_EVENT_LABELS`] events are named, the others are `event="other"` |
+//! | `fawkes_messages_in_total` | counter | | messages received from clients (heartbeats included) |
+//! | `fawkes_broadcasts_total` | counter | | broadcasts sent through the endpoint (by channels, the server API, the application) |
+//! | `fawkes_deliveries_total` | counter | | subscribers on this node that took one of those broadcasts |
+//! | `fawkes_outbound_bytes` | gauge | | bytes queued for clients, every connection together |
+//! | `fawkes_slow_consumers_total` | counter | | connections closed because they did not read what was sent to them (1013) |
+//! | `fawkes_decode_errors_total` | counter | | connections closed because a frame did not decode |
+//! | `fawkes_rate_limited_total` | counter | | client messages refused by a rate limit |
+//! | `fawkes_history_bytes` | gauge | | bytes of topic history kept |
+//!
+//! Durations are in seconds (Prometheus's base unit), in buckets from
+//! 100 µs to about 13 s.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::HashSet;
 use std::time::Instant;
+
+use parking_lot::RwLock;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
 
 pub(crate) const TARGET: &str = "fawkes::telemetry";
 
-pub(crate) fn socket_connected(transport: &'static str, vsn: &'static str, ok: bool, started: Instant) {
-    tracing::info!(name: "socket_connected", target: TARGET, transport, vsn, result = if ok { "ok" } else { "error" }, duration_us = micros(started));
+/// How many distinct `event` label values `fawkes_handle_in_duration_seconds`
+/// names; events seen after that are counted as `event="other"`, so that
+/// clients sending arbitrary event names cannot grow the exposition.
+pub const MAX_EVENT_LABELS: usize = 64;
+
+pub(crate) fn socket_connected(
+    metrics: &Metrics,
+    transport: &'static str,
+    vsn: &'static str,
+    ok: bool,
+    started: Instant,
+) {
+    let result = if ok { "ok" } else { "error" };
+    metrics.connect_duration.get_or_create(&ConnectLabels { transport, result }).observe(seconds(started));
+    tracing::info!(name: "socket_connected", target: TARGET, transport, vsn, result, duration_us = micros(started));
 }
 
-pub(crate) fn channel_joined(topic: &str, result: &'static str, started: Instant) {
+pub(crate) fn channel_joined(metrics: &Metrics, topic: &str, result: &'static str, started: Instant) {
+    metrics.join_duration.get_or_create(&ResultLabel { result }).observe(seconds(started));
     tracing::info!(name: "channel_joined", target: TARGET, topic, result, duration_us = micros(started));
 }
 
-pub(crate) fn channel_handled_in(topic: &str, event: &str, started: Instant) {
+pub(crate) fn channel_handled_in(metrics: &Metrics, topic: &str, event: &str, started: Instant) {
+    let label = metrics.event_label(event);
+    metrics.handle_in_duration.get_or_create(&EventLabel { event: label }).observe(seconds(started));
     tracing::debug!(name: "channel_handled_in", target: TARGET, topic, event, duration_us = micros(started));
 }
 
@@ -40,20 +93,56 @@ fn micros(started: Instant) -> u64 {
     u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX)
 }
 
-/// Counters of an endpoint, readable at any time.
-#[derive(Debug, Default)]
-pub struct Metrics {
-    connections: AtomicU64,
-    connections_total: AtomicU64,
-    refused: AtomicU64,
-    channels: AtomicU64,
-    slow_consumers: AtomicU64,
-    decode_errors: AtomicU64,
-    messages_in: AtomicU64,
-    rate_limited: AtomicU64,
+fn seconds(started: Instant) -> f64 {
+    started.elapsed().as_secs_f64()
 }
 
-/// A snapshot of [`Metrics`].
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConnectLabels {
+    transport: &'static str,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventLabel {
+    event: String,
+}
+
+fn duration_histogram() -> Histogram {
+    // 100 µs, 250 µs, ... ~13 s
+    Histogram::new(exponential_buckets(0.0001, 2.5, 14))
+}
+
+type Durations<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// The metrics of an endpoint, readable at any time ([`Metrics::snapshot`])
+/// and rendered by [`Endpoint::prometheus`](crate::Endpoint::prometheus).
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    connections: Gauge,
+    connections_total: Counter,
+    refused: Counter,
+    longpoll_sessions: Gauge,
+    channels: Gauge,
+    slow_consumers: Counter,
+    decode_errors: Counter,
+    messages_in: Counter,
+    rate_limited: Counter,
+    broadcasts: Counter,
+    deliveries: Counter,
+    connect_duration: Durations<ConnectLabels>,
+    join_duration: Durations<ResultLabel>,
+    handle_in_duration: Durations<EventLabel>,
+    events: RwLock<HashSet<String>>,
+}
+
+/// A snapshot of [`Metrics`]' counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct MetricsSnapshot {
@@ -61,7 +150,7 @@ pub struct MetricsSnapshot {
     pub connections: u64,
     /// Connections accepted since start.
     pub connections_total: u64,
-    /// Connections refused since start (by `connect`, `vsn` or origin).
+    /// Connections refused since start (by `connect`, `vsn`, origin or a limit).
     pub refused: u64,
     /// Channels joined now.
     pub channels: u64,
@@ -73,89 +162,271 @@ pub struct MetricsSnapshot {
     pub messages_in: u64,
     /// Client messages refused by a rate limit (joins and events).
     pub rate_limited: u64,
+    /// Broadcasts sent through the endpoint.
+    pub broadcasts: u64,
+    /// Subscribers on this node that took one of those broadcasts.
+    pub deliveries: u64,
+    /// Long-poll sessions open now.
+    pub longpoll_sessions: u64,
 }
 
-impl MetricsSnapshot {
-    /// The counters in Prometheus's text exposition format.
-    pub fn prometheus(&self) -> String {
-        let rows: [(&str, &str, &str, u64); 8] = [
-            ("fawkes_connections", "gauge", "Connections open now.", self.connections),
-            ("fawkes_connections_total", "counter", "Connections accepted.", self.connections_total),
-            ("fawkes_connections_refused_total", "counter", "Connections refused.", self.refused),
-            ("fawkes_channels", "gauge", "Channels joined now.", self.channels),
-            (
-                "fawkes_slow_consumers_total",
-                "counter",
-                "Connections closed because they did not read what was sent to them.",
-                self.slow_consumers,
-            ),
-            (
-                "fawkes_decode_errors_total",
-                "counter",
-                "Connections closed because they sent a frame that does not decode.",
-                self.decode_errors,
-            ),
-            ("fawkes_messages_in_total", "counter", "Messages received from clients.", self.messages_in),
-            ("fawkes_rate_limited_total", "counter", "Client messages refused by a rate limit.", self.rate_limited),
-        ];
-        let mut out = String::new();
-        for (name, kind, help, value) in rows {
-            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"));
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let m = Metrics {
+            connections: Gauge::default(),
+            connections_total: Counter::default(),
+            refused: Counter::default(),
+            longpoll_sessions: Gauge::default(),
+            channels: Gauge::default(),
+            slow_consumers: Counter::default(),
+            decode_errors: Counter::default(),
+            messages_in: Counter::default(),
+            rate_limited: Counter::default(),
+            broadcasts: Counter::default(),
+            deliveries: Counter::default(),
+            connect_duration: Family::new_with_constructor(duration_histogram),
+            join_duration: Family::new_with_constructor(duration_histogram),
+            handle_in_duration: Family::new_with_constructor(duration_histogram),
+            events: RwLock::new(HashSet::new()),
+            registry: Registry::default(),
+        };
+        registry.register("fawkes_connections", "Connections open now.", m.connections.clone());
+        registry.register("fawkes_connections_accepted", "Connections accepted.", m.connections_total.clone());
+        registry.register("fawkes_connections_refused", "Connections refused.", m.refused.clone());
+        registry.register(
+            "fawkes_connect_duration_seconds",
+            "Time the socket's connect took, by transport and result.",
+            m.connect_duration.clone(),
+        );
+        registry.register("fawkes_longpoll_sessions", "Long-poll sessions open now.", m.longpoll_sessions.clone());
+        registry.register("fawkes_channels", "Channels joined now.", m.channels.clone());
+        registry.register(
+            "fawkes_join_duration_seconds",
+            "Time a channel join took, by result (ok, error, crashed).",
+            m.join_duration.clone(),
+        );
+        registry.register(
+            "fawkes_handle_in_duration_seconds",
+            "Time handle_in took, by event (at most 64 events named, the others as other).",
+            m.handle_in_duration.clone(),
+        );
+        registry.register("fawkes_messages_in", "Messages received from clients.", m.messages_in.clone());
+        registry.register("fawkes_broadcasts", "Broadcasts sent through the endpoint.", m.broadcasts.clone());
+        registry.register(
+            "fawkes_deliveries",
+            "Subscribers on this node that took a broadcast sent through the endpoint.",
+            m.deliveries.clone(),
+        );
+        registry.register(
+            "fawkes_slow_consumers",
+            "Connections closed because they did not read what was sent to them.",
+            m.slow_consumers.clone(),
+        );
+        registry.register(
+            "fawkes_decode_errors",
+            "Connections closed because they sent a frame that does not decode.",
+            m.decode_errors.clone(),
+        );
+        registry.register("fawkes_rate_limited", "Client messages refused by a rate limit.", m.rate_limited.clone());
+        Metrics { registry, ..m }
+    }
+}
+
+/// Values read at scrape time (gauges kept elsewhere, the PubSub adapter's
+/// counters).
+#[derive(Debug)]
+pub(crate) struct Gathered {
+    pub(crate) outbound_bytes: usize,
+    pub(crate) history_bytes: usize,
+    pub(crate) adapter: Vec<fawkes_pubsub::AdapterMetric>,
+}
+
+impl Collector for Gathered {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let gauge = |encoder: &mut DescriptorEncoder<'_>, name: &str, help: &str, v: u64| {
+            let g = ConstGauge::new(i64::try_from(v).unwrap_or(i64::MAX));
+            g.encode(encoder.encode_descriptor(name, help, None, g.metric_type())?)
+        };
+        gauge(
+            &mut encoder,
+            "fawkes_outbound_bytes",
+            "Bytes queued for clients, every connection together.",
+            self.outbound_bytes as u64,
+        )?;
+        gauge(&mut encoder, "fawkes_history_bytes", "Bytes of topic history kept.", self.history_bytes as u64)?;
+        for m in &self.adapter {
+            if m.gauge {
+                gauge(&mut encoder, m.name, m.help, m.value)?;
+            } else {
+                // OpenMetrics names a counter's family without `_total`
+                let family = m.name.strip_suffix("_total").unwrap_or(m.name);
+                let c = ConstCounter::new(m.value);
+                c.encode(encoder.encode_descriptor(family, m.help, None, c.metric_type())?)?;
+            }
         }
-        out
+        Ok(())
     }
 }
 
 impl Metrics {
     /// Reads every counter.
     pub fn snapshot(&self) -> MetricsSnapshot {
-        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let g = |g: &Gauge| u64::try_from(g.get()).unwrap_or(0);
         MetricsSnapshot {
-            connections: l(&self.connections),
-            connections_total: l(&self.connections_total),
-            refused: l(&self.refused),
-            channels: l(&self.channels),
-            slow_consumers: l(&self.slow_consumers),
-            decode_errors: l(&self.decode_errors),
-            messages_in: l(&self.messages_in),
-            rate_limited: l(&self.rate_limited),
+            connections: g(&self.connections),
+            connections_total: self.connections_total.get(),
+            refused: self.refused.get(),
+            channels: g(&self.channels),
+            slow_consumers: self.slow_consumers.get(),
+            decode_errors: self.decode_errors.get(),
+            messages_in: self.messages_in.get(),
+            rate_limited: self.rate_limited.get(),
+            broadcasts: self.broadcasts.get(),
+            deliveries: self.deliveries.get(),
+            longpoll_sessions: g(&self.longpoll_sessions),
+        }
+    }
+
+    /// The OpenMetrics text of these metrics and of `gathered`.
+    pub(crate) fn encode(&self, gathered: Gathered) -> String {
+        use prometheus_client::encoding::text::{encode_eof, encode_registry};
+        let mut scraped = Registry::default();
+        scraped.register_collector(Box::new(gathered));
+        let mut out = String::new();
+        // writing to a String does not fail
+        let _ = encode_registry(&mut out, &self.registry);
+        let _ = encode_registry(&mut out, &scraped);
+        let _ = encode_eof(&mut out);
+        out
+    }
+
+    /// The `event` label for `event`: itself while fewer than
+    /// [`MAX_EVENT_LABELS`] distinct events were seen, else `other`.
+    fn event_label(&self, event: &str) -> String {
+        if self.events.read().contains(event) {
+            return event.to_owned();
+        }
+        let mut seen = self.events.write();
+        if seen.contains(event) || seen.len() < MAX_EVENT_LABELS {
+            seen.insert(event.to_owned());
+            event.to_owned()
+        } else {
+            "other".to_owned()
         }
     }
 
     pub(crate) fn connection_opened(&self) {
-        self.connections.fetch_add(1, Ordering::Relaxed);
-        self.connections_total.fetch_add(1, Ordering::Relaxed);
+        self.connections.inc();
+        self.connections_total.inc();
     }
 
     pub(crate) fn connection_closed(&self) {
-        self.connections.fetch_sub(1, Ordering::Relaxed);
+        self.connections.dec();
+    }
+
+    pub(crate) fn longpoll_opened(&self) {
+        self.longpoll_sessions.inc();
+    }
+
+    pub(crate) fn longpoll_closed(&self) {
+        self.longpoll_sessions.dec();
     }
 
     pub(crate) fn refused(&self) {
-        self.refused.fetch_add(1, Ordering::Relaxed);
+        self.refused.inc();
     }
 
     pub(crate) fn channel_joined(&self) {
-        self.channels.fetch_add(1, Ordering::Relaxed);
+        self.channels.inc();
     }
 
     pub(crate) fn channel_left(&self) {
-        self.channels.fetch_sub(1, Ordering::Relaxed);
+        self.channels.dec();
     }
 
     pub(crate) fn slow_consumer(&self) {
-        self.slow_consumers.fetch_add(1, Ordering::Relaxed);
+        self.slow_consumers.inc();
     }
 
     pub(crate) fn decode_error(&self) {
-        self.decode_errors.fetch_add(1, Ordering::Relaxed);
+        self.decode_errors.inc();
     }
 
     pub(crate) fn message_in(&self) {
-        self.messages_in.fetch_add(1, Ordering::Relaxed);
+        self.messages_in.inc();
     }
 
     pub(crate) fn rate_limited(&self) {
-        self.rate_limited.fetch_add(1, Ordering::Relaxed);
+        self.rate_limited.inc();
     }
+
+    pub(crate) fn broadcast(&self, delivered: usize) {
+        self.broadcasts.inc();
+        self.deliveries.inc_by(delivered as u64);
+    }
+}
+
+/// The content type of [`Endpoint::prometheus`](crate::Endpoint::prometheus)'s text.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// A router serving `GET /metrics` with the endpoint's metrics
+/// ([`Endpoint::prometheus`](crate::Endpoint::prometheus)). With
+/// `bearer = Some(token)` a scrape must send `Authorization: Bearer <token>`
+/// (Prometheus's `authorization` scrape option), else it is answered 401
+/// with a JSON body `{"error": "unauthorized"}`. Merge it into the
+/// application's router, or serve it alone on another listener (a port only
+/// the monitoring network reaches):
+///
+/// ```no_run
+/// # async fn f() -> std::io::Result<()> {
+/// let endpoint = fawkes::Endpoint::local();
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:9568").await?;
+/// fawkes::serve(listener, fawkes::telemetry::metrics_router(&endpoint, None)).await
+/// # }
+/// ```
+pub fn metrics_router(endpoint: &crate::Endpoint, bearer: Option<String>) -> axum::Router {
+    use axum::response::IntoResponse;
+    let endpoint = endpoint.clone();
+    let bearer = std::sync::Arc::new(bearer);
+    axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move |headers: http::HeaderMap| {
+            let endpoint = endpoint.clone();
+            let bearer = bearer.clone();
+            async move {
+                if let Some(token) = bearer.as_deref() {
+                    if !bearer_matches(&headers, token) {
+                        return unauthorized();
+                    }
+                }
+                ([(http::header::CONTENT_TYPE, CONTENT_TYPE)], endpoint.prometheus()).into_response()
+            }
+        }),
+    )
+}
+
+/// Whether `headers` carry `Authorization: Bearer <token>` (compared in
+/// constant time).
+pub(crate) fn bearer_matches(headers: &http::HeaderMap, token: &str) -> bool {
+    let Some(given) = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+    else {
+        return false;
+    };
+    let (a, b) = (given.trim().as_bytes(), token.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// 401 with a JSON body and `WWW-Authenticate: Bearer`.
+pub(crate) fn unauthorized() -> axum::response::Response {
+    use axum::response::IntoResponse;
+    (
+        http::StatusCode::UNAUTHORIZED,
+        [(http::header::WWW_AUTHENTICATE, "Bearer")],
+        axum::Json(serde_json::json!({"error": "unauthorized"})),
+    )
+        .into_response()
 }

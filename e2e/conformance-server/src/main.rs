@@ -403,10 +403,7 @@ async fn run() -> Result<(), String> {
         .route(
             "/metrics",
             get(|State(endpoint): State<Endpoint>| async move {
-                (
-                    [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                    endpoint.metrics().snapshot().prometheus() + &endpoint.pubsub().prometheus(),
-                )
+                ([(axum::http::header::CONTENT_TYPE, fawkes::telemetry::CONTENT_TYPE)], endpoint.prometheus())
             }),
         )
         .route("/api/broadcast", post(api_broadcast))

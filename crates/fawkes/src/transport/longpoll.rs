@@ -272,6 +272,7 @@ async fn open<S: Socket>(shared: &Arc<SocketShared<S>>, params: Params, req: Req
         last_poll: Mutex::new(Instant::now()),
     });
     shared.longpoll.sessions.lock().insert(token.clone(), session.clone());
+    shared.endpoint.metrics().longpoll_opened();
     let relay_sub = shared.endpoint.pubsub().subscribe(
         &format!("phx:lp:{token}"),
         Arc::new(RelaySubscriber { shared: Arc::downgrade(shared), session: session.clone() }),
@@ -484,6 +485,7 @@ async fn run<S: Socket>(
     // The client learns the session is gone only once its channels are over.
     socket.close_channels(Duration::from_secs(5)).await;
     shared.longpoll.remove(&session.token);
+    shared.endpoint.metrics().longpoll_closed();
     session.close_now();
     drop(socket);
 }
