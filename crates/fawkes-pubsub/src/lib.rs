@@ -193,6 +193,13 @@ impl PubSub {
         self.inner.registry.count(topic)
     }
 
+    /// The `limit` topics with the most local subscriptions, most first
+    /// (ties by name), and the number of topics subscribed to on this node.
+    /// It reads every topic: for an operator's page or API, not a hot path.
+    pub fn top_topics(&self, limit: usize) -> (Vec<(String, usize)>, usize) {
+        self.inner.registry.top(limit)
+    }
+
     /// Broadcasts to every subscriber of the topic on every node.
     ///
     /// # Errors
