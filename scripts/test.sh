@@ -53,5 +53,5 @@ cargo build -p fawkes-chat
   if [ ! -d node_modules/playwright-core ]; then
     npm ci --no-audit --no-fund --loglevel=error
   fi
-  node --test --test-timeout=120000 e2e.test.mjs
+  node --test --test-timeout=120000 e2e.test.mjs admin.test.mjs
 )

@@ -52,6 +52,7 @@
 //!
 //! Testing channels without a network: see the `fawkes-test` crate.
 
+pub mod admin;
 pub mod api;
 mod channel;
 mod config;

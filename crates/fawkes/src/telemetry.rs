@@ -79,6 +79,9 @@ pub(crate) fn socket_connected(
 }
 
 pub(crate) fn channel_joined(metrics: &Metrics, topic: &str, result: &'static str, started: Instant) {
+    if result == "crashed" {
+        metrics.error(format!("join crashed on {topic}"));
+    }
     metrics.join_duration.get_or_create(&ResultLabel { result }).observe(seconds(started));
     tracing::info!(name: "channel_joined", target: TARGET, topic, result, duration_us = micros(started));
 }
@@ -140,6 +143,21 @@ pub struct Metrics {
     join_duration: Durations<ResultLabel>,
     handle_in_duration: Durations<EventLabel>,
     events: RwLock<HashSet<String>>,
+    errors: parking_lot::Mutex<std::collections::VecDeque<RecentError>>,
+}
+
+/// How many errors [`Metrics::recent_errors`] keeps.
+pub const RECENT_ERRORS: usize = 50;
+
+/// An error the endpoint met (a crashed join, a slow consumer closed, a
+/// frame that did not decode), kept for the admin page.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct RecentError {
+    /// When, in milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// What happened.
+    pub message: String,
 }
 
 /// A snapshot of [`Metrics`]' counters.
@@ -189,6 +207,7 @@ impl Default for Metrics {
             join_duration: Family::new_with_constructor(duration_histogram),
             handle_in_duration: Family::new_with_constructor(duration_histogram),
             events: RwLock::new(HashSet::new()),
+            errors: parking_lot::Mutex::new(std::collections::VecDeque::new()),
             registry: Registry::default(),
         };
         registry.register("fawkes_connections", "Connections open now.", m.connections.clone());
@@ -347,10 +366,29 @@ impl Metrics {
 
     pub(crate) fn slow_consumer(&self) {
         self.slow_consumers.inc();
+        self.error("a slow consumer was closed (1013): it did not read what was sent to it".into());
     }
 
     pub(crate) fn decode_error(&self) {
         self.decode_errors.inc();
+        self.error("a connection was closed: it sent a frame that does not decode".into());
+    }
+
+    /// Keeps `message` among the recent errors.
+    pub(crate) fn error(&self, message: String) {
+        let at_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let mut errors = self.errors.lock();
+        if errors.len() == RECENT_ERRORS {
+            errors.pop_front();
+        }
+        errors.push_back(RecentError { at_ms, message });
+    }
+
+    /// The last [`RECENT_ERRORS`] errors, oldest first.
+    pub fn recent_errors(&self) -> Vec<RecentError> {
+        self.errors.lock().iter().cloned().collect()
     }
 
     pub(crate) fn message_in(&self) {
