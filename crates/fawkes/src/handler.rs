@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use fawkes_protocol::Vsn;
 use futures_util::FutureExt;
+use tracing::Instrument;
 
 use crate::config::SocketConfig;
 use crate::conn::{ConnState, SocketShared};
@@ -175,7 +176,10 @@ pub(crate) async fn connect<S: Socket>(
     compress: bool,
 ) -> Result<Arc<ConnState<S>>, ConnectError> {
     let started = Instant::now();
-    let result = match AssertUnwindSafe(shared.socket.connect(params, info)).catch_unwind().await {
+    let trace = telemetry::Trace::of(params, info);
+    let span = tracing::info_span!("connect", transport, vsn = vsn.as_str());
+    telemetry::continue_trace(&span, &trace);
+    let result = match AssertUnwindSafe(shared.socket.connect(params, info)).catch_unwind().instrument(span).await {
         Ok(r) => r,
         Err(_) => Err(ConnectError::Failed("connect panicked".into())),
     };
@@ -206,6 +210,7 @@ pub(crate) async fn connect<S: Socket>(
         vsn,
         compress,
         id,
+        trace,
         _slot: slot,
     }))
 }

@@ -221,7 +221,9 @@ async fn join<S: Socket, C: Channel<S>>(
     };
     let mut task: Task<S, C> = Task { ctx, instance };
     let started = Instant::now();
-    let joined = caught(C::join(&topic, join.payload.clone(), &mut task.ctx)).await;
+    let joined = caught(C::join(&topic, join.payload.clone(), &mut task.ctx))
+        .instrument(tracing::info_span!("join", topic = %topic))
+        .await;
     let (channel, reply) = match joined {
         Ok(Join::Ok { channel, reply }) => (channel, reply),
         Ok(Join::Refused(reply)) => {
@@ -525,8 +527,11 @@ async fn step<S: Socket, C: Channel<S>>(live: &mut Live<S, C>, msg: ChannelMsg<C
             let started = Instant::now();
             task.ctx.current_ref = m.ref_.clone();
             task.ctx.client_event = true;
-            let result =
-                AssertUnwindSafe(channel.handle_in(&m.event, m.payload.clone(), &mut task.ctx)).catch_unwind().await;
+            let span = telemetry::handle_in_span(&task.ctx.topic, &m.event);
+            let result = AssertUnwindSafe(channel.handle_in(&m.event, m.payload.clone(), &mut task.ctx))
+                .catch_unwind()
+                .instrument(span)
+                .await;
             task.ctx.client_event = false;
             task.ctx.current_ref = None;
             telemetry::channel_handled_in(task.ctx.conn.shared.endpoint.metrics(), &task.ctx.topic, &m.event, started);

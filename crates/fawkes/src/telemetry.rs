@@ -468,3 +468,118 @@ pub(crate) fn unauthorized() -> axum::response::Response {
     )
         .into_response()
 }
+
+/// The trace a connection continues: the `traceparent` (and `tracestate`)
+/// its client sent at connect, as a connect param (the official client's
+/// `params`, sent in the query string) or an HTTP header of the connect
+/// request. Without the `otel` feature it holds nothing.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Trace {
+    #[cfg(feature = "otel")]
+    cx: Option<opentelemetry::Context>,
+}
+
+impl Trace {
+    /// Reads the W3C trace context of a connect request.
+    #[cfg(feature = "otel")]
+    pub(crate) fn of(params: &crate::Params, info: &crate::ConnectInfo) -> Trace {
+        use opentelemetry::propagation::{Extractor, TextMapPropagator};
+        use opentelemetry::trace::TraceContextExt;
+        struct Carrier<'a>(&'a crate::Params, &'a crate::ConnectInfo);
+        impl Extractor for Carrier<'_> {
+            fn get(&self, key: &str) -> Option<&str> {
+                self.0.get_str(key).or_else(|| self.1.headers().get(key).and_then(|v| v.to_str().ok()))
+            }
+            fn keys(&self) -> Vec<&str> {
+                vec!["traceparent", "tracestate"]
+            }
+        }
+        let cx = opentelemetry_sdk::propagation::TraceContextPropagator::new().extract(&Carrier(params, info));
+        Trace { cx: cx.span().span_context().is_valid().then_some(cx) }
+    }
+
+    /// Reads the W3C trace context of a connect request.
+    #[cfg(not(feature = "otel"))]
+    pub(crate) fn of(_: &crate::Params, _: &crate::ConnectInfo) -> Trace {
+        Trace {}
+    }
+}
+
+/// Makes `span` a child of the trace the client sent at connect, if any
+/// (a no-op without the `otel` feature).
+pub(crate) fn continue_trace(span: &tracing::Span, trace: &Trace) {
+    #[cfg(feature = "otel")]
+    if let Some(cx) = &trace.cx {
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
+        let _ = span.set_parent(cx.clone());
+    }
+    #[cfg(not(feature = "otel"))]
+    let _ = (span, trace);
+}
+
+/// The span of a client event's `handle_in`.
+pub(crate) fn handle_in_span(topic: &str, event: &str) -> tracing::Span {
+    tracing::info_span!("handle_in", topic, event)
+}
+
+/// OpenTelemetry export over OTLP (feature `otel`).
+///
+/// [`otel::init`] installs a `tracing` subscriber that logs as
+/// `tracing_subscriber::fmt` does (filtered by `RUST_LOG`) and exports every
+/// span over OTLP/HTTP (protobuf) to `OTEL_EXPORTER_OTLP_ENDPOINT` (default
+/// `http://localhost:4318`), the standard OpenTelemetry variables applying.
+/// Fawkes's spans: `socket` (a connection's life; `transport`, `vsn`),
+/// `connect` (`Socket::connect`), `channel` (a channel's life; `topic`),
+/// `join` and `handle_in` (`topic`, `event`). A client that sends a W3C
+/// `traceparent` at connect (a connect param, as
+/// `new Socket(url, {params: {traceparent}})` sends it, or a header) has
+/// these spans in its trace.
+#[cfg(feature = "otel")]
+pub mod otel {
+    use opentelemetry::trace::TracerProvider as _;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+
+    pub use opentelemetry_sdk::trace::SdkTracerProvider;
+
+    /// Why [`init`] failed.
+    #[derive(Debug, thiserror::Error)]
+    #[non_exhaustive]
+    pub enum OtelError {
+        /// The OTLP exporter could not be built.
+        #[error("the OTLP exporter could not be built: {0}")]
+        Exporter(String),
+        /// A global `tracing` subscriber was already set.
+        #[error("a tracing subscriber is already installed: {0}")]
+        Subscriber(String),
+    }
+
+    /// Installs the global subscriber (logs and OTLP export) for the
+    /// service `service_name`; returns the provider, to
+    /// [`shutdown`](SdkTracerProvider::shutdown) (flushing what is left) when
+    /// the application stops.
+    ///
+    /// # Errors
+    ///
+    /// When the exporter cannot be built or a subscriber is already set.
+    pub fn init(service_name: &str) -> Result<SdkTracerProvider, OtelError> {
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .build()
+            .map_err(|e| OtelError::Exporter(e.to_string()))?;
+        let provider = SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_resource(opentelemetry_sdk::Resource::builder().with_service_name(service_name.to_owned()).build())
+            .build();
+        let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("fawkes"));
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        tracing_subscriber::registry()
+            .with(filter)
+            .with(tracing_subscriber::fmt::layer())
+            .with(layer)
+            .try_init()
+            .map_err(|e| OtelError::Subscriber(e.to_string()))?;
+        Ok(provider)
+    }
+}

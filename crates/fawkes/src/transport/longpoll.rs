@@ -278,6 +278,7 @@ async fn open<S: Socket>(shared: &Arc<SocketShared<S>>, params: Params, req: Req
         Arc::new(RelaySubscriber { shared: Arc::downgrade(shared), session: session.clone() }),
     );
     let span = tracing::info_span!("socket", transport = "longpoll", vsn = vsn.as_str());
+    crate::telemetry::continue_trace(&span, &conn.trace);
     tokio::spawn(run(shared.clone(), conn, session, rx, relay_sub).instrument(span));
     body(json!({"status": 410, "token": token, "messages": []}))
 }

@@ -88,6 +88,7 @@ async fn upgrade<S: Socket>(State(shared): State<Arc<SocketShared<S>>>, mut req:
     };
 
     let span = tracing::info_span!("socket", transport = "websocket", vsn = vsn.as_str());
+    crate::telemetry::continue_trace(&span, &conn.trace);
     let config = &conn.shared.config;
     let reader = WsReader::new(config.max_frame_size, deflate.is_some());
     // The upgrade runs in a boxed future that is freed once it resolves; the
