@@ -14,12 +14,15 @@ use serde_json::json;
 use support::{handler, serve, Log};
 use tokio_tungstenite::tungstenite::Message;
 
+/// What the collector received: each request's content type and body.
+type Received = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
 const TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_reach_an_otlp_collector() {
     // the collector: keeps every request to /v1/traces
-    let received: Arc<Mutex<Vec<(String, Vec<u8>)>>> = Arc::default();
+    let received: Received = Arc::default();
     let keep = received.clone();
     let collector = fawkes::axum::Router::new().route(
         "/v1/traces",
