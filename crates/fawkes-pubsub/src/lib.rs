@@ -269,6 +269,13 @@ impl PubSub {
         self.local_dispatch(&Broadcast::new(RECONNECTED_TOPIC, "reconnected", payload), None)
     }
 
+    /// Registers the adapter's own metrics (see [`Adapter::register_metrics`]).
+    pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        if let Some(a) = &self.inner.adapter {
+            a.register_metrics(registry);
+        }
+    }
+
     /// The adapter's counters (see [`Adapter::metrics`]); empty without
     /// an adapter.
     pub fn adapter_metrics(&self) -> Vec<AdapterMetric> {

@@ -191,10 +191,12 @@ pub(crate) fn checked(topic: &str, event: &str, payload: Payload) -> Result<Broa
 impl Endpoint {
     /// An endpoint over `pubsub`.
     pub fn new(pubsub: PubSub) -> Endpoint {
+        let mut metrics = Metrics::default();
+        pubsub.register_metrics(metrics.registry_mut());
         Endpoint {
             inner: Arc::new(Inner {
                 pubsub,
-                metrics: Metrics::default(),
+                metrics,
                 shutdown: ShutdownList::default(),
                 budget: Arc::new(OutboundBudget::new(DEFAULT_OUTBOUND_BUDGET)),
                 enforcing: AtomicBool::new(false),

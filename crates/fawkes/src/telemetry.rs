@@ -289,6 +289,10 @@ impl Collector for Gathered {
 }
 
 impl Metrics {
+    pub(crate) fn registry_mut(&mut self) -> &mut Registry {
+        &mut self.registry
+    }
+
     /// Reads every counter.
     pub fn snapshot(&self) -> MetricsSnapshot {
         let g = |g: &Gauge| u64::try_from(g.get()).unwrap_or(0);

@@ -204,7 +204,11 @@ async fn every_dashboard_query_names_an_exported_metric() {
     }
     // the Redis adapter's metrics, present only with that adapter: named
     // by its own exposition
-    let redis_text = fawkes_redis::RedisStats::default().prometheus();
+    let stats = fawkes_redis::RedisStats::default();
+    let mut registry = prometheus_client::registry::Registry::default();
+    stats.register_metrics(&mut registry);
+    let mut redis_text = stats.prometheus();
+    prometheus_client::encoding::text::encode(&mut redis_text, &registry).unwrap();
     let redis = Scrape::parse(redis_text.lines().map(|l| Ok(l.to_owned()))).unwrap();
     let redis: BTreeSet<String> = redis.samples.iter().map(|s| s.metric.clone()).collect();
     assert!(redis.len() >= 5);
