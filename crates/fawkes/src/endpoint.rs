@@ -254,6 +254,7 @@ impl Endpoint {
             outbound_bytes: self.outbound_bytes(),
             history_bytes: self.history_bytes(),
             adapter: self.inner.pubsub.adapter_metrics(),
+            gauges: self.inner.metrics.source_gauges(),
         })
     }
 

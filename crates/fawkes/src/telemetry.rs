@@ -43,6 +43,8 @@
 //! | `fawkes_decode_errors_total` | counter | | connections closed because a frame did not decode |
 //! | `fawkes_rate_limited_total` | counter | | client messages refused by a rate limit |
 //! | `fawkes_history_bytes` | gauge | | bytes of topic history kept |
+//! | `fawkes_presence_topics` | gauge | | topics with presences (a [`Presence`](crate::Presence) of this endpoint, every node's presences as replicated here) |
+//! | `fawkes_presences` | gauge | | presences (metas) on those topics |
 //!
 //! Durations are in seconds (Prometheus's base unit), in buckets from
 //! 100 µs to about 13 s.
@@ -144,7 +146,21 @@ pub struct Metrics {
     handle_in_duration: Durations<EventLabel>,
     events: RwLock<HashSet<String>>,
     errors: parking_lot::Mutex<std::collections::VecDeque<RecentError>>,
+    sources: Sources,
 }
+
+#[derive(Default)]
+struct Sources(parking_lot::Mutex<Vec<Source>>);
+
+impl std::fmt::Debug for Sources {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Sources({})", self.0.lock().len())
+    }
+}
+
+/// Gauges read at scrape time from elsewhere (presence): `(name, help, value)`
+/// each; `None` once the source is gone.
+pub(crate) type Source = Box<dyn Fn() -> Option<Vec<(&'static str, &'static str, u64)>> + Send + Sync>;
 
 /// How many errors [`Metrics::recent_errors`] keeps.
 pub const RECENT_ERRORS: usize = 50;
@@ -208,6 +224,7 @@ impl Default for Metrics {
             handle_in_duration: Family::new_with_constructor(duration_histogram),
             events: RwLock::new(HashSet::new()),
             errors: parking_lot::Mutex::new(std::collections::VecDeque::new()),
+            sources: Sources::default(),
             registry: Registry::default(),
         };
         registry.register("fawkes_connections", "Connections open now.", m.connections.clone());
@@ -259,6 +276,8 @@ pub(crate) struct Gathered {
     pub(crate) outbound_bytes: usize,
     pub(crate) history_bytes: usize,
     pub(crate) adapter: Vec<fawkes_pubsub::AdapterMetric>,
+    /// Gauges of other parts, summed by name.
+    pub(crate) gauges: Vec<(&'static str, &'static str, u64)>,
 }
 
 impl Collector for Gathered {
@@ -274,6 +293,16 @@ impl Collector for Gathered {
             self.outbound_bytes as u64,
         )?;
         gauge(&mut encoder, "fawkes_history_bytes", "Bytes of topic history kept.", self.history_bytes as u64)?;
+        let mut summed: Vec<(&str, &str, u64)> = Vec::new();
+        for (name, help, v) in &self.gauges {
+            match summed.iter_mut().find(|g| g.0 == *name) {
+                Some(g) => g.2 += v,
+                None => summed.push((name, help, *v)),
+            }
+        }
+        for (name, help, v) in summed {
+            gauge(&mut encoder, name, help, v)?;
+        }
         for m in &self.adapter {
             if m.gauge {
                 gauge(&mut encoder, m.name, m.help, m.value)?;
@@ -309,6 +338,25 @@ impl Metrics {
             deliveries: self.deliveries.get(),
             longpoll_sessions: g(&self.longpoll_sessions),
         }
+    }
+
+    /// Adds gauges read at each scrape; a source that answers `None` is
+    /// dropped.
+    pub(crate) fn add_source(&self, source: Source) {
+        self.sources.0.lock().push(source);
+    }
+
+    /// The gauges of every live source.
+    pub(crate) fn source_gauges(&self) -> Vec<(&'static str, &'static str, u64)> {
+        let mut out = Vec::new();
+        self.sources.0.lock().retain(|s| match s() {
+            Some(g) => {
+                out.extend(g);
+                true
+            }
+            None => false,
+        });
+        out
     }
 
     /// The OpenMetrics text of these metrics and of `gathered`.

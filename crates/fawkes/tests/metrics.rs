@@ -225,3 +225,25 @@ async fn every_dashboard_query_names_an_exported_metric() {
     assert!(used.contains("fawkes_handle_in_duration_seconds"));
     ws.close(None).await.unwrap();
 }
+
+#[tokio::test]
+async fn presence_sizes_are_gauges() {
+    let endpoint = fawkes::Endpoint::local();
+    let presence = fawkes::Presence::new(&endpoint);
+    let metrics = metrics_listener(&endpoint, "t").await;
+    let (a, b) = (presence.pid(1), presence.pid(2));
+    presence.track_pid(a.clone(), "room:1", "ann", json!({})).unwrap();
+    presence.track_pid(b.clone(), "room:1", "bob", json!({})).unwrap();
+    presence.track_pid(b.clone(), "room:2", "bob", json!({})).unwrap();
+    let (s, text) = scrape(metrics, "t").await;
+    assert_eq!(value(&s, "fawkes_presence_topics", &[]), Some(2.0), "{text}");
+    assert_eq!(value(&s, "fawkes_presences", &[]), Some(3.0), "{text}");
+    presence.untrack_pid(&b);
+    let (s, text) = scrape(metrics, "t").await;
+    assert_eq!(value(&s, "fawkes_presence_topics", &[]), Some(1.0), "{text}");
+    assert_eq!(value(&s, "fawkes_presences", &[]), Some(1.0), "{text}");
+    // gone with the presence
+    drop(presence);
+    let (_, text) = scrape(metrics, "t").await;
+    assert!(!text.contains("fawkes_presences"), "{text}");
+}
