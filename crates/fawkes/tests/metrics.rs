@@ -188,6 +188,8 @@ fn dashboard_metrics(dashboard: &Value) -> BTreeSet<String> {
 #[tokio::test]
 async fn every_dashboard_query_names_an_exported_metric() {
     let (addr, endpoint) = serve(handler(Log::default())).await;
+    // presence's gauges are exported while the endpoint has a Presence
+    let _presence = fawkes::Presence::new(&endpoint);
     // a connection and a join, so that the labelled histograms have series
     let (mut ws, _) =
         tokio_tungstenite::connect_async(format!("ws://{addr}/socket/websocket?vsn=2.0.0")).await.unwrap();
