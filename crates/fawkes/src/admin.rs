@@ -53,6 +53,10 @@ const TICK: Duration = Duration::from_secs(1);
 /// How long a node that stopped publishing is still listed.
 const NODE_TTL: Duration = Duration::from_secs(5);
 
+/// Prefixes of the topics Fawkes itself uses (cluster, long poll, presence
+/// replication), not listed.
+const INTERNAL: [&str; 3] = ["fawkes:", "phx:", "phx_presence:"];
+
 /// How many topics the page lists.
 const TOP_TOPICS: usize = 15;
 
@@ -187,8 +191,7 @@ impl Shared {
         };
         let (top, total) = endpoint.pubsub().top_topics(TOP_TOPICS + 8);
         let mut topics = Vec::new();
-        for (topic, subscribers) in top.into_iter().filter(|(t, _)| !t.starts_with("fawkes:") && !t.starts_with("phx:"))
-        {
+        for (topic, subscribers) in top.into_iter().filter(|(t, _)| !INTERNAL.iter().any(|p| t.starts_with(p))) {
             if topics.len() == TOP_TOPICS {
                 break;
             }
