@@ -32,6 +32,10 @@ RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --lib --quiet
 echo "== cargo test (unit, integration, doc)"
 cargo test --workspace
 
+echo "== OpenTelemetry traces (feature otel)"
+cargo clippy -p fawkes --features otel --all-targets -- -D warnings
+cargo test -p fawkes --features otel --test otel --test otel_otlp
+
 echo "== end-to-end tests with the official phoenix client (Node)"
 cargo build -p conformance-server
 (
@@ -53,5 +57,5 @@ cargo build -p fawkes-chat
   if [ ! -d node_modules/playwright-core ]; then
     npm ci --no-audit --no-fund --loglevel=error
   fi
-  node --test --test-timeout=120000 e2e.test.mjs
+  node --test --test-timeout=120000 e2e.test.mjs admin.test.mjs
 )

@@ -193,6 +193,13 @@ impl PubSub {
         self.inner.registry.count(topic)
     }
 
+    /// The `limit` topics with the most local subscriptions, most first
+    /// (ties by name), and the number of topics subscribed to on this node.
+    /// It reads every topic: for an operator's page or API, not a hot path.
+    pub fn top_topics(&self, limit: usize) -> (Vec<(String, usize)>, usize) {
+        self.inner.registry.top(limit)
+    }
+
     /// Broadcasts to every subscriber of the topic on every node.
     ///
     /// # Errors
@@ -260,6 +267,19 @@ impl PubSub {
     pub fn notify_reconnected(&self) -> Dispatched {
         let payload = Payload::from(serde_json::json!({"node": self.inner.node}));
         self.local_dispatch(&Broadcast::new(RECONNECTED_TOPIC, "reconnected", payload), None)
+    }
+
+    /// Registers the adapter's own metrics (see [`Adapter::register_metrics`]).
+    pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        if let Some(a) = &self.inner.adapter {
+            a.register_metrics(registry);
+        }
+    }
+
+    /// The adapter's counters (see [`Adapter::metrics`]); empty without
+    /// an adapter.
+    pub fn adapter_metrics(&self) -> Vec<AdapterMetric> {
+        self.inner.adapter.as_ref().map(|a| a.metrics()).unwrap_or_default()
     }
 
     /// The adapter's counters in Prometheus's text exposition format

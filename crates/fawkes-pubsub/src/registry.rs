@@ -111,6 +111,19 @@ impl Registry {
         self.shards[shard_of(topic)].read().get(topic).map_or(0, |l| l.len())
     }
 
+    /// The `limit` topics with the most subscribers, most first (ties by
+    /// name), and the number of topics in all.
+    pub(crate) fn top(&self, limit: usize) -> (Vec<(String, usize)>, usize) {
+        let mut all: Vec<(usize, Arc<str>)> = Vec::new();
+        for shard in self.shards.iter() {
+            all.extend(shard.read().iter().map(|(t, l)| (l.len(), t.clone())));
+        }
+        let total = all.len();
+        all.sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        all.truncate(limit);
+        (all.into_iter().map(|(n, t)| (t.to_string(), n)).collect(), total)
+    }
+
     pub(crate) fn dispatch(&self, msg: &Broadcast, from: Option<SubscriberId>) -> Dispatched {
         let Some(list) = self.shards[shard_of(&msg.topic)].read().get(msg.topic.as_str()).cloned() else {
             return Dispatched::default();

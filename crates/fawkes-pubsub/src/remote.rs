@@ -75,6 +75,13 @@ pub trait Adapter: Send + Sync + 'static {
     fn metrics(&self) -> Vec<AdapterMetric> {
         Vec::new()
     }
+
+    /// Registers the adapter's own `prometheus-client` metrics (histograms,
+    /// say) in the registry the endpoint renders; called once, when the
+    /// endpoint is made. The default registers none.
+    fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        let _ = registry;
+    }
 }
 
 /// One counter or gauge of an adapter, in Prometheus's terms.

@@ -187,6 +187,21 @@ pub struct RedisStats {
     reconnects: AtomicU64,
     queued_bytes: AtomicU64,
     channels: AtomicU64,
+    publish_duration: PublishDuration,
+}
+
+/// The time each batch of publishes took, from sending to Redis's answer
+/// (`fawkes_redis_publish_duration_seconds`).
+#[derive(Debug, Clone)]
+struct PublishDuration(prometheus_client::metrics::histogram::Histogram);
+
+impl Default for PublishDuration {
+    fn default() -> Self {
+        // 100 µs, 250 µs, ... ~2.4 s
+        PublishDuration(prometheus_client::metrics::histogram::Histogram::new(
+            prometheus_client::metrics::histogram::exponential_buckets(0.0001, 2.5, 12),
+        ))
+    }
 }
 
 impl RedisStats {
@@ -231,6 +246,20 @@ impl RedisStats {
     /// Redis channels subscribed to now.
     pub fn channels(&self) -> u64 {
         self.channels.load(Ordering::Relaxed)
+    }
+
+    /// Notes how long a batch of publishes took to be confirmed by Redis.
+    pub(crate) fn publish_took(&self, d: std::time::Duration) {
+        self.publish_duration.0.observe(d.as_secs_f64());
+    }
+
+    /// Registers `fawkes_redis_publish_duration_seconds` in `registry`.
+    pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        registry.register(
+            "fawkes_redis_publish_duration_seconds",
+            "Time a batch of publishes took to be confirmed by Redis.",
+            self.publish_duration.0.clone(),
+        );
     }
 
     /// The counters in Prometheus's text exposition format (`fawkes_redis_*`;
@@ -335,6 +364,10 @@ impl Adapter for RedisAdapter {
 
     fn metrics(&self) -> Vec<AdapterMetric> {
         self.stats.metrics()
+    }
+
+    fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        self.stats.register_metrics(registry);
     }
 }
 

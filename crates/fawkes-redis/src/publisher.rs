@@ -417,10 +417,14 @@ pub(crate) async fn run(ctx: Arc<Ctx>, first: PubConn, queue: Arc<Queue>, pubsub
         }
         if !batch.is_empty() {
             let n = batch.len() as u64;
+            let started = Instant::now();
             let sent = tokio::time::timeout(deadline, c.publish(&batch, ctx.sharded_commands)).await;
             batch.clear();
             match sent {
-                Ok(Ok(())) => add(&ctx.stats.published, n),
+                Ok(Ok(())) => {
+                    ctx.stats.publish_took(started.elapsed());
+                    add(&ctx.stats.published, n);
+                }
                 Ok(Err(e)) => {
                     // unconfirmed: counted as dropped (at most once)
                     add(&ctx.stats.dropped, n);

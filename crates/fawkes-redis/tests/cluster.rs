@@ -395,3 +395,32 @@ async fn sharded_channels_on_one_server_follow_the_local_topics() {
     }
     assert_eq!(a.stats.channels(), 1);
 }
+
+/// The time Redis takes to confirm publishes is a histogram registered
+/// through the PubSub (what an endpoint renders at `/metrics`).
+#[tokio::test]
+async fn publish_latency_is_a_histogram() {
+    let server = RedisServer::start();
+    let a = connect_cluster(RedisConfig::new(server.url(), "a")).await.unwrap();
+    let b = node(&server, "b").await;
+    let (_sb, seen_b) = record(&b, "room:1");
+    for i in 0..3 {
+        a.pubsub.broadcast(bc("lat", i)).unwrap();
+        // one batch each
+        wait_for(&seen_b, (i + 1) as usize).await;
+    }
+    let mut registry = prometheus_client::registry::Registry::default();
+    a.pubsub.register_metrics(&mut registry);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    let count: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("fawkes_redis_publish_duration_seconds_count "))
+        .unwrap_or_else(|| panic!("{text}"))
+        .parse()
+        .unwrap();
+    assert_eq!(count, 3, "each broadcast was confirmed in a batch of its own: {text}");
+    // one observation per confirmed batch, and a batch holds one message or more
+    assert!(count <= a.stats.published(), "{text}");
+    assert!(text.contains("# TYPE fawkes_redis_publish_duration_seconds histogram"));
+}

@@ -408,6 +408,21 @@ impl<P: Ord + Clone, M: Clone> State<P, M> {
         Element { topic: topic.to_owned(), pid: pid.clone(), key: key.to_owned(), meta: meta.clone(), tag: tag.clone() }
     }
 
+    /// How many topics have a presence of an up replica, and how many such
+    /// presences there are, without copying them.
+    pub fn counts(&self) -> (usize, usize) {
+        let mut topics = 0;
+        let mut presences = 0;
+        for m in self.values.values() {
+            let n = m.values().filter(|(_, tag)| self.is_up(&tag.replica)).count();
+            if n > 0 {
+                topics += 1;
+                presences += n;
+            }
+        }
+        (topics, presences)
+    }
+
     /// Every presence of an up replica, ordered by topic, pid and key.
     pub fn online_list(&self) -> Vec<Element<P, M>> {
         self.values

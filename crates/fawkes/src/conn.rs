@@ -30,6 +30,8 @@ pub(crate) struct ConnState<S: Socket> {
     /// dispatch for all such subscribers.
     pub(crate) compress: bool,
     pub(crate) id: Option<String>,
+    /// The trace the client asked to continue (`traceparent` at connect).
+    pub(crate) trace: crate::telemetry::Trace,
     /// This connection's place in the connection limits.
     pub(crate) _slot: crate::limits::Slot,
 }

@@ -193,10 +193,12 @@ pub(crate) fn checked(topic: &str, event: &str, payload: Payload) -> Result<Broa
 impl Endpoint {
     /// An endpoint over `pubsub`.
     pub fn new(pubsub: PubSub) -> Endpoint {
+        let mut metrics = Metrics::default();
+        pubsub.register_metrics(metrics.registry_mut());
         Endpoint {
             inner: Arc::new(Inner {
                 pubsub,
-                metrics: Metrics::default(),
+                metrics,
                 shutdown: ShutdownList::default(),
                 budget: Arc::new(OutboundBudget::new(DEFAULT_OUTBOUND_BUDGET)),
                 enforcing: AtomicBool::new(false),
@@ -318,6 +320,19 @@ impl Endpoint {
         &self.inner.metrics
     }
 
+    /// Every metric of this endpoint and of its PubSub's adapter (e.g.
+    /// Redis's `fawkes_redis_*`), in the OpenMetrics text format that
+    /// Prometheus scrapes (content type [`telemetry::CONTENT_TYPE`](crate::telemetry::CONTENT_TYPE));
+    /// the metrics are listed in [`telemetry`](crate::telemetry).
+    pub fn prometheus(&self) -> String {
+        self.inner.metrics.encode(crate::telemetry::Gathered {
+            outbound_bytes: self.outbound_bytes(),
+            history_bytes: self.history_bytes(),
+            adapter: self.inner.pubsub.adapter_metrics(),
+            gauges: self.inner.metrics.source_gauges(),
+        })
+    }
+
     /// Broadcasts `event` to every subscriber of `topic` on every node.
     ///
     /// # Errors
@@ -338,13 +353,19 @@ impl Endpoint {
         };
         match self.inner.history.keeping(&b.topic, &b.event) {
             Some(h) => match self.inner.history.shared() {
-                Some(shared) => shared.append(b, from, h.config()).map_err(BroadcastError::History)?,
+                Some(shared) => {
+                    shared.append(b, from, h.config()).map_err(BroadcastError::History)?;
+                    // delivered by the shared store's dispatch, counted there
+                    self.inner.metrics.broadcast(0);
+                }
                 None => {
-                    h.append(b, &self.inner.history, dispatch)?;
+                    let sent = h.append(b, &self.inner.history, dispatch)?;
+                    self.inner.metrics.broadcast(sent.delivered);
                 }
             },
             None => {
-                dispatch(b)?;
+                let sent = dispatch(b)?;
+                self.inner.metrics.broadcast(sent.delivered);
             }
         }
         Ok(())

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use fawkes_protocol::Vsn;
 use futures_util::FutureExt;
+use tracing::Instrument;
 
 use crate::config::SocketConfig;
 use crate::conn::{ConnState, SocketShared};
@@ -178,7 +179,7 @@ impl<S: Socket> SocketService<S> {
         assigns: S::Assigns,
         vsn: Vsn,
     ) -> Result<crate::LocalConnection, ConnectError> {
-        let conn = established(&self.shared, assigns, vsn, false)?;
+        let conn = established(&self.shared, assigns, vsn, false, telemetry::Trace::default())?;
         Ok(crate::transport::local::run(conn))
     }
 }
@@ -194,11 +195,14 @@ pub(crate) async fn connect<S: Socket>(
     compress: bool,
 ) -> Result<Arc<ConnState<S>>, ConnectError> {
     let started = Instant::now();
-    let result = match AssertUnwindSafe(shared.socket.connect(params, info)).catch_unwind().await {
+    let trace = telemetry::Trace::of(params, info);
+    let span = tracing::info_span!("connect", transport, vsn = vsn.as_str());
+    telemetry::continue_trace(&span, &trace);
+    let result = match AssertUnwindSafe(shared.socket.connect(params, info)).catch_unwind().instrument(span).await {
         Ok(r) => r,
         Err(_) => Err(ConnectError::Failed("connect panicked".into())),
     };
-    telemetry::socket_connected(transport, vsn.as_str(), result.is_ok(), started);
+    telemetry::socket_connected(shared.endpoint.metrics(), transport, vsn.as_str(), result.is_ok(), started);
     let assigns = match result {
         Ok(a) => a,
         Err(e) => {
@@ -209,7 +213,7 @@ pub(crate) async fn connect<S: Socket>(
             return Err(e);
         }
     };
-    established(shared, assigns, vsn, compress)
+    established(shared, assigns, vsn, compress, trace)
 }
 
 /// A connection whose `connect` has accepted `assigns`: its id, its slot
@@ -219,6 +223,7 @@ pub(crate) fn established<S: Socket>(
     assigns: S::Assigns,
     vsn: Vsn,
     compress: bool,
+    trace: telemetry::Trace,
 ) -> Result<Arc<ConnState<S>>, ConnectError> {
     let id = shared.socket.id(&assigns);
     let Some(slot) =
@@ -236,6 +241,7 @@ pub(crate) fn established<S: Socket>(
         vsn,
         compress,
         id,
+        trace,
         _slot: slot,
     }))
 }

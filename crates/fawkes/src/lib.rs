@@ -54,6 +54,8 @@
 //! Phoenix's guides; testing channels without a network is the
 //! `fawkes-test` crate.
 
+pub mod admin;
+pub mod api;
 mod channel;
 mod config;
 mod conn;

@@ -223,19 +223,21 @@ async fn join<S: Socket, C: Channel<S>>(
     };
     let mut task: Task<S, C> = Task { ctx, instance };
     let started = Instant::now();
-    let joined = caught(C::join(&topic, join.payload.clone(), &mut task.ctx)).await;
+    let joined = caught(C::join(&topic, join.payload.clone(), &mut task.ctx))
+        .instrument(tracing::info_span!("join", topic = %topic))
+        .await;
     let (channel, reply) = match joined {
         Ok(Join::Ok { channel, reply }) => (channel, reply),
         Ok(Join::Refused(reply)) => {
             task.reply(&join, "error".into(), reply, join.join_ref.clone());
-            telemetry::channel_joined(&topic, "error", started);
+            telemetry::channel_joined(conn.shared.endpoint.metrics(), &topic, "error", started);
             task.refuse_queued();
             return None;
         }
         Err(why) => {
             tracing::error!(topic = %topic, error = %why, "join crashed");
             task.reply(&join, "error".into(), json!({"reason": "join crashed"}).into(), join.join_ref.clone());
-            telemetry::channel_joined(&topic, "crashed", started);
+            telemetry::channel_joined(conn.shared.endpoint.metrics(), &topic, "crashed", started);
             task.refuse_queued();
             return None;
         }
@@ -317,7 +319,7 @@ async fn join<S: Socket, C: Channel<S>>(
         }
         tracing::debug!(topic = %topic, replayed, "rejoined from a history position");
     }
-    telemetry::channel_joined(&topic, "ok", started);
+    telemetry::channel_joined(conn.shared.endpoint.metrics(), &topic, "ok", started);
     conn.shared.endpoint.metrics().channel_joined();
     Some(Live { _subscription: subscription, channel, task })
 }
@@ -527,11 +529,14 @@ async fn step<S: Socket, C: Channel<S>>(live: &mut Live<S, C>, msg: ChannelMsg<C
             let started = Instant::now();
             task.ctx.current_ref = m.ref_.clone();
             task.ctx.client_event = true;
-            let result =
-                AssertUnwindSafe(channel.handle_in(&m.event, m.payload.clone(), &mut task.ctx)).catch_unwind().await;
+            let span = telemetry::handle_in_span(&task.ctx.topic, &m.event);
+            let result = AssertUnwindSafe(channel.handle_in(&m.event, m.payload.clone(), &mut task.ctx))
+                .catch_unwind()
+                .instrument(span)
+                .await;
             task.ctx.client_event = false;
             task.ctx.current_ref = None;
-            telemetry::channel_handled_in(&task.ctx.topic, &m.event, started);
+            telemetry::channel_handled_in(task.ctx.conn.shared.endpoint.metrics(), &task.ctx.topic, &m.event, started);
             let join_ref = task.ctx.join_ref.clone();
             let result = match result {
                 Ok(Ok(v)) => Ok(v),

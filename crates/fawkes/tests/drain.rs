@@ -4,6 +4,7 @@
 
 mod support;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fawkes::{Drain, Endpoint};
@@ -66,4 +67,72 @@ async fn batches_grow_to_finish_within_the_window() {
     // allowed, so two batches of 2500
     let times = drain_times(5000, Drain::new(1000, Duration::from_millis(400), Duration::from_millis(800))).await;
     assert_eq!(batches(&times, 200), [2500, 2500]);
+}
+
+/// Real WebSocket connections on loopback: each is closed with 1012
+/// ("service restart"), in batches over the window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_thousand_websockets_close_with_1012_in_batches() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let (addr, endpoint) = support::serve(handler(Log::default())).await;
+    let n = 5000;
+    let mut clients = Vec::with_capacity(n);
+    for i in 0..n {
+        let url = format!("ws://{addr}/socket/websocket?vsn=2.0.0&user_id=w{i}");
+        clients.push(tokio_tungstenite::connect_async(url).await.unwrap().0);
+    }
+    // every connection is registered before the drain starts
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while endpoint.metrics().snapshot().connections < n as u64 {
+        assert!(Instant::now() < deadline, "{:?}", endpoint.metrics().snapshot());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let started = Arc::new(std::sync::OnceLock::<Instant>::new());
+    let waits: Vec<_> = clients
+        .into_iter()
+        .map(|mut ws| {
+            let started = started.clone();
+            tokio::spawn(async move {
+                loop {
+                    match tokio::time::timeout(Duration::from_secs(30), ws.next()).await.expect("closed by the drain") {
+                        Some(Ok(Message::Close(frame))) => {
+                            let at = started.get().expect("the drain started").elapsed().as_millis();
+                            return (at, frame.map(|f| u16::from(f.code)));
+                        }
+                        Some(Ok(_)) => continue,
+                        other => panic!("the connection ended without a close frame: {other:?}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    // every reader waits on its socket before the drain starts
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    started.set(Instant::now()).unwrap();
+    endpoint.drain(Drain::new(1000, Duration::from_secs(1), Duration::from_secs(30))).await;
+    let mut times = Vec::with_capacity(n);
+    for w in waits {
+        let (at, code) = w.await.unwrap();
+        assert_eq!(code, Some(1012));
+        times.push(at);
+    }
+    times.sort_unstable();
+    let sizes = batches(&times, 400);
+    // five batches of 1000, one every second
+    assert_eq!(sizes, [1000; 5], "close times (ms): first {:?}, last {:?}", times.first(), times.last());
+    assert!(*times.last().unwrap() >= 4000, "the last batch after four intervals");
+    let mut starts = vec![times[0]];
+    let mut at = 0;
+    for s in &sizes[..sizes.len() - 1] {
+        at += s;
+        starts.push(times[at]);
+    }
+    // no batch is closed before its time (batch k at k seconds), nor long after
+    for (k, start) in starts.iter().enumerate() {
+        let due = 1000 * k as u128;
+        assert!(*start + 50 >= due && *start <= due + 900, "batch {k} at {start} ms: {starts:?}");
+    }
+    eprintln!("batch start times (ms after the drain began): {starts:?}");
 }

@@ -515,34 +515,3 @@ async fn heartbeats_are_answered_while_broadcasts_flood_the_socket() {
     flooding.store(false, std::sync::atomic::Ordering::Relaxed);
     flood.await.unwrap();
 }
-
-/// The endpoint's counters, in Prometheus's text format.
-#[tokio::test]
-async fn counters_render_for_prometheus() {
-    let (addr, endpoint) =
-        serve(handler(Log::default()).configure(|c| c.socket_event_rate = Some(fawkes::RateLimit::new(1.0, 1.0))))
-            .await;
-    let mut ws = open(addr, "vsn=2.0.0&user_id=m", None).await.unwrap();
-    send(&mut ws, json!([null, "1", "phoenix", "heartbeat", {}])).await;
-    assert_eq!(next_text(&mut ws).await[1], "1");
-    send(&mut ws, json!(["1", "2", "room:m", "phx_join", {}])).await;
-    assert_eq!(next_text(&mut ws).await[1], "2");
-    send(&mut ws, json!(["1", "3", "room:m", "echo", {}])).await;
-    send(&mut ws, json!(["1", "4", "room:m", "echo", {}])).await;
-    let mut refused = false;
-    while !refused {
-        let v = next_text(&mut ws).await;
-        refused = v[1] == "4" && v[4]["response"]["reason"] == "rate_limited";
-    }
-    let text = endpoint.metrics().snapshot().prometheus();
-    for line in [
-        "# TYPE fawkes_connections gauge\nfawkes_connections 1\n",
-        "fawkes_channels 1\n",
-        "# TYPE fawkes_messages_in_total counter\nfawkes_messages_in_total 4\n",
-        "fawkes_rate_limited_total 1\n",
-        "fawkes_connections_refused_total 0\n",
-    ] {
-        assert!(text.contains(line), "{line:?} in\n{text}");
-    }
-    assert!(text.lines().all(|l| l.starts_with("# HELP ") || l.starts_with("# TYPE ") || l.starts_with("fawkes_")));
-}

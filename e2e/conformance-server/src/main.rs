@@ -15,7 +15,10 @@
 //! Phoenix.Presence, `PHOENIX_PRESENCE_NAME`, by default `<App>Web.Presence`
 //! for `<App>.PubSub`, with `PHOENIX_PRESENCE_POOL_SIZE` shards, 1 by
 //! default), `RUST_LOG` (`warn`). `GET /metrics` serves the endpoint's
-//! counters and the Redis adapter's for Prometheus. Ctrl-C or SIGTERM stops
+//! counters and the Redis adapter's for Prometheus. `API_KEY`: the bearer
+//! key of the server API ([`fawkes::api`]) nested at `/api/v1` (without it,
+//! every call there is refused); the contract's `/api/broadcast` and
+//! `/api/disconnect` are that API's publish and disconnect, without a key. Ctrl-C or SIGTERM stops
 //! it gracefully: the other nodes are told at once that its presences are
 //! gone.
 //! `GET /autobahn` is a plain WebSocket echo on the socket's WebSocket layer
@@ -28,10 +31,10 @@
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use fawkes::api::Api;
 use fawkes::{
     Channel, ChannelContext, ChannelError, ConnectError, ConnectInfo, Endpoint, HandleIn, HandleInfo, HandleOut, Join,
     Params, Payload, Presence, Socket, SocketHandler,
@@ -187,39 +190,30 @@ impl Channel<UserSocket> for PresenceRoom {
     }
 }
 
-fn bad_request(msg: impl Into<String>) -> axum::response::Response {
-    (StatusCode::BAD_REQUEST, Json(json!({"error": msg.into()}))).into_response()
-}
-
-async fn api_broadcast(State(endpoint): State<Endpoint>, body: axum::body::Bytes) -> axum::response::Response {
-    let v: Value = match serde_json::from_slice(&body) {
-        Ok(v) => v,
-        Err(e) => return bad_request(format!("invalid JSON: {e}")),
-    };
-    let (Some(topic), Some(event)) = (v.get("topic").and_then(Value::as_str), v.get("event").and_then(Value::as_str))
-    else {
-        return bad_request("topic and event are required strings");
-    };
-    let payload = v.get("payload").cloned().unwrap_or_else(|| json!({}));
-    match endpoint.broadcast(topic, event, payload) {
-        Ok(()) => Json(json!({"status": "ok"})).into_response(),
-        Err(e) => bad_request(e.to_string()),
+/// The contract's `POST /api/broadcast`: the server API's publish, without
+/// a key.
+async fn api_broadcast(State(api): State<Api>, body: axum::body::Bytes) -> axum::response::Response {
+    match fawkes::api::parse::<fawkes::api::Publish>(&body).and_then(|p| api.publish(p)) {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => e.into_response(),
     }
 }
 
-async fn api_disconnect(State(endpoint): State<Endpoint>, body: axum::body::Bytes) -> axum::response::Response {
-    let v: Value = match serde_json::from_slice(&body) {
-        Ok(v) => v,
-        Err(e) => return bad_request(format!("invalid JSON: {e}")),
+/// The contract's `POST /api/disconnect` (`{"user_id": u}`, a string or a
+/// number): the server API's disconnect of socket id `user_socket:<u>`,
+/// without a key.
+async fn api_disconnect(State(api): State<Api>, body: axum::body::Bytes) -> axum::response::Response {
+    let user = match fawkes::api::parse::<Value>(&body) {
+        Ok(v) => match v.get("user_id") {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Number(n)) => n.to_string(),
+            _ => return fawkes::api::ApiError::bad_request("user_id is required").into_response(),
+        },
+        Err(e) => return e.into_response(),
     };
-    let user = match v.get("user_id") {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Number(n)) => n.to_string(),
-        _ => return bad_request("user_id is required"),
-    };
-    match endpoint.disconnect(&format!("user_socket:{user}")) {
-        Ok(()) => Json(json!({"status": "ok"})).into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"error": e.to_string()}))).into_response(),
+    match api.disconnect(fawkes::api::Disconnect { socket_id: format!("user_socket:{user}") }) {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => e.into_response(),
     }
 }
 
@@ -238,6 +232,8 @@ struct Settings {
     /// The Phoenix application whose cluster this node joins.
     phoenix: Option<fawkes_redis::env::PhoenixApp>,
     log: tracing_subscriber::EnvFilter,
+    /// The server API's key (`/api/v1/*`); without it every call is refused.
+    api_key: Option<String>,
 }
 
 /// A variable's value; `None` when it is not set.
@@ -277,6 +273,7 @@ impl Settings {
             Some(v) => v.parse().map_err(|_| format!("PORT must be a port number (0-65535), got {v:?}"))?,
         };
         let timeout = millis("SOCKET_TIMEOUT_MS", 60_000, 1)?;
+        let api_key = var("API_KEY")?.filter(|k| !k.is_empty());
         let presence_window = millis("PRESENCE_DIFF_WINDOW_MS", 0, 0)?;
         let rate_limits = match var("RATE_LIMITS")?.as_deref() {
             None | Some("on") => true,
@@ -289,7 +286,7 @@ impl Settings {
         }
         let redis = fawkes_redis::env::config_from_env()?.map(|config| (config, node));
         let phoenix = fawkes_redis::env::PhoenixApp::from_env(redis.is_some())?;
-        Ok(Settings { port, timeout, presence_window, rate_limits, redis, phoenix, log })
+        Ok(Settings { port, timeout, presence_window, rate_limits, redis, phoenix, log, api_key })
     }
 }
 
@@ -385,7 +382,7 @@ async fn run() -> Result<(), String> {
         "history:*",
         fawkes::history::HistoryConfig::new().max_messages(1000).max_age(Duration::from_secs(300)),
     );
-    let socket = SocketHandler::new(UserSocket { presence })
+    let socket = SocketHandler::new(UserSocket { presence: presence.clone() })
         .channel::<Room>("room:*")
         .channel::<Room>("history:*")
         .channel::<PresenceRoom>("presence:*")
@@ -402,21 +399,27 @@ async fn run() -> Result<(), String> {
     // Autobahn's 9.* cases send messages of up to 16 MiB
     let mut echo = fawkes::websocket::EchoConfig::default();
     echo.max_message_size = AUTOBAHN_MAX_MESSAGE;
+    let mut api = Api::new(&endpoint).presence(presence.clone());
+    if let Some(key) = &settings.api_key {
+        api = api.key(key.clone());
+    }
     let app = Router::new()
         .route("/health", get(|| async { "ok" }))
         .route(
             "/metrics",
             get(|State(endpoint): State<Endpoint>| async move {
-                (
-                    [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                    endpoint.metrics().snapshot().prometheus() + &endpoint.pubsub().prometheus(),
-                )
+                ([(axum::http::header::CONTENT_TYPE, fawkes::telemetry::CONTENT_TYPE)], endpoint.prometheus())
             }),
         )
-        .route("/api/broadcast", post(api_broadcast))
-        .route("/api/disconnect", post(api_disconnect))
         .route("/autobahn", fawkes::websocket::echo(echo))
         .with_state(endpoint.clone())
+        .merge(
+            Router::new()
+                .route("/api/broadcast", post(api_broadcast))
+                .route("/api/disconnect", post(api_disconnect))
+                .with_state(api.clone()),
+        )
+        .nest("/api/v1", api.router())
         .merge(endpoint.socket("/socket", socket));
 
     tracing::warn!("conformance server listening on http://{addr}");

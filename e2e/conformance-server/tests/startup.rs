@@ -218,6 +218,7 @@ fn a_phoenix_pubsub_name_picks_its_channel() {
     child.wait().unwrap();
     assert!(metrics.contains("\nfawkes_connections 0\n"), "{metrics}");
     assert!(metrics.contains("\nfawkes_redis_ignored_total "), "{metrics}");
+    assert!(metrics.contains("# TYPE fawkes_redis_publish_duration_seconds histogram\n"), "{metrics}");
     assert!(channels.contains("phx:Elixir.MyApp.PubSub.Adapter"), "{channels}");
 }
 

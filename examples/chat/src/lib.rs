@@ -228,8 +228,7 @@ pub async fn build(config: &Config) -> Result<(axum::Router, SocketService<socke
         .route(
             "/metrics",
             get(|State(app): State<App>| async move {
-                let text = app.endpoint.metrics().snapshot().prometheus() + &app.endpoint.pubsub().prometheus();
-                ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+                ([(header::CONTENT_TYPE, fawkes::telemetry::CONTENT_TYPE)], app.endpoint.prometheus())
             }),
         )
         .merge(api::routes())

@@ -11,7 +11,9 @@
 //! `MyApp.PubSub` say, and presence as its Phoenix.Presence,
 //! `PHOENIX_PRESENCE_NAME`, by default `<App>Web.Presence` for
 //! `<App>.PubSub`, with `PHOENIX_PRESENCE_POOL_SIZE` shards, 1 by default),
-//! and `RUST_LOG` (`info`). Ctrl-C or SIGTERM stops it gracefully.
+//! `ADMIN_KEY` (serve the live admin page, [`fawkes::admin`], at `/admin`
+//! for that key: `/admin#key=<key>`), and `RUST_LOG` (`info`). Ctrl-C or
+//! SIGTERM stops it gracefully.
 //!
 //! A bad value in any of these, a port already in use, or a database or
 //! Redis that cannot be reached stops the server at start-up with one line
@@ -149,6 +151,7 @@ async fn run() -> Result<(), String> {
             return Err(format!("SECRET_KEY_BASE must be at least {MIN_SECRET_LEN} bytes, got {}", s.len()));
         }
     }
+    let admin_key = var("ADMIN_KEY")?.filter(|k| !k.is_empty());
     let node = var("NODE_NAME")?;
     if node.as_deref() == Some("") {
         return Err("NODE_NAME must not be empty".into());
@@ -194,7 +197,12 @@ async fn run() -> Result<(), String> {
         shared_history,
         phoenix_presence: phoenix.map(|app| (app.presence, app.pool_size)),
     };
-    let (router, service, app) = fawkes_chat::build(&config).await.map_err(|e| database_error(&shown_url, e))?;
+    let (mut router, service, app) = fawkes_chat::build(&config).await.map_err(|e| database_error(&shown_url, e))?;
+    if let Some(key) = admin_key {
+        // the live admin page at /admin (fawkes::admin), for that key
+        let admin = fawkes::admin::Admin::new(service.endpoint(), key).presence(app.presence.clone());
+        router = router.nest("/admin", admin.router());
+    }
     tracing::info!("fawkes-chat on http://{addr}");
     let endpoint = service.endpoint().clone();
     let stopping = endpoint.clone();

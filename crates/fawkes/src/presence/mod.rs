@@ -298,6 +298,20 @@ impl PresenceBuilder {
             replication: distributed.then_some(format),
             left: std::sync::atomic::AtomicBool::new(false),
         });
+        let weak = Arc::downgrade(&inner);
+        inner.endpoint.metrics().add_source(Box::new(move || {
+            let inner = weak.upgrade()?;
+            let (mut topics, mut presences) = (0, 0);
+            for shard in inner.shards.iter() {
+                let (t, p) = shard.state.lock().counts();
+                topics += t as u64;
+                presences += p as u64;
+            }
+            Some(vec![
+                ("fawkes_presence_topics", "Topics with presences.", topics),
+                ("fawkes_presences", "Presences (metas) on those topics.", presences),
+            ])
+        }));
         tokio::spawn(diff_task(Arc::downgrade(&inner), rx, self.window));
         if let Some(format) = inner.replication {
             let mut r = self.replication;

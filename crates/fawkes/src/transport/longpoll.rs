@@ -272,11 +272,13 @@ async fn open<S: Socket>(shared: &Arc<SocketShared<S>>, params: Params, req: Req
         last_poll: Mutex::new(Instant::now()),
     });
     shared.longpoll.sessions.lock().insert(token.clone(), session.clone());
+    shared.endpoint.metrics().longpoll_opened();
     let relay_sub = shared.endpoint.pubsub().subscribe(
         &format!("phx:lp:{token}"),
         Arc::new(RelaySubscriber { shared: Arc::downgrade(shared), session: session.clone() }),
     );
     let span = tracing::info_span!("socket", transport = "longpoll", vsn = vsn.as_str());
+    crate::telemetry::continue_trace(&span, &conn.trace);
     tokio::spawn(run(shared.clone(), conn, session, rx, relay_sub).instrument(span));
     body(json!({"status": 410, "token": token, "messages": []}))
 }
@@ -471,6 +473,7 @@ async fn run<S: Socket>(
     tracing::debug!(?close, "long-poll session ends");
     driver.end_channels().await;
     shared.longpoll.remove(&session.token);
+    shared.endpoint.metrics().longpoll_closed();
     session.close_now();
     drop(driver);
 }

@@ -79,6 +79,7 @@ pub(crate) async fn upgrade<S: Socket>(State(shared): State<Arc<SocketShared<S>>
     };
 
     let span = tracing::info_span!("socket", transport = "websocket", vsn = vsn.as_str());
+    crate::telemetry::continue_trace(&span, &conn.trace);
     let config = &conn.shared.config;
     let reader = WsReader::new(config.max_frame_size, deflate.is_some());
     // The upgrade runs in a boxed future that is freed once it resolves; the
