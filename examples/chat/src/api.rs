@@ -20,8 +20,13 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use crate::accounts::User;
-use crate::chat::{validate_body, validate_client_id, BodyError, PostError, MAX_BODY};
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::ConnectInfo;
+
+use crate::accounts::{AccountError, User};
+use crate::chat::{validate_body, validate_client_id, PostError, MAX_BODY};
+use crate::text::{self, Name, TextError};
 use crate::App;
 
 /// An API error.
@@ -174,20 +179,54 @@ async fn error_shape(res: Response) -> Response {
 
 type ApiResult = Result<Response, ApiError>;
 
-/// The signed-in user, from `Authorization: Bearer <token>`.
+impl From<AccountError> for ApiError {
+    fn from(e: AccountError) -> ApiError {
+        match e {
+            AccountError::Database(e) => e.into(),
+            AccountError::Unauthorized(why) => ApiError::new(StatusCode::UNAUTHORIZED, why),
+            AccountError::NameTaken => ApiError::invalid("name", e.to_string()),
+            e => {
+                tracing::error!(error = %e, "accounts error");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+            }
+        }
+    }
+}
+
+/// The signed-in user and the session's id, from
+/// `Authorization: Bearer <token>`: 401 when the token is missing, invalid,
+/// expired or its session ended.
 #[derive(Debug)]
-pub struct Auth(pub User);
+pub struct Auth(pub User, pub String);
 
 impl FromRequestParts<App> for Auth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Auth, ApiError> {
         let token = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(bearer);
-        let id =
-            app.accounts.verify(token).map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, format!("token {e}")))?;
-        let user =
-            app.accounts.get(id).await?.ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "unknown user"))?;
-        Ok(Auth(user))
+        let (user, session) = app.accounts.session(token).await?;
+        Ok(Auth(user, session))
+    }
+}
+
+/// The client's address, when the server gives it (`fawkes::serve` does).
+fn client_address(parts: &Parts) -> IpAddr {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(a)| a.ip())
+        .unwrap_or(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED))
+}
+
+/// The client's address (see [`client_address`]).
+#[derive(Debug)]
+pub struct ClientAddress(pub IpAddr);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddress {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        Ok(ClientAddress(client_address(parts)))
     }
 }
 
@@ -198,15 +237,26 @@ fn bearer(value: &str) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-fn name_field(b: &Map<String, Value>, max: usize) -> Result<String, ApiError> {
-    match b.get("name").and_then(Value::as_str).map(str::trim) {
-        None => Err(ApiError::invalid("name", "must be a string")),
-        Some("") => Err(ApiError::invalid("name", "can't be blank")),
-        Some(n) if n.chars().count() > max => {
-            Err(ApiError::invalid("name", format!("should be at most {max} characters")))
-        }
-        Some(n) => Ok(n.to_owned()),
+fn name_field(b: &Map<String, Value>, max: usize) -> Result<Name, ApiError> {
+    text::name(b.get("name"), max).map_err(|e| ApiError::invalid("name", e.to_string()))
+}
+
+/// Longest user name, in characters.
+pub const MAX_USER_NAME: usize = 40;
+/// Longest room name, in characters.
+pub const MAX_ROOM_NAME: usize = 80;
+/// Shortest password, in characters.
+pub const MIN_PASSWORD: usize = 8;
+/// Longest password, in characters (what is hashed stays bounded).
+pub const MAX_PASSWORD: usize = 256;
+
+fn password_field(b: &Map<String, Value>) -> Result<String, ApiError> {
+    let p =
+        text::text(b.get("password"), MAX_PASSWORD, false).map_err(|e| ApiError::invalid("password", e.to_string()))?;
+    if p.chars().count() < MIN_PASSWORD {
+        return Err(ApiError::invalid("password", TextError::TooShort(MIN_PASSWORD).to_string()));
     }
+    Ok(p)
 }
 
 fn id_field(b: &Map<String, Value>, field: &str) -> Result<i64, ApiError> {
@@ -221,23 +271,70 @@ fn created(v: Value) -> Response {
     (StatusCode::CREATED, Json(v)).into_response()
 }
 
-async fn sign_in(State(app): State<App>, JsonObject(b): JsonObject) -> ApiResult {
-    let user = app.accounts.sign_in(&name_field(&b, 40)?).await?;
-    let token =
-        app.accounts.token_for(&user).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    Ok(created(json!({"token": token, "user": user})))
+/// Sign-in attempts per name: a burst of 5, then one every 12 s (5 a
+/// minute); per client address: a burst of 20, then one every 3 s.
+const NAME_BURST: f64 = 5.0;
+const NAME_RATE: f64 = 1.0 / 12.0;
+const ADDRESS_BURST: f64 = 20.0;
+const ADDRESS_RATE: f64 = 1.0 / 3.0;
+
+/// A new session of `user`: 201 `{"token", "expires_at", "user"}`.
+async fn session_for(app: &App, user: User) -> ApiResult {
+    let session = app.accounts.start_session(&user, app.session_max_age).await?;
+    Ok(created(json!({"token": session.token, "expires_at": session.expires_at, "user": user})))
+}
+
+/// Registers: `{"name", "password"}`; 201 with a session as sign-in's;
+/// 422 when the name is taken (compared after NFKC and case folding) or a
+/// field is invalid; 429 past the per-address rate.
+async fn register(State(app): State<App>, ClientAddress(ip): ClientAddress, JsonObject(b): JsonObject) -> ApiResult {
+    let name = name_field(&b, MAX_USER_NAME)?;
+    let password = password_field(&b)?;
+    app.address_buckets.take(ip, ADDRESS_RATE, ADDRESS_BURST).map_err(ApiError::rate_limited)?;
+    let user = app.accounts.register(&name, &password).await?;
+    session_for(&app, user).await
+}
+
+/// Signs in: `{"name", "password"}`; 201 `{"token", "expires_at",
+/// "user"}`; 401 for a wrong name or password (the same answer for both);
+/// 429 past the per-name or per-address rate. Without a password, and only
+/// when the server allows it ([`crate::Config::dev_sign_in`]), by name
+/// alone.
+async fn sign_in(State(app): State<App>, ClientAddress(ip): ClientAddress, JsonObject(b): JsonObject) -> ApiResult {
+    let name = name_field(&b, MAX_USER_NAME)?;
+    if app.dev_sign_in && !b.contains_key("password") {
+        let user = app.accounts.sign_in_by_name(&name).await?;
+        return session_for(&app, user).await;
+    }
+    let password = password_field(&b)?;
+    app.address_buckets.take(ip, ADDRESS_RATE, ADDRESS_BURST).map_err(ApiError::rate_limited)?;
+    app.name_buckets.take(name.key.clone(), NAME_RATE, NAME_BURST).map_err(ApiError::rate_limited)?;
+    match app.accounts.authenticate(&name, &password).await? {
+        Some(user) => session_for(&app, user).await,
+        None => Err(ApiError::new(StatusCode::UNAUTHORIZED, "invalid name or password")),
+    }
+}
+
+/// Signs out: the session of the bearer token ends, and its sockets are
+/// disconnected. 204.
+async fn sign_out(State(app): State<App>, Auth(_, session): Auth) -> ApiResult {
+    app.accounts.end_session(&session).await?;
+    if let Err(e) = app.endpoint.broadcast(&crate::socket::session_socket_id(&session), "disconnect", json!({})) {
+        tracing::error!(error = %e, "the sockets of an ended session were not disconnected");
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 async fn list_rooms(State(app): State<App>, _: Auth) -> ApiResult {
     Ok(Json(json!({"data": app.chat.rooms().await?})).into_response())
 }
 
-async fn create_room(State(app): State<App>, Auth(user): Auth, JsonObject(b): JsonObject) -> ApiResult {
-    let name = name_field(&b, 80)?;
-    Ok(created(json!({"data": app.chat.create_room(&name, user.id).await?})))
+async fn create_room(State(app): State<App>, Auth(user, _): Auth, JsonObject(b): JsonObject) -> ApiResult {
+    let name = name_field(&b, MAX_ROOM_NAME)?;
+    Ok(created(json!({"data": app.chat.create_room(&name.display, user.id).await?})))
 }
 
-async fn join_room(State(app): State<App>, Auth(user): Auth, ApiPath(id): ApiPath<i64>) -> ApiResult {
+async fn join_room(State(app): State<App>, Auth(user, _): Auth, ApiPath(id): ApiPath<i64>) -> ApiResult {
     app.chat.room(id).await?.ok_or_else(|| ApiError::not_found("room"))?;
     app.chat.add_member(id, user.id).await?;
     Ok(created(json!({"data": {"room_id": id, "user_id": user.id}})))
@@ -273,7 +370,7 @@ async fn member_of(app: &App, room: i64, user: &User) -> Result<(), ApiError> {
 /// (a page shorter than `limit` is the last).
 async fn messages(
     State(app): State<App>,
-    Auth(user): Auth,
+    Auth(user, _): Auth,
     ApiPath(id): ApiPath<i64>,
     ApiQuery(page): ApiQuery<Page>,
 ) -> ApiResult {
@@ -296,7 +393,7 @@ async fn messages(
 /// another message.
 async fn post_message(
     State(app): State<App>,
-    Auth(user): Auth,
+    Auth(user, _): Auth,
     ApiPath(id): ApiPath<i64>,
     JsonObject(b): JsonObject,
 ) -> ApiResult {
@@ -333,12 +430,12 @@ const NOTIFICATION_RATE: f64 = 10.0;
 /// UTF-8) and room for the rest of the object.
 pub const NOTIFICATION_MAX_BYTES: usize = MAX_BODY * 4 + 1024;
 
-async fn notify(State(app): State<App>, Auth(user): Auth, JsonObject(b): JsonObject) -> ApiResult {
+async fn notify(State(app): State<App>, Auth(user, _): Auth, JsonObject(b): JsonObject) -> ApiResult {
     app.notification_buckets.take(user.id, NOTIFICATION_RATE, NOTIFICATION_BURST).map_err(ApiError::rate_limited)?;
     let to = id_field(&b, "user_id")?;
     // the same bounds as a chat message's; too long is too large
     let message = validate_body(b.get("message")).map_err(|e| match e {
-        BodyError::TooLong => {
+        TextError::TooLong(_) => {
             ApiError::field(StatusCode::PAYLOAD_TOO_LARGE, "message too large", "message", e.to_string())
         }
         e => ApiError::invalid("message", e.to_string()),
@@ -351,7 +448,7 @@ async fn notify(State(app): State<App>, Auth(user): Auth, JsonObject(b): JsonObj
     Ok(created(json!({"data": payload})))
 }
 
-async fn block(State(app): State<App>, Auth(user): Auth, JsonObject(b): JsonObject) -> ApiResult {
+async fn block(State(app): State<App>, Auth(user, _): Auth, JsonObject(b): JsonObject) -> ApiResult {
     let blocked = id_field(&b, "user_id")?;
     if blocked == user.id {
         return Err(ApiError::invalid("user_id", "can't block yourself"));
@@ -362,7 +459,7 @@ async fn block(State(app): State<App>, Auth(user): Auth, JsonObject(b): JsonObje
     Ok(created(json!({"data": {"user_id": blocked}})))
 }
 
-async fn unblock(State(app): State<App>, Auth(user): Auth, ApiPath(blocked): ApiPath<i64>) -> ApiResult {
+async fn unblock(State(app): State<App>, Auth(user, _): Auth, ApiPath(blocked): ApiPath<i64>) -> ApiResult {
     app.accounts.unblock(user.id, blocked).await?;
     blocks_changed(&app, user.id);
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -383,7 +480,8 @@ async fn not_found() -> ApiError {
 /// The `/api/v1` routes.
 pub fn routes() -> Router<App> {
     Router::new()
-        .route("/api/v1/sessions", post(sign_in))
+        .route("/api/v1/users", post(register))
+        .route("/api/v1/sessions", post(sign_in).delete(sign_out))
         .route("/api/v1/rooms", get(list_rooms).post(create_room))
         .route("/api/v1/rooms/{id}/members", post(join_room))
         .route("/api/v1/rooms/{id}/messages", get(messages).post(post_message))

@@ -4,6 +4,7 @@ use serde::Serialize;
 use sqlx::AnyPool;
 
 use crate::db::now_iso;
+use crate::text::TextError;
 
 /// A room.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -90,34 +91,14 @@ pub fn validate_client_id(v: Option<&serde_json::Value>) -> Result<Option<String
 /// Longest message, in characters.
 pub const MAX_BODY: usize = 10_000;
 
-/// Why a message body was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum BodyError {
-    /// Not a string.
-    #[error("must be a string")]
-    NotAString,
-    /// Empty or only whitespace.
-    #[error("can't be blank")]
-    Blank,
-    /// Over [`MAX_BODY`] characters.
-    #[error("should be at most 10000 characters")]
-    TooLong,
-}
-
-/// Checks a message body.
+/// Checks a message body: a string of at most [`MAX_BODY`] characters,
+/// not blank, without control characters other than line breaks and tabs.
 ///
 /// # Errors
 ///
-/// See [`BodyError`].
-pub fn validate_body(v: Option<&serde_json::Value>) -> Result<String, BodyError> {
-    let s = v.and_then(serde_json::Value::as_str).ok_or(BodyError::NotAString)?;
-    if s.trim().is_empty() {
-        return Err(BodyError::Blank);
-    }
-    if s.chars().count() > MAX_BODY {
-        return Err(BodyError::TooLong);
-    }
-    Ok(s.to_owned())
+/// See [`TextError`].
+pub fn validate_body(v: Option<&serde_json::Value>) -> Result<String, TextError> {
+    crate::text::text(v, MAX_BODY, true)
 }
 
 /// The chat context.

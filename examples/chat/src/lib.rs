@@ -7,12 +7,14 @@
 //! | rooms, memberships, messages | [`chat`] |
 //! | the JSON API | [`api`] |
 //! | the socket, `room:*` and `notifications:*` channels | [`socket`] |
+//! | what text is accepted: controls, names | [`text`] |
 
 pub mod accounts;
 pub mod api;
 pub mod chat;
 pub mod db;
 pub mod socket;
+pub mod text;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -40,21 +42,42 @@ pub struct App {
     pub presence: Presence,
     message_buckets: Arc<Buckets>,
     notification_buckets: Arc<Buckets>,
+    /// Sign-in attempts by name key.
+    name_buckets: Arc<Buckets<String>>,
+    /// Sign-in and registration attempts by client address.
+    address_buckets: Arc<Buckets<std::net::IpAddr>>,
+    /// How long a session lasts.
+    session_max_age: Duration,
+    /// Whether name-only sign-in is allowed.
+    dev_sign_in: bool,
     _blocks_changed: Arc<fawkes::Subscription>,
     _resync: Arc<fawkes::Subscription>,
 }
 
-/// A token bucket per user (on this node).
-#[derive(Default)]
-pub(crate) struct Buckets(Mutex<HashMap<i64, (f64, Instant)>>);
+/// A token bucket per key (a user, a name, an address; on this node).
+pub(crate) struct Buckets<K = i64>(Mutex<HashMap<K, (f64, Instant)>>);
 
-impl Buckets {
-    /// Takes a token from `user`'s bucket, which fills at `rate` a second up
+impl<K> Default for Buckets<K> {
+    fn default() -> Self {
+        Buckets(Mutex::new(HashMap::new()))
+    }
+}
+
+/// Past this many keys, the buckets that have filled up again (as good as
+/// new) are dropped: keys chosen by clients (names tried at sign-in) do
+/// not grow the map without bound.
+const MAX_BUCKETS: usize = 10_000;
+
+impl<K: std::hash::Hash + Eq> Buckets<K> {
+    /// Takes a token from `key`'s bucket, which fills at `rate` a second up
     /// to `burst`, or says how long to wait for one.
-    pub(crate) fn take(&self, user: i64, rate: f64, burst: f64) -> Result<(), Duration> {
+    pub(crate) fn take(&self, key: K, rate: f64, burst: f64) -> Result<(), Duration> {
         let mut buckets = self.0.lock();
         let now = Instant::now();
-        let (tokens, last) = buckets.entry(user).or_insert((burst, now));
+        if buckets.len() >= MAX_BUCKETS {
+            buckets.retain(|_, (tokens, last)| *tokens + now.duration_since(*last).as_secs_f64() * rate < burst);
+        }
+        let (tokens, last) = buckets.entry(key).or_insert((burst, now));
         *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * rate).min(burst);
         *last = now;
         if *tokens >= 1.0 {
@@ -99,7 +122,17 @@ pub struct Config {
     /// its Phoenix.Presence module and that module's number of shards, so
     /// that presence is shared with its nodes.
     pub phoenix_presence: Option<(String, usize)>,
+    /// How long a session lasts after sign-in ([`DEFAULT_SESSION_MAX_AGE`]
+    /// in `main`).
+    pub session_max_age: Duration,
+    /// Allows sign-in by name alone (no password; the account is created
+    /// when the name is new). For development only: anyone can then sign in
+    /// as anyone. `CHAT_DEV_SIGN_IN=1` in `main`.
+    pub dev_sign_in: bool,
 }
+
+/// How long a session lasts unless configured: two weeks.
+pub const DEFAULT_SESSION_MAX_AGE: Duration = Duration::from_secs(14 * 86_400);
 
 /// The history of each `room:*` topic: what a page that reconnects gets
 /// back without asking the database.
@@ -206,6 +239,10 @@ pub async fn build(config: &Config) -> Result<(axum::Router, SocketService<socke
         presence,
         message_buckets: Arc::default(),
         notification_buckets: Arc::default(),
+        name_buckets: Arc::default(),
+        address_buckets: Arc::default(),
+        session_max_age: config.session_max_age,
+        dev_sign_in: config.dev_sign_in,
     };
     let service = SocketHandler::new(socket::ChatSocket { app: app.clone() })
         .channel::<socket::RoomChannel>("room:*")

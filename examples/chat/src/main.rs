@@ -11,6 +11,9 @@
 //! `MyApp.PubSub` say, and presence as its Phoenix.Presence,
 //! `PHOENIX_PRESENCE_NAME`, by default `<App>Web.Presence` for
 //! `<App>.PubSub`, with `PHOENIX_PRESENCE_POOL_SIZE` shards, 1 by default),
+//! `SESSION_MAX_AGE` (seconds a session lasts after sign-in; two weeks by
+//! default), `CHAT_DEV_SIGN_IN=1` (sign-in by name alone, without a
+//! password: for development only, anyone can then be anyone),
 //! and `RUST_LOG` (`info`). Ctrl-C or SIGTERM stops it gracefully.
 //!
 //! A bad value in any of these, a port already in use, or a database or
@@ -149,6 +152,18 @@ async fn run() -> Result<(), String> {
             return Err(format!("SECRET_KEY_BASE must be at least {MIN_SECRET_LEN} bytes, got {}", s.len()));
         }
     }
+    let dev_sign_in = match var("CHAT_DEV_SIGN_IN")?.as_deref() {
+        None | Some("" | "0" | "false") => false,
+        Some("1" | "true") => true,
+        Some(v) => return Err(format!("CHAT_DEV_SIGN_IN must be 1 or 0, got {v:?}")),
+    };
+    let session_max_age = match var("SESSION_MAX_AGE")? {
+        None => fawkes_chat::DEFAULT_SESSION_MAX_AGE,
+        Some(v) => match v.parse::<u64>() {
+            Ok(s) if s > 0 => std::time::Duration::from_secs(s),
+            _ => return Err(format!("SESSION_MAX_AGE must be a number of seconds (1 or more), got {v:?}")),
+        },
+    };
     let node = var("NODE_NAME")?;
     if node.as_deref() == Some("") {
         return Err("NODE_NAME must not be empty".into());
@@ -193,8 +208,13 @@ async fn run() -> Result<(), String> {
         pubsub,
         shared_history,
         phoenix_presence: phoenix.map(|app| (app.presence, app.pool_size)),
+        session_max_age,
+        dev_sign_in,
     };
     let (router, service, app) = fawkes_chat::build(&config).await.map_err(|e| database_error(&shown_url, e))?;
+    if dev_sign_in {
+        tracing::warn!("CHAT_DEV_SIGN_IN: anyone can sign in as anyone by name alone");
+    }
     tracing::info!("fawkes-chat on http://{addr}");
     let endpoint = service.endpoint().clone();
     let stopping = endpoint.clone();

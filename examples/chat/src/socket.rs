@@ -10,27 +10,46 @@ use fawkes::{
 };
 use serde_json::{json, Value};
 
-use crate::accounts::User;
+use crate::accounts::{AccountError, User};
 use crate::chat::PostError;
 use crate::App;
 
-/// The chat's socket: `connect` verifies the sign-in token.
+/// The chat's socket: `connect` checks the session token (`token`).
 #[derive(Clone, Debug)]
 pub struct ChatSocket {
     /// The application.
     pub app: App,
 }
 
-impl Socket for ChatSocket {
-    type Assigns = User;
+/// A connected socket's assigns: who, and in which session.
+#[derive(Clone, Debug)]
+pub struct Me {
+    /// The signed-in user.
+    pub user: User,
+    /// The session's id.
+    pub session: String,
+}
 
-    async fn connect(&self, params: &Params, _: &ConnectInfo) -> Result<User, ConnectError> {
-        let id = self.app.accounts.verify(params.get_str("token")).map_err(|_| ConnectError::Refused)?;
-        self.app.accounts.get(id).await.map_err(|e| ConnectError::Failed(Box::new(e)))?.ok_or(ConnectError::Refused)
+/// The socket id of a session's sockets: a `disconnect` broadcast on it
+/// closes them (at sign-out), as Phoenix's `MyAppWeb.Endpoint.broadcast(
+/// socket_id, "disconnect", %{})` does.
+pub fn session_socket_id(session: &str) -> String {
+    format!("session_socket:{session}")
+}
+
+impl Socket for ChatSocket {
+    type Assigns = Me;
+
+    async fn connect(&self, params: &Params, _: &ConnectInfo) -> Result<Me, ConnectError> {
+        match self.app.accounts.session(params.get_str("token")).await {
+            Ok((user, session)) => Ok(Me { user, session }),
+            Err(AccountError::Database(e)) => Err(ConnectError::Failed(Box::new(e))),
+            Err(_) => Err(ConnectError::Refused),
+        }
     }
 
-    fn id(&self, user: &User) -> Option<String> {
-        Some(format!("user_socket:{}", user.id))
+    fn id(&self, me: &Me) -> Option<String> {
+        Some(session_socket_id(&me.session))
     }
 }
 
@@ -82,7 +101,7 @@ impl Channel<ChatSocket> for RoomChannel {
         if app.chat.room(room).await?.is_none() {
             return Ok(Join::refuse(json!({"reason": "not_found"})));
         }
-        if !app.chat.is_member(room, ctx.assigns().id).await? {
+        if !app.chat.is_member(room, ctx.assigns().user.id).await? {
             return Ok(Join::refuse(json!({"reason": "not_a_member"})));
         }
         // A rejoin with `{"since": position}` gets the broadcasts it missed
@@ -109,7 +128,7 @@ impl Channel<ChatSocket> for RoomChannel {
                 }
                 let state = app.presence.list(ctx.topic()).await;
                 ctx.push("presence_state", Value::Object(state))?;
-                let user = ctx.assigns().id.to_string();
+                let user = ctx.assigns().user.id.to_string();
                 app.presence.track(ctx, &user, json!({"status": "online", "online_at": crate::db::now_iso()}))?;
             }
         }
@@ -123,7 +142,7 @@ impl Channel<ChatSocket> for RoomChannel {
         ctx: &mut ChannelContext<ChatSocket, RoomInfo>,
     ) -> Result<HandleIn, ChannelError> {
         let app = ctx.socket().app.clone();
-        let me = ctx.assigns().id;
+        let me = ctx.assigns().user.id;
         let p = payload.to_value().unwrap_or(Value::Null);
         match event {
             "new_message" => {
@@ -199,7 +218,7 @@ impl Channel<ChatSocket> for RoomChannel {
             user_id: Option<i64>,
         }
         let author = payload.decode::<Author>()?.user_id;
-        let blocked = ctx.socket().app.accounts.blocked_by(ctx.assigns().id).await?;
+        let blocked = ctx.socket().app.accounts.blocked_by(ctx.assigns().user.id).await?;
         Ok(match author {
             Some(a) if blocked.contains(&a) => Outgoing::Drop,
             _ => Outgoing::Push(payload),
@@ -219,7 +238,7 @@ impl Channel<ChatSocket> for NotificationsChannel {
         _: Payload,
         ctx: &mut ChannelContext<ChatSocket, ()>,
     ) -> Result<Join<Self>, ChannelError> {
-        if topic.strip_prefix("notifications:") == Some(ctx.assigns().id.to_string().as_str()) {
+        if topic.strip_prefix("notifications:") == Some(ctx.assigns().user.id.to_string().as_str()) {
             Ok(Join::ok(NotificationsChannel))
         } else {
             Ok(Join::refuse(json!({"reason": "unauthorized"})))

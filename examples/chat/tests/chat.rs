@@ -15,6 +15,8 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 static N: AtomicU64 = AtomicU64::new(0);
 
+const PASSWORD: &str = "correct horse battery staple";
+
 /// A name unique to this test run (the PostgreSQL database is shared).
 fn unique(prefix: &str) -> String {
     let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
@@ -60,6 +62,8 @@ async fn start_node(database: Option<(String, Option<std::path::PathBuf>)>, pubs
         pubsub,
         shared_history: None,
         phoenix_presence: None,
+        session_max_age: fawkes_chat::DEFAULT_SESSION_MAX_AGE,
+        dev_sign_in: false,
     };
     let (router, service, _) = fawkes_chat::build(&config).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -88,7 +92,8 @@ async fn http(addr: SocketAddr, method: &str, path: &str, token: Option<&str>, b
 }
 
 async fn sign_in(s: &Server, name: &str) -> (String, i64) {
-    let (status, v) = http(s.addr, "POST", "/api/v1/sessions", None, Some(json!({"name": name}))).await;
+    let body = json!({"name": name, "password": PASSWORD});
+    let (status, v) = http(s.addr, "POST", "/api/v1/users", None, Some(body)).await;
     assert_eq!(status, 201, "{v}");
     assert_eq!(v["user"]["name"], name);
     (v["token"].as_str().unwrap().to_owned(), v["user"]["id"].as_i64().unwrap())
