@@ -49,8 +49,16 @@ async function api(method, path, body) {
     headers: { "content-type": "application/json", ...(state.token ? { authorization: `Bearer ${state.token}` } : {}) },
     body: body ? JSON.stringify(body) : undefined,
   });
-  const json = res.status === 204 ? null : await res.json();
-  if (!res.ok) throw new Error(json?.error?.message || `HTTP ${res.status}`);
+  const json = res.status === 204 ? null : await res.json().catch(() => null);
+  if (!res.ok) {
+    const error = json?.error;
+    // field errors say which field and why: "name has already been taken"
+    const fields = error?.fields ? Object.entries(error.fields).map(([k, v]) => `${k} ${v}`).join(", ") : "";
+    const e = new Error(fields || error?.message || `HTTP ${res.status}`);
+    e.status = res.status;
+    e.retryAfter = error?.retry_after;
+    throw e;
+  }
   return json;
 }
 
@@ -398,6 +406,7 @@ function connect() {
   $("app").classList.remove("hidden");
   $("connection").classList.remove("hidden");
   $("me").textContent = state.user.name;
+  $("sign-out").classList.remove("hidden");
   showConnection("connecting");
   state.socket = new Socket("/socket", { params: { token: state.token }, longPollFallbackMs: 2500 });
   state.socket.onOpen(connectionUp);
@@ -414,32 +423,62 @@ function connect() {
   loadRooms().then(() => {
     const last = JSON.parse(localStorage.getItem("room") || "null");
     if (last) openRoom(last.id, last.name);
-  }).catch(() => signOut());
+  }).catch((e) => { if (e.status === 401) forgetSession(); });
 }
 
-function signOut() {
+// Forgets the session here (it ended, or expired) and shows the sign-in.
+function forgetSession() {
   localStorage.clear();
   location.reload();
 }
 
-$("sign-in").onclick = async () => {
+async function signOut() {
+  // the server ends the session and closes its sockets
+  try { await api("DELETE", "/api/v1/sessions"); } catch {}
+  forgetSession();
+}
+
+// Registers (`register`) or signs in, and connects.
+async function enter(register) {
+  const name = $("name").value;
+  const password = $("password").value;
+  $("signin-error").textContent = "";
+  if (!name.trim()) {
+    $("signin-error").textContent = "name can't be blank";
+    $("name").focus();
+    return;
+  }
   try {
-    const { token, user } = await api("POST", "/api/v1/sessions", { name: $("name").value });
+    const path = register ? "/api/v1/users" : "/api/v1/sessions";
+    const { token, user } = await api("POST", path, { name, password });
     state.token = token;
     state.user = user;
     localStorage.setItem("token", token);
     localStorage.setItem("user", JSON.stringify(user));
+    $("password").value = "";
     connect();
   } catch (e) {
-    $("signin-error").textContent = e.message;
+    const wait = e.status === 429 && e.retryAfter ? ` (try again in ${Math.ceil(e.retryAfter / 1000)} s)` : "";
+    $("signin-error").textContent = `${e.message}${wait}`;
   }
-};
-$("name").onkeydown = (e) => { if (e.key === "Enter") $("sign-in").click(); };
-$("create-room").onclick = async () => {
-  const { data } = await api("POST", "/api/v1/rooms", { name: $("room-name").value });
-  $("room-name").value = "";
-  await loadRooms();
-  openRoom(data.id, data.name);
+}
+
+$("signin").onsubmit = (e) => { e.preventDefault(); enter(false); };
+$("register").onclick = () => enter(true);
+$("sign-out").onclick = signOut;
+$("new-room").onsubmit = async (e) => {
+  e.preventDefault();
+  $("room-error").textContent = "";
+  try {
+    const { data } = await api("POST", "/api/v1/rooms", { name: $("room-name").value });
+    $("room-name").value = "";
+    await loadRooms();
+    openRoom(data.id, data.name);
+  } catch (err) {
+    // shown under the field, which keeps what was typed
+    $("room-error").textContent = err.message;
+    $("room-name").focus();
+  }
 };
 $("send").onclick = send;
 $("message").onkeydown = (e) => {

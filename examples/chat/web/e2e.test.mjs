@@ -16,8 +16,14 @@ import { chromium } from "playwright-core";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, "../../..");
-const BIN = process.env.FAWKES_CHAT_BIN || path.join(root, "target/debug/fawkes-chat");
-const ARTIFACTS = process.env.ARTIFACTS_DIR || path.join(root, "target/e2e-artifacts");
+const TARGET = process.env.CARGO_TARGET_DIR || path.join(root, "target");
+const BIN = process.env.FAWKES_CHAT_BIN || path.join(TARGET, "debug/fawkes-chat");
+// PostgreSQL when a URL is given (scripts/with-postgres.sh gives one), a
+// fresh SQLite file per server otherwise
+const DATABASE_URL = process.env.DATABASE_URL || process.env.CHAT_TEST_DATABASE_URL || "";
+const BACKEND = DATABASE_URL.startsWith("postgres") ? "postgres" : "sqlite";
+const ARTIFACTS = process.env.ARTIFACTS_DIR || path.join(TARGET, "e2e-artifacts/chat", BACKEND);
+const PASSWORD = "correct horse battery staple";
 const CHROMIUM = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
 
 function freePort() {
@@ -37,7 +43,7 @@ function freePort() {
 async function startServer(t) {
   const port = await freePort();
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "fawkes-chat-e2e-"));
-  const env = { ...process.env, PORT: String(port), DATABASE_URL: process.env.DATABASE_URL || `sqlite://${dir}/chat.db?mode=rwc`, RUST_LOG: "warn" };
+  const env = { ...process.env, PORT: String(port), DATABASE_URL: DATABASE_URL || `sqlite://${dir}/chat.db?mode=rwc`, RUST_LOG: "warn" };
   const url = `http://127.0.0.1:${port}`;
   let child = null;
   const start = async () => {
@@ -72,17 +78,28 @@ async function launchBrowser(t) {
   return browser;
 }
 
-async function signIn(browser, url, name, setup = async () => {}) {
-  const context = await browser.newContext({ viewport: { width: 1100, height: 700 } });
-  const page = await context.newPage();
-  page.on("pageerror", (e) => console.error(`[${name}] page error: ${e.message}`));
+// A page of its own (a browser context: its own storage) where `name`
+// creates an account; `viewport` a phone's to try the narrow layout.
+async function signIn(browser, url, name, setup = async () => {}, viewport = { width: 1100, height: 700 }) {
+  const page = await newPage(browser, name, viewport);
   await setup(page);
   await page.goto(url);
   await page.fill("#name", name);
-  await page.click("#sign-in");
+  await page.fill("#password", PASSWORD);
+  await page.click("#register");
   await page.waitForSelector("#app:not(.hidden)");
   return page;
 }
+
+async function newPage(browser, name, viewport = { width: 1100, height: 700 }) {
+  const context = await browser.newContext({ viewport });
+  const page = await context.newPage();
+  page.on("pageerror", (e) => console.error(`[${name}] page error: ${e.message}`));
+  return page;
+}
+
+const PHONE = { width: 390, height: 844 };
+const shot = (page, name) => page.screenshot({ path: path.join(ARTIFACTS, `${name}.png`), fullPage: true });
 
 test("two people chat in a browser: presence, typing, messages, history after a reload", { timeout: 90000 }, async (t) => {
   fs.mkdirSync(ARTIFACTS, { recursive: true });
@@ -275,4 +292,89 @@ test("cut off, and through a server killed and restarted mid-conversation: nothi
   assert.equal(states[0], "connected", shown);
   assert.equal(states.at(-1), "connected", shown);
   assert.ok(states.indexOf("reconnecting") > 0 && states.indexOf("offline") > states.indexOf("reconnecting"), shown);
+});
+
+test("bad input is refused with the reason shown where it was typed, and nothing crashes or is stored twice", { timeout: 90000 }, async (t) => {
+  fs.mkdirSync(ARTIFACTS, { recursive: true });
+  const { url } = await startServer(t);
+  const browser = await launchBrowser(t);
+  const erin = await signIn(browser, url, "erin");
+
+  // an empty room name: said under the field
+  await erin.click("#create-room");
+  await erin.waitForSelector("#room-error:has-text(\"name can't be blank\")");
+  // a control character in a room name
+  await erin.fill("#room-name", "bad\u0007room");
+  await erin.click("#create-room");
+  await erin.waitForSelector("#room-error:has-text('name must not contain control characters')");
+  await shot(erin, "bad-input-room-name");
+  await erin.fill("#room-name", "inputs");
+  await erin.click("#create-room");
+  await erin.waitForSelector("#message:not([disabled])");
+  assert.equal(await erin.textContent("#room-error"), "");
+
+  // a message with NUL: refused by the channel with its reason; the channel
+  // stays joined (no crash, no rejoin, no second send) and the next goes out
+  let joins = 0;
+  erin.on("websocket", (ws) => ws.on("framesent", (f) => { if (/"phx_join"/.test(f.payload) && /room:/.test(f.payload)) joins++; }));
+  await erin.fill("#message", "nul\u0000inside");
+  await erin.press("#message", "Enter");
+  await erin.waitForSelector("#send-error:has-text('body must not contain control characters')");
+  await shot(erin, "bad-input-message-nul");
+  await erin.fill("#message", "fine");
+  await erin.press("#message", "Enter");
+  await erin.waitForSelector("#messages li.message:has-text('fine')");
+  assert.equal(joins, 0, "no rejoin");
+  const token = await erin.evaluate(() => localStorage.getItem("token"));
+  const room = await erin.evaluate(() => JSON.parse(localStorage.getItem("room")).id);
+  const res = await fetch(`${url}/api/v1/rooms/${room}/messages`, { headers: { authorization: `Bearer ${token}` } });
+  assert.deepEqual((await res.json()).data.map((m) => m.body), ["fine"]);
+});
+
+test("accounts: names unique after normalisation, tricks refused, sign-out, sign-in with a password, on a phone too", { timeout: 90000 }, async (t) => {
+  fs.mkdirSync(ARTIFACTS, { recursive: true });
+  const { url } = await startServer(t);
+  const browser = await launchBrowser(t);
+  const frank = await signIn(browser, url, "Frank");
+
+  // the same name in another case or width is taken; invisible tricks refused
+  const phone = await newPage(browser, "phone", PHONE);
+  await phone.goto(url);
+  await shot(phone, "phone-sign-in");
+  for (const [name, why] of [
+    ["FRANK", "name has already been taken"],
+    ["ｆｒａｎｋ", "name has already been taken"],
+    ["fr\u200bank", "name must not contain invisible characters"],
+    ["\u202eknarf", "name must not contain bidirectional control characters"],
+    ["fr\u0430nk", "name must not mix Latin, Greek and Cyrillic letters"],
+  ]) {
+    await phone.fill("#name", name);
+    await phone.fill("#password", PASSWORD);
+    await phone.click("#register");
+    await phone.waitForSelector(`#signin-error:has-text("${why}")`);
+  }
+  await shot(phone, "phone-name-taken");
+  // a wrong password, then the right one: frank on the phone too
+  await phone.fill("#name", "frank");
+  await phone.fill("#password", "not the password");
+  await phone.press("#password", "Enter");
+  await phone.waitForSelector("#signin-error:has-text('invalid name or password')");
+  await phone.fill("#password", PASSWORD);
+  await phone.press("#password", "Enter");
+  await phone.waitForSelector("#app:not(.hidden)");
+  assert.equal(await phone.textContent("#me"), "Frank");
+  await shot(phone, "phone-signed-in");
+
+  // sign-out ends this session only: its token is refused, the phone's not
+  const token = await frank.evaluate(() => localStorage.getItem("token"));
+  await frank.click("#sign-out");
+  await frank.waitForSelector("#signin:not(.hidden)");
+  const rooms = (tok) => fetch(`${url}/api/v1/rooms`, { headers: { authorization: `Bearer ${tok}` } });
+  assert.equal((await rooms(token)).status, 401);
+  const phoneToken = await phone.evaluate(() => localStorage.getItem("token"));
+  assert.equal((await rooms(phoneToken)).status, 200);
+  await shot(frank, "signed-out");
+  // a reload keeps the phone signed in
+  await phone.reload();
+  await phone.waitForSelector("#app:not(.hidden)");
 });
