@@ -43,7 +43,7 @@ cargo build -p conformance-server
 )
 
 echo "== the chat on PostgreSQL (a throwaway server; PostgreSQL is installed with apt if missing)"
-./scripts/with-postgres.sh cargo test -p fawkes-chat --test chat --test accounts --test api_errors
+./scripts/with-postgres.sh cargo test -p fawkes-chat --test chat --test accounts --test api_errors --test features
 
 echo "== the chat in headless Chromium (installed with apt if missing), on SQLite then on PostgreSQL"
 need chromium chromium

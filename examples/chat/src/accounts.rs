@@ -301,6 +301,24 @@ impl Accounts {
         Ok(row.map(|(id, name)| User { id, name }))
     }
 
+    /// The users whose name keys are among `keys`, in one query.
+    ///
+    /// # Errors
+    ///
+    /// Database errors.
+    pub async fn by_keys(&self, keys: &[String]) -> Result<Vec<User>, sqlx::Error> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let placeholders: Vec<String> = (1..=keys.len()).map(|i| format!("${i}")).collect();
+        let sql = format!("SELECT id, name FROM users WHERE name_key IN ({})", placeholders.join(", "));
+        let mut q = sqlx::query_as::<_, (i64, String)>(&sql);
+        for k in keys {
+            q = q.bind(k);
+        }
+        Ok(q.fetch_all(&self.db).await?.into_iter().map(|(id, name)| User { id, name }).collect())
+    }
+
     /// The names of several users, in one query.
     ///
     /// # Errors

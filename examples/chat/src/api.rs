@@ -25,7 +25,7 @@ use std::net::{IpAddr, SocketAddr};
 use axum::extract::ConnectInfo;
 
 use crate::accounts::{AccountError, User};
-use crate::chat::{validate_body, validate_client_id, PostError, MAX_BODY};
+use crate::chat::{validate_body, validate_client_id, ChangeError, PostError, MAX_BODY};
 use crate::text::{self, Name, TextError};
 use crate::App;
 
@@ -356,6 +356,15 @@ fn message_id_param(value: Option<&str>, field: &str) -> Result<Option<i64>, Api
         .map_err(|_| ApiError::invalid(field, "must be a message id"))
 }
 
+/// `?limit=`: 1 to 100, 50 when absent.
+fn limit_param(value: Option<&str>) -> Result<i64, ApiError> {
+    match value.filter(|s| !s.is_empty()).map(str::parse::<i64>).transpose() {
+        Ok(Some(l)) if (1..=100).contains(&l) => Ok(l),
+        Ok(None) => Ok(50),
+        _ => Err(ApiError::invalid("limit", "must be between 1 and 100")),
+    }
+}
+
 /// Fails unless `room` exists and `user` is one of its members.
 async fn member_of(app: &App, room: i64, user: &User) -> Result<(), ApiError> {
     app.chat.room(room).await?.ok_or_else(|| ApiError::not_found("room"))?;
@@ -377,11 +386,7 @@ async fn messages(
     member_of(&app, id, &user).await?;
     let before = message_id_param(page.before.as_deref(), "before")?;
     let after = message_id_param(page.after.as_deref(), "after")?;
-    let limit = match page.limit.as_deref().filter(|s| !s.is_empty()).map(str::parse::<i64>).transpose() {
-        Ok(Some(l)) if (1..=100).contains(&l) => l,
-        Ok(None) => 50,
-        _ => return Err(ApiError::invalid("limit", "must be between 1 and 100")),
-    };
+    let limit = limit_param(page.limit.as_deref())?;
     Ok(Json(json!({"data": app.chat.history(id, before, after, limit).await?})).into_response())
 }
 
@@ -402,7 +407,7 @@ async fn post_message(
     let body = validate_body(b.get("body")).map_err(|e| ApiError::invalid("body", e.to_string()))?;
     let client_id =
         validate_client_id(b.get("client_id")).map_err(|e| ApiError::invalid("client_id", e.to_string()))?;
-    let posted = match app.chat.post(id, user.id, &body, client_id.as_deref()).await {
+    let posted = match app.chat.post(id, &user, &body, client_id.as_deref()).await {
         Ok(posted) => posted,
         Err(PostError::ClientIdTaken) => {
             let why = PostError::ClientIdTaken.to_string();
@@ -415,10 +420,61 @@ async fn post_message(
         return Ok(Json(json!({ "data": message })).into_response());
     }
     // stored: it goes out as the channel's sends do
-    if let Err(e) = app.endpoint.broadcast(&format!("room:{id}"), "new_message", json!(message)) {
-        tracing::error!(error = %e, room = id, "a stored message was not broadcast");
-    }
+    app.announce(id, &user, &message).await;
     Ok(created(json!({ "data": message })))
+}
+
+impl From<ChangeError> for ApiError {
+    fn from(e: ChangeError) -> ApiError {
+        match e {
+            ChangeError::NotFound => ApiError::not_found("message"),
+            ChangeError::NotYours => ApiError::new(StatusCode::FORBIDDEN, "not your message"),
+            ChangeError::Database(e) => e.into(),
+        }
+    }
+}
+
+/// Edits one's message: `{"body"}`; 200 with the message, broadcast to the
+/// room as `message_edited`; 403 for someone else's, 404 for none (or a
+/// deleted one).
+async fn edit_message(
+    State(app): State<App>,
+    Auth(user, _): Auth,
+    ApiPath((room, id)): ApiPath<(i64, i64)>,
+    JsonObject(b): JsonObject,
+) -> ApiResult {
+    member_of(&app, room, &user).await?;
+    let body = validate_body(b.get("body")).map_err(|e| ApiError::invalid("body", e.to_string()))?;
+    let message = app.chat.edit(room, user.id, id, &body).await?;
+    broadcast_change(&app, room, "message_edited", &message);
+    Ok(Json(json!({ "data": message })).into_response())
+}
+
+/// Deletes one's message: 204, broadcast to the room as `message_deleted`;
+/// 403 for someone else's, 404 for none.
+async fn delete_message(
+    State(app): State<App>,
+    Auth(user, _): Auth,
+    ApiPath((room, id)): ApiPath<(i64, i64)>,
+) -> ApiResult {
+    member_of(&app, room, &user).await?;
+    let message = app.chat.delete(room, user.id, id).await?;
+    broadcast_change(&app, room, "message_deleted", &message);
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Broadcasts an edit or a deletion to the room (the message as it is now).
+pub(crate) fn broadcast_change(app: &App, room: i64, event: &str, message: &crate::chat::ChatMessage) {
+    if let Err(e) = app.endpoint.broadcast(&format!("room:{room}"), event, json!(message)) {
+        tracing::error!(error = %e, room, "a change of a message was not broadcast");
+    }
+}
+
+/// A page of one's notifications (`?limit=`, 50 by default, at most 100),
+/// oldest first: what a reload shows.
+async fn list_notifications(State(app): State<App>, Auth(user, _): Auth, ApiQuery(page): ApiQuery<Page>) -> ApiResult {
+    let limit = limit_param(page.limit.as_deref())?;
+    Ok(Json(json!({"data": app.chat.notifications(user.id, limit).await?})).into_response())
 }
 
 /// The notification rate per sender: bursts of 20, then 10 a second.
@@ -441,11 +497,16 @@ async fn notify(State(app): State<App>, Auth(user, _): Auth, JsonObject(b): Json
         e => ApiError::invalid("message", e.to_string()),
     })?;
     app.accounts.get(to).await?.ok_or_else(|| ApiError::not_found("user"))?;
-    let payload = json!({"message": message, "from": {"id": user.id, "name": user.name}});
-    app.endpoint
-        .broadcast(&format!("notifications:{to}"), "new_notification", payload.clone())
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    Ok(created(json!({"data": payload})))
+    let mut payload = Map::new();
+    payload.insert("kind".into(), "message".into());
+    payload.insert("message".into(), message.into());
+    // one who blocked the sender gets nothing, and the sender is not told
+    let sent = app.notify(to, &user, payload.clone()).await?;
+    let shown = sent.unwrap_or_else(|| {
+        payload.insert("from".into(), json!({"id": user.id, "name": user.name}));
+        Value::Object(payload)
+    });
+    Ok(created(json!({ "data": shown })))
 }
 
 async fn block(State(app): State<App>, Auth(user, _): Auth, JsonObject(b): JsonObject) -> ApiResult {
@@ -485,7 +546,11 @@ pub fn routes() -> Router<App> {
         .route("/api/v1/rooms", get(list_rooms).post(create_room))
         .route("/api/v1/rooms/{id}/members", post(join_room))
         .route("/api/v1/rooms/{id}/messages", get(messages).post(post_message))
-        .route("/api/v1/notifications", post(notify).layer(DefaultBodyLimit::max(NOTIFICATION_MAX_BYTES)))
+        .route("/api/v1/rooms/{id}/messages/{message_id}", axum::routing::patch(edit_message).delete(delete_message))
+        .route(
+            "/api/v1/notifications",
+            get(list_notifications).post(notify).layer(DefaultBodyLimit::max(NOTIFICATION_MAX_BYTES)),
+        )
         .route("/api/v1/blocks", post(block))
         .route("/api/v1/blocks/{user_id}", delete(unblock))
         .route("/api", axum::routing::any(not_found))

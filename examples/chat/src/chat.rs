@@ -3,6 +3,7 @@
 use serde::Serialize;
 use sqlx::AnyPool;
 
+use crate::accounts::User;
 use crate::db::now_iso;
 use crate::text::TextError;
 
@@ -20,15 +21,47 @@ pub struct Room {
 pub struct ChatMessage {
     /// Id.
     pub id: i64,
-    /// Text.
+    /// Text; empty once deleted.
     pub body: String,
     /// Author.
     pub user_id: i64,
+    /// The author's name, from the users table (shown even when the author
+    /// is no longer in the room).
+    pub user_name: String,
     /// When it was stored (ISO 8601, UTC).
     pub inserted_at: String,
     /// The id its author's client gave it, when it gave one: a send retried
     /// with the same id is stored once (see [`Chat::post`]).
     pub client_id: Option<String>,
+    /// When its author last edited it, if ever.
+    pub edited_at: Option<String>,
+    /// Whether its author deleted it (it stays in the history as such).
+    pub deleted: bool,
+}
+
+/// Why an edit or a deletion was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeError {
+    /// No such message in this room (or already deleted).
+    #[error("message not found")]
+    NotFound,
+    /// The message is someone else's.
+    #[error("not your message")]
+    NotYours,
+    /// The database failed.
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// The columns of a message row, in [`MESSAGE_COLUMNS`]' order.
+type MessageRow = (i64, String, i64, String, String, Option<String>, Option<String>, Option<String>);
+
+/// The columns read for a [`ChatMessage`], `m` being messages and `u` users.
+const MESSAGE_COLUMNS: &str = "m.id, m.body, m.user_id, u.name, m.inserted_at, m.client_id, m.edited_at, m.deleted_at";
+
+fn message(row: MessageRow) -> ChatMessage {
+    let (id, body, user_id, user_name, inserted_at, client_id, edited_at, deleted_at) = row;
+    ChatMessage { id, body, user_id, user_name, inserted_at, client_id, edited_at, deleted: deleted_at.is_some() }
 }
 
 /// What [`Chat::post`] did.
@@ -187,7 +220,14 @@ impl Chat {
     ///
     /// [`PostError::ClientIdTaken`] when the author used `client_id` for
     /// another body or room; database errors.
-    pub async fn post(&self, room: i64, user: i64, body: &str, client_id: Option<&str>) -> Result<Posted, PostError> {
+    pub async fn post(
+        &self,
+        room: i64,
+        author: &User,
+        body: &str,
+        client_id: Option<&str>,
+    ) -> Result<Posted, PostError> {
+        let user = author.id;
         let at = now_iso();
         // one statement: two sends of one client id at once store one row
         // (the unique index on (user_id, client_id); a null client id never
@@ -205,7 +245,16 @@ impl Chat {
         .await?;
         let client_id = client_id.map(str::to_owned);
         if let Some((id,)) = inserted {
-            let message = ChatMessage { id, body: body.to_owned(), user_id: user, inserted_at: at, client_id };
+            let message = ChatMessage {
+                id,
+                body: body.to_owned(),
+                user_id: user,
+                user_name: author.name.clone(),
+                inserted_at: at,
+                client_id,
+                edited_at: None,
+                deleted: false,
+            };
             return Ok(Posted { message, created: true });
         }
         let (id, room_id, stored, inserted_at): (i64, i64, String, String) =
@@ -217,7 +266,16 @@ impl Chat {
         if room_id != room || stored != body {
             return Err(PostError::ClientIdTaken);
         }
-        let message = ChatMessage { id, body: stored, user_id: user, inserted_at, client_id };
+        let message = ChatMessage {
+            id,
+            body: stored,
+            user_id: user,
+            user_name: author.name.clone(),
+            inserted_at,
+            client_id,
+            edited_at: None,
+            deleted: false,
+        };
         Ok(Posted { message, created: false })
     }
 
@@ -238,29 +296,164 @@ impl Chat {
     ) -> Result<Vec<ChatMessage>, sqlx::Error> {
         let order = if after.is_some() { "ASC" } else { "DESC" };
         let sql = format!(
-            "SELECT id, body, user_id, inserted_at, client_id FROM messages \
-             WHERE room_id = $1 AND id < $2 AND id > $3 ORDER BY id {order} LIMIT $4"
+            "SELECT {MESSAGE_COLUMNS} FROM messages m JOIN users u ON u.id = m.user_id \
+             WHERE m.room_id = $1 AND m.id < $2 AND m.id > $3 ORDER BY m.id {order} LIMIT $4"
         );
-        let rows: Vec<(i64, String, i64, String, Option<String>)> = sqlx::query_as(&sql)
+        let rows: Vec<MessageRow> = sqlx::query_as(&sql)
             .bind(room)
             .bind(before.unwrap_or(i64::MAX))
             .bind(after.unwrap_or(i64::MIN))
             .bind(limit)
             .fetch_all(&self.db)
             .await?;
-        let mut out: Vec<ChatMessage> = rows
-            .into_iter()
-            .map(|(id, body, user_id, inserted_at, client_id)| ChatMessage {
-                id,
-                body,
-                user_id,
-                inserted_at,
-                client_id,
-            })
-            .collect();
+        let mut out: Vec<ChatMessage> = rows.into_iter().map(message).collect();
         if after.is_none() {
             out.reverse();
         }
         Ok(out)
     }
+
+    /// One message of a room.
+    ///
+    /// # Errors
+    ///
+    /// Database errors.
+    pub async fn message(&self, room: i64, id: i64) -> Result<Option<ChatMessage>, sqlx::Error> {
+        let sql = format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages m JOIN users u ON u.id = m.user_id \
+             WHERE m.room_id = $1 AND m.id = $2"
+        );
+        let row: Option<MessageRow> = sqlx::query_as(&sql).bind(room).bind(id).fetch_optional(&self.db).await?;
+        Ok(row.map(message))
+    }
+
+    /// Replaces the body of `user`'s message `id` in `room` (not deleted),
+    /// and says when.
+    ///
+    /// # Errors
+    ///
+    /// [`ChangeError::NotFound`], [`ChangeError::NotYours`]; database
+    /// errors.
+    pub async fn edit(&self, room: i64, user: i64, id: i64, body: &str) -> Result<ChatMessage, ChangeError> {
+        self.change(room, user, id, "body = $1, edited_at = $2", body).await
+    }
+
+    /// Deletes `user`'s message `id` in `room`: its body is emptied and it
+    /// is marked deleted (it keeps its place in the history).
+    ///
+    /// # Errors
+    ///
+    /// As [`Chat::edit`].
+    pub async fn delete(&self, room: i64, user: i64, id: i64) -> Result<ChatMessage, ChangeError> {
+        self.change(room, user, id, "body = $1, deleted_at = $2", "").await
+    }
+
+    async fn change(&self, room: i64, user: i64, id: i64, set: &str, body: &str) -> Result<ChatMessage, ChangeError> {
+        let current = self.message(room, id).await?.filter(|m| !m.deleted).ok_or(ChangeError::NotFound)?;
+        if current.user_id != user {
+            return Err(ChangeError::NotYours);
+        }
+        // the author and the state checked again in the statement
+        let sql =
+            format!("UPDATE messages SET {set} WHERE id = $3 AND room_id = $4 AND user_id = $5 AND deleted_at IS NULL");
+        let done =
+            sqlx::query(&sql).bind(body).bind(now_iso()).bind(id).bind(room).bind(user).execute(&self.db).await?;
+        if done.rows_affected() == 0 {
+            return Err(ChangeError::NotFound);
+        }
+        self.message(room, id).await?.ok_or(ChangeError::NotFound)
+    }
+
+    /// Stores a notification for `user` and gives it back with its `id` and
+    /// `inserted_at` added: what the notifications channel pushes, and what
+    /// [`Chat::notifications`] reads after a reload.
+    ///
+    /// # Errors
+    ///
+    /// Database errors.
+    pub async fn store_notification(
+        &self,
+        user: i64,
+        mut payload: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<serde_json::Value, sqlx::Error> {
+        let at = now_iso();
+        let text = serde_json::Value::Object(payload.clone()).to_string();
+        let (id,): (i64,) = sqlx::query_as(
+            "INSERT INTO notifications (user_id, payload, inserted_at) VALUES ($1, $2, $3) RETURNING id",
+        )
+        .bind(user)
+        .bind(&text)
+        .bind(&at)
+        .fetch_one(&self.db)
+        .await?;
+        payload.insert("id".into(), id.into());
+        payload.insert("inserted_at".into(), at.into());
+        Ok(serde_json::Value::Object(payload))
+    }
+
+    /// `user`'s latest `limit` notifications, oldest first.
+    ///
+    /// # Errors
+    ///
+    /// Database errors.
+    pub async fn notifications(&self, user: i64, limit: i64) -> Result<Vec<serde_json::Value>, sqlx::Error> {
+        let rows: Vec<(i64, String, String)> = sqlx::query_as(
+            "SELECT id, payload, inserted_at FROM notifications WHERE user_id = $1 ORDER BY id DESC LIMIT $2",
+        )
+        .bind(user)
+        .bind(limit)
+        .fetch_all(&self.db)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .rev()
+            .map(|(id, payload, at)| {
+                let mut v: serde_json::Value = serde_json::from_str(&payload).unwrap_or_default();
+                if let Some(m) = v.as_object_mut() {
+                    m.insert("id".into(), id.into());
+                    m.insert("inserted_at".into(), at.into());
+                }
+                v
+            })
+            .collect())
+    }
+
+    /// The members of `room` among `users`.
+    ///
+    /// # Errors
+    ///
+    /// Database errors.
+    pub async fn members_among(&self, room: i64, users: &[i64]) -> Result<Vec<i64>, sqlx::Error> {
+        if users.is_empty() {
+            return Ok(Vec::new());
+        }
+        let placeholders: Vec<String> = (2..users.len() + 2).map(|i| format!("${i}")).collect();
+        let sql =
+            format!("SELECT user_id FROM memberships WHERE room_id = $1 AND user_id IN ({})", placeholders.join(", "));
+        let mut q = sqlx::query_as::<_, (i64,)>(&sql).bind(room);
+        for u in users {
+            q = q.bind(*u);
+        }
+        Ok(q.fetch_all(&self.db).await?.into_iter().map(|(u,)| u).collect())
+    }
+}
+
+/// The names a message mentions (`@name`, up to the next space; trailing
+/// punctuation left out), as name keys (see [`crate::text::name`]), each
+/// once, at most 20.
+pub fn mentions(body: &str) -> Vec<String> {
+    let mut keys: Vec<String> = Vec::new();
+    for word in body.split_whitespace() {
+        let Some(name) = word.strip_prefix('@') else { continue };
+        let name = name.trim_end_matches(|c: char| matches!(c, '.' | ',' | ':' | ';' | '!' | '?' | ')' | '\'' | '"'));
+        if let Ok(n) = crate::text::name(Some(&serde_json::Value::String(name.to_owned())), 40) {
+            if !keys.contains(&n.key) {
+                keys.push(n.key);
+            }
+        }
+        if keys.len() == 20 {
+            break;
+        }
+    }
+    keys
 }

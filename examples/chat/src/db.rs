@@ -20,11 +20,15 @@ const SQLITE: &[(&str, &str)] = &[
     ("001_init", include_str!("../migrations/sqlite/001_init.sql")),
     ("002_client_id", include_str!("../migrations/sqlite/002_client_id.sql")),
     ("003_accounts", include_str!("../migrations/sqlite/003_accounts.sql")),
+    ("004_edits", include_str!("../migrations/sqlite/004_edits.sql")),
+    ("005_notifications", include_str!("../migrations/sqlite/005_notifications.sql")),
 ];
 const POSTGRES: &[(&str, &str)] = &[
     ("001_init", include_str!("../migrations/postgres/001_init.sql")),
     ("002_client_id", include_str!("../migrations/postgres/002_client_id.sql")),
     ("003_accounts", include_str!("../migrations/postgres/003_accounts.sql")),
+    ("004_edits", include_str!("../migrations/postgres/004_edits.sql")),
+    ("005_notifications", include_str!("../migrations/postgres/005_notifications.sql")),
 ];
 
 /// How long the first connection may take: a database that cannot be

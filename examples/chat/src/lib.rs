@@ -275,6 +275,65 @@ pub async fn build(config: &Config) -> Result<(axum::Router, SocketService<socke
     Ok((router, service, app))
 }
 
+impl App {
+    /// Sends a notification to `to` unless `to` blocked its sender
+    /// (`from`): stored (a reload shows it) and pushed on
+    /// `notifications:<to>` as `new_notification`. `None` when blocked.
+    ///
+    /// # Errors
+    ///
+    /// Database errors.
+    pub async fn notify(
+        &self,
+        to: i64,
+        from: &accounts::User,
+        mut payload: serde_json::Map<String, Value>,
+    ) -> Result<Option<Value>, sqlx::Error> {
+        if self.accounts.blocked_by(to).await?.contains(&from.id) {
+            return Ok(None);
+        }
+        payload.insert("from".into(), json!({"id": from.id, "name": from.name}));
+        let stored = self.chat.store_notification(to, payload).await?;
+        if let Err(e) = self.endpoint.broadcast(&format!("notifications:{to}"), "new_notification", stored.clone()) {
+            tracing::error!(error = %e, "a stored notification was not pushed");
+        }
+        Ok(Some(stored))
+    }
+
+    /// What follows a stored message, from the channel or the API: the
+    /// room's `new_message` broadcast, and a `mention` notification to each
+    /// member it mentions (`@name`; not its author, not who blocked them).
+    pub(crate) async fn announce(&self, room: i64, author: &accounts::User, message: &chat::ChatMessage) {
+        if let Err(e) = self.endpoint.broadcast(&format!("room:{room}"), "new_message", json!(message)) {
+            tracing::error!(error = %e, room, "a stored message was not broadcast");
+        }
+        let keys = chat::mentions(&message.body);
+        if keys.is_empty() {
+            return;
+        }
+        let result: Result<(), sqlx::Error> = async {
+            let mentioned: Vec<i64> =
+                self.accounts.by_keys(&keys).await?.into_iter().map(|u| u.id).filter(|id| *id != author.id).collect();
+            for to in self.chat.members_among(room, &mentioned).await? {
+                let payload = json!({
+                    "kind": "mention",
+                    "message": message.body,
+                    "room_id": room,
+                    "message_id": message.id,
+                });
+                if let Value::Object(payload) = payload {
+                    self.notify(to, author, payload).await?;
+                }
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::error!(error = %e, room, "mentions not notified");
+        }
+    }
+}
+
 /// `{"error": ...}` for tests.
 pub fn error_status(v: &Value) -> Option<u64> {
     v["error"]["status"].as_u64()

@@ -11,7 +11,7 @@ use fawkes::{
 use serde_json::{json, Value};
 
 use crate::accounts::{AccountError, User};
-use crate::chat::PostError;
+use crate::chat::{ChangeError, PostError};
 use crate::App;
 
 /// The chat's socket: `connect` checks the session token (`token`).
@@ -87,7 +87,7 @@ impl App {
 
 impl Channel<ChatSocket> for RoomChannel {
     type Info = RoomInfo;
-    const INTERCEPT: &'static [&'static str] = &["new_message"];
+    const INTERCEPT: &'static [&'static str] = &["new_message", "message_edited", "message_deleted"];
 
     async fn join(
         topic: &str,
@@ -143,6 +143,7 @@ impl Channel<ChatSocket> for RoomChannel {
     ) -> Result<HandleIn, ChannelError> {
         let app = ctx.socket().app.clone();
         let me = ctx.assigns().user.id;
+        let user = ctx.assigns().user.clone();
         let p = payload.to_value().unwrap_or(Value::Null);
         match event {
             "new_message" => {
@@ -159,7 +160,7 @@ impl Channel<ChatSocket> for RoomChannel {
                     Ok(id) => id,
                     Err(why) => return Ok(HandleIn::error(json!({"reason": "invalid", "errors": {"client_id": why}}))),
                 };
-                let posted = match app.chat.post(self.room, me, &body, client_id.as_deref()).await {
+                let posted = match app.chat.post(self.room, &user, &body, client_id.as_deref()).await {
                     Ok(posted) => posted,
                     Err(e @ PostError::ClientIdTaken) => {
                         return Ok(HandleIn::error(
@@ -174,9 +175,32 @@ impl Channel<ChatSocket> for RoomChannel {
                 // A new one goes out whatever the fan-out limit says (messages
                 // have their own limit, checked above).
                 if posted.created {
-                    ctx.endpoint().broadcast(ctx.topic(), "new_message", json!(posted.message))?;
+                    app.announce(self.room, &user, &posted.message).await;
                 }
                 Ok(HandleIn::ok(json!({"message_id": posted.message.id})))
+            }
+            "edit_message" | "delete_message" => {
+                let Some(id) = p.get("id").and_then(Value::as_i64) else {
+                    return Ok(HandleIn::error(json!({"reason": "invalid", "errors": {"id": "must be a message id"}})));
+                };
+                let changed = if event == "edit_message" {
+                    let body = match crate::api::message_body(&p) {
+                        Ok(b) => b,
+                        Err(why) => return Ok(HandleIn::error(json!({"reason": "invalid", "errors": {"body": why}}))),
+                    };
+                    app.chat.edit(self.room, me, id, &body).await
+                } else {
+                    app.chat.delete(self.room, me, id).await
+                };
+                let message = match changed {
+                    Ok(m) => m,
+                    Err(ChangeError::NotFound) => return Ok(HandleIn::error(json!({"reason": "not_found"}))),
+                    Err(ChangeError::NotYours) => return Ok(HandleIn::error(json!({"reason": "forbidden"}))),
+                    Err(ChangeError::Database(e)) => return Err(e.into()),
+                };
+                let done = if event == "edit_message" { "message_edited" } else { "message_deleted" };
+                crate::api::broadcast_change(&app, self.room, done, &message);
+                Ok(HandleIn::ok(json!({"message": message})))
             }
             "typing" => {
                 let typing = p.get("typing").and_then(Value::as_bool).unwrap_or(false);

@@ -345,10 +345,20 @@ async fn two_nodes_serve_one_chat() {
     assert_reply!(ca, r, "ok", any_payload);
     refute_push!(cb, "new_message", |v: &Value| v["body"] == "blocked now");
     let (_, notes) = sb.join(&format!("notifications:{bob}"), json!({})).await.unwrap();
-    let (status, _) =
-        http(a.addr, "POST", "/api/v1/notifications", Some(&ta), Some(json!({"user_id": bob, "message": "psst"})))
-            .await;
-    assert_eq!(status, 201);
+    let notify = |message: &'static str| {
+        let ta = ta.clone();
+        async move {
+            let body = json!({"user_id": bob, "message": message});
+            http(a.addr, "POST", "/api/v1/notifications", Some(&ta), Some(body)).await.0
+        }
+    };
+    // blocked, her notifications do not reach him either (she is not told)
+    assert_eq!(notify("blocked psst").await, 201);
+    refute_push!(notes, "new_notification", |v: &Value| v["message"] == "blocked psst");
+    let (status, _) = http(b.addr, "DELETE", &format!("/api/v1/blocks/{alice}"), Some(&tb), None).await;
+    assert_eq!(status, 204);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(notify("psst").await, 201);
     assert_push!(notes, "new_notification", |v: &Value| v["message"] == "psst");
 }
 

@@ -1,0 +1,226 @@
+//! What people do with messages and rooms: edit and delete their own
+//! (broadcast, and the history shows the result), author names from the
+//! users table, `@name` mentions notifying through the notifications
+//! channel, notifications kept for a reload, blocks applied everywhere.
+//! Over real HTTP and through fawkes-test. SQLite by default;
+//! CHAT_TEST_DATABASE_URL=postgres://... for PostgreSQL.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use fawkes::SocketService;
+use fawkes_chat::socket::ChatSocket;
+use fawkes_test::{any_payload, assert_push, assert_reply, connect, refute_push, TestChannel, TestSocket};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+static N: AtomicU64 = AtomicU64::new(0);
+
+const PASSWORD: &str = "correct horse battery staple";
+
+fn unique(prefix: &str) -> String {
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    format!("{prefix}{}{}", t % 1_000_000_000, N.fetch_add(1, Ordering::Relaxed))
+}
+
+struct Server {
+    addr: SocketAddr,
+    service: SocketService<ChatSocket>,
+}
+
+async fn start() -> Server {
+    let url = match std::env::var("CHAT_TEST_DATABASE_URL") {
+        Ok(u) => u,
+        Err(_) => {
+            let dir = std::env::temp_dir().join(unique("fawkes-chat-features-"));
+            std::fs::create_dir_all(&dir).unwrap();
+            format!("sqlite://{}?mode=rwc", dir.join("chat.db").display())
+        }
+    };
+    let config = fawkes_chat::Config {
+        database_url: url,
+        secret_key_base: Some("chat-test-secret-key-base-0123456789abcdef".into()),
+        pubsub: None,
+        shared_history: None,
+        phoenix_presence: None,
+        session_max_age: fawkes_chat::DEFAULT_SESSION_MAX_AGE,
+        dev_sign_in: false,
+    };
+    let (router, service, _) = fawkes_chat::build(&config).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    Server { addr, service }
+}
+
+async fn http(addr: SocketAddr, method: &str, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let req = format!("{method} {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-type: application/json\r\nauthorization: Bearer {token}\r\ncontent-length: {}\r\n\r\n{body}", body.len());
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await.unwrap();
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    let rest = if head.to_lowercase().contains("transfer-encoding: chunked") {
+        rest.split("\r\n").nth(1).unwrap_or("").to_owned()
+    } else {
+        rest.to_owned()
+    };
+    (status, serde_json::from_str(&rest).unwrap_or(Value::Null))
+}
+
+/// Registers `name`: token and id.
+async fn register(s: &Server, name: &str) -> (String, i64) {
+    let mut st = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    let body = json!({"name": name, "password": PASSWORD}).to_string();
+    let req = format!("POST /api/v1/users HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}", body.len());
+    st.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    st.read_to_end(&mut raw).await.unwrap();
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let v: Value = serde_json::from_str(text.split_once("\r\n\r\n").unwrap().1).unwrap();
+    (v["token"].as_str().unwrap().to_owned(), v["user"]["id"].as_i64().unwrap())
+}
+
+/// A room made by `owner` and joined (as a member) by the others.
+async fn room(s: &Server, owner: &str, others: &[&str]) -> i64 {
+    let (status, v) = http(s.addr, "POST", "/api/v1/rooms", owner, Some(json!({"name": unique("room")}))).await;
+    assert_eq!(status, 201, "{v}");
+    let id = v["data"]["id"].as_i64().unwrap();
+    for t in others {
+        assert_eq!(http(s.addr, "POST", &format!("/api/v1/rooms/{id}/members"), t, None).await.0, 201);
+    }
+    id
+}
+
+async fn join(s: &Server, token: &str, room: i64) -> (TestSocket, TestChannel) {
+    let socket = connect(&s.service, json!({"token": token})).await.unwrap();
+    let (_, ch) = socket.join(&format!("room:{room}"), json!({})).await.unwrap();
+    (socket, ch)
+}
+
+async fn history(s: &Server, token: &str, room: i64) -> Vec<Value> {
+    let (status, v) = http(s.addr, "GET", &format!("/api/v1/rooms/{room}/messages?limit=100"), token, None).await;
+    assert_eq!(status, 200, "{v}");
+    v["data"].as_array().unwrap().clone()
+}
+
+#[tokio::test]
+async fn authors_edit_and_delete_their_messages_and_everyone_sees_it() {
+    let s = start().await;
+    let alice = unique("alice");
+    let (ta, a) = register(&s, &alice).await;
+    let (tb, _) = register(&s, &unique("bob")).await;
+    let id = room(&s, &ta, &[&tb]).await;
+    let (_sa, ca) = join(&s, &ta, id).await;
+    let (_sb, cb) = join(&s, &tb, id).await;
+    let r = ca.push("new_message", json!({"body": "helo"}));
+    let reply = assert_reply!(ca, r, "ok", any_payload).to_value().unwrap();
+    let m = reply["message_id"].as_i64().unwrap();
+    assert_push!(cb, "new_message", |v: &Value| v["id"] == m && v["user_name"] == alice.as_str());
+
+    // bob can neither edit nor delete it
+    let r = cb.push("edit_message", json!({"id": m, "body": "mine now"}));
+    assert_reply!(cb, r, "error", json!({"reason": "forbidden"}));
+    let path = format!("/api/v1/rooms/{id}/messages/{m}");
+    let (status, v) = http(s.addr, "PATCH", &path, &tb, Some(json!({"body": "mine"}))).await;
+    assert_eq!((status, v["error"]["message"].as_str()), (403, Some("not your message")), "{v}");
+    assert_eq!(http(s.addr, "DELETE", &path, &tb, None).await.0, 403);
+    // alice edits over the channel: broadcast to the room
+    let r = ca.push("edit_message", json!({"id": m, "body": "hello"}));
+    assert_reply!(ca, r, "ok", |v: &Value| v["message"]["body"] == "hello");
+    assert_push!(cb, "message_edited", |v: &Value| v["id"] == m && v["body"] == "hello" && v["edited_at"].is_string());
+    // bad input on an edit: the error shape and a reply, nothing changed
+    let r = ca.push("edit_message", json!({"id": m, "body": "nul\u{0}"}));
+    assert_reply!(
+        ca,
+        r,
+        "error",
+        json!({"reason": "invalid", "errors": {"body": "must not contain control characters"}})
+    );
+    let (status, v) = http(s.addr, "PATCH", &path, &ta, Some(json!({"body": "\u{0}"}))).await;
+    assert_eq!((status, v["error"]["fields"]["body"].as_str()), (422, Some("must not contain control characters")));
+    let r = ca.push("edit_message", json!({"id": 999_999_999, "body": "x"}));
+    assert_reply!(ca, r, "error", json!({"reason": "not_found"}));
+    // and over the API
+    let (status, v) = http(s.addr, "PATCH", &path, &ta, Some(json!({"body": "hello, bob"}))).await;
+    assert_eq!((status, v["data"]["body"].as_str()), (200, Some("hello, bob")), "{v}");
+    assert_push!(cb, "message_edited", |v: &Value| v["body"] == "hello, bob");
+    let got = history(&s, &tb, id).await;
+    assert_eq!((got[0]["body"].as_str(), got[0]["edited_at"].is_string()), (Some("hello, bob"), true));
+
+    // a second message, deleted over the API, then the first over the channel
+    let r = ca.push("new_message", json!({"body": "oops"}));
+    let m2 = assert_reply!(ca, r, "ok", any_payload).to_value().unwrap()["message_id"].as_i64().unwrap();
+    assert_eq!(http(s.addr, "DELETE", &format!("/api/v1/rooms/{id}/messages/{m2}"), &ta, None).await.0, 204);
+    assert_push!(cb, "message_deleted", |v: &Value| v["id"] == m2 && v["deleted"] == true && v["body"] == "");
+    let r = ca.push("delete_message", json!({"id": m}));
+    assert_reply!(ca, r, "ok", any_payload);
+    assert_push!(cb, "message_deleted", |v: &Value| v["id"] == m);
+    // deleted stays deleted; the history keeps their places, without text
+    let r = ca.push("edit_message", json!({"id": m, "body": "back"}));
+    assert_reply!(ca, r, "error", json!({"reason": "not_found"}));
+    let got = history(&s, &tb, id).await;
+    let shown: Vec<(i64, bool, &str, i64)> = got
+        .iter()
+        .map(|v| {
+            (
+                v["id"].as_i64().unwrap(),
+                v["deleted"].as_bool().unwrap(),
+                v["body"].as_str().unwrap(),
+                v["user_id"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(shown, [(m, true, "", a), (m2, true, "", a)]);
+}
+
+#[tokio::test]
+async fn mentions_notify_members_and_notifications_are_kept() {
+    let s = start().await;
+    let alice = unique("alice");
+    let bob = unique("Bob");
+    let (ta, a) = register(&s, &alice).await;
+    let (tb, b) = register(&s, &bob).await;
+    let (tc, c) = register(&s, &unique("carol")).await;
+    let id = room(&s, &ta, &[&tb]).await;
+    let sb = connect(&s.service, json!({"token": tb})).await.unwrap();
+    let (_, nb) = sb.join(&format!("notifications:{b}"), json!({})).await.unwrap();
+    let sc = connect(&s.service, json!({"token": tc})).await.unwrap();
+    let (_, nc) = sc.join(&format!("notifications:{c}"), json!({})).await.unwrap();
+    let (_sa, ca) = join(&s, &ta, id).await;
+    // bob, in another case and with punctuation after; carol is not a member
+    let body = format!("hey @{}, look (and @nobody-here)", bob.to_lowercase());
+    let r = ca.push("new_message", json!({"body": body}));
+    let m = assert_reply!(ca, r, "ok", any_payload).to_value().unwrap()["message_id"].as_i64().unwrap();
+    let note = assert_push!(nb, "new_notification", |v: &Value| v["kind"] == "mention").to_value().unwrap();
+    assert_eq!(
+        (note["room_id"].as_i64(), note["message_id"].as_i64(), note["from"]["id"].as_i64(), note["message"].as_str()),
+        (Some(id), Some(m), Some(a), Some(body.as_str()))
+    );
+    refute_push!(nc, "new_notification", any_payload);
+    // mentioned through the API too; not oneself
+    let body = format!("@{bob} again, says @{alice}");
+    let (status, _) =
+        http(s.addr, "POST", &format!("/api/v1/rooms/{id}/messages"), &ta, Some(json!({"body": body}))).await;
+    assert_eq!(status, 201);
+    assert_push!(nb, "new_notification", |v: &Value| v["message"] == body.as_str());
+    // kept: a reload reads them, oldest first
+    let (status, v) = http(s.addr, "GET", "/api/v1/notifications", &tb, None).await;
+    assert_eq!(status, 200, "{v}");
+    let kept: Vec<&str> = v["data"].as_array().unwrap().iter().map(|n| n["message"].as_str().unwrap()).collect();
+    assert_eq!(kept.len(), 2, "{v}");
+    assert_eq!(kept[1], body);
+    let (_, v) = http(s.addr, "GET", "/api/v1/notifications", &ta, None).await;
+    assert_eq!(v["data"], json!([]), "her own mention does not notify her");
+    // bob blocks alice: her mentions no longer reach him
+    assert_eq!(http(s.addr, "POST", "/api/v1/blocks", &tb, Some(json!({"user_id": a}))).await.0, 201);
+    let r = ca.push("new_message", json!({"body": format!("@{bob} are you there?")}));
+    assert_reply!(ca, r, "ok", any_payload);
+    refute_push!(nb, "new_notification", any_payload);
+    let (_, v) = http(s.addr, "GET", "/api/v1/notifications", &tb, None).await;
+    assert_eq!(v["data"].as_array().unwrap().len(), 2);
+}
