@@ -123,7 +123,15 @@ function nameOf(userId) {
   return entry?.user?.name || `user ${userId}`;
 }
 
-function messageItem(className, authorName, text, timeText) {
+// A timestamp as people read it: the time today, the date and time before.
+function when(iso) {
+  const d = new Date(iso);
+  const today = new Date().toDateString() === d.toDateString();
+  const time = d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  return today ? `today ${time}` : `${d.toLocaleDateString([], { year: "numeric", month: "short", day: "numeric" })} ${time}`;
+}
+
+function messageItem(className, authorName, text, timeText, iso) {
   const li = document.createElement("li");
   li.className = className;
   const author = document.createElement("span");
@@ -132,22 +140,126 @@ function messageItem(className, authorName, text, timeText) {
   const body = document.createElement("span");
   body.className = "body";
   body.textContent = text;
-  const time = document.createElement("span");
+  const time = document.createElement(iso ? "time" : "span");
   time.className = "time";
   time.textContent = timeText;
+  if (iso) {
+    time.dateTime = iso;
+    time.title = new Date(iso).toLocaleString();
+  }
   li.append(author, body, time);
   return li;
 }
 
-// Shows a stored message once, in id order, above what is still pending.
-function addMessage(m) {
+// Shows a message's current state: its text (or that it was deleted),
+// whether it was edited, and its author's edit and delete buttons.
+function renderMessage(li, m) {
+  li.classList.toggle("deleted", !!m.deleted);
+  li.querySelector(".body").textContent = m.deleted ? "message deleted" : m.body;
+  const me = state.user.name.toLowerCase();
+  li.classList.toggle("mention", !m.deleted && m.user_id !== state.user.id && m.body.toLowerCase().includes(`@${me}`));
+  li.querySelector(".edited")?.remove();
+  li.querySelector(".actions")?.remove();
+  if (m.edited_at && !m.deleted) {
+    const edited = document.createElement("span");
+    edited.className = "edited";
+    edited.textContent = "(edited)";
+    edited.title = `edited ${new Date(m.edited_at).toLocaleString()}`;
+    li.querySelector(".time").before(edited);
+  }
+  if (m.user_id === state.user.id && !m.deleted) {
+    const actions = document.createElement("span");
+    actions.className = "actions";
+    const edit = document.createElement("button");
+    edit.type = "button";
+    edit.className = "edit";
+    edit.textContent = "Edit";
+    edit.setAttribute("aria-label", `Edit message: ${m.body.slice(0, 40)}`);
+    edit.onclick = () => startEdit(li, m);
+    const del = document.createElement("button");
+    del.type = "button";
+    del.className = "delete";
+    del.textContent = "Delete";
+    del.setAttribute("aria-label", `Delete message: ${m.body.slice(0, 40)}`);
+    del.onclick = () => change(li, "delete_message", { id: m.id });
+    actions.append(edit, del);
+    li.append(actions);
+  }
+}
+
+// Sends an edit or a deletion; the room's broadcast updates every page.
+function change(li, event, payload) {
+  const room = state.room;
+  if (!room?.joined) {
+    showMessageError(li, "not connected: try again when back");
+    return;
+  }
+  room.channel.push(event, payload, PUSH_TIMEOUT_MS)
+    .receive("ok", ({ message }) => updateMessage(message))
+    .receive("error", (r) => showMessageError(li, r?.errors ? Object.entries(r.errors).map(([k, v]) => `${k} ${v}`).join(", ") : r?.reason))
+    .receive("timeout", () => showMessageError(li, "no answer: try again"));
+}
+
+function showMessageError(li, text) {
+  let err = li.querySelector(".error");
+  if (!err) {
+    err = document.createElement("div");
+    err.className = "error";
+    err.setAttribute("role", "alert");
+    li.append(err);
+  }
+  err.textContent = text;
+}
+
+// Edits in place: Enter saves, Escape cancels.
+function startEdit(li, m) {
+  const body = li.querySelector(".body");
+  const input = document.createElement("input");
+  input.className = "edit-body";
+  input.value = m.body;
+  input.setAttribute("aria-label", "Edit your message");
+  body.replaceWith(input);
+  input.focus();
+  const done = () => {
+    input.replaceWith(body);
+    li.querySelector(".error")?.remove();
+  };
+  input.onkeydown = (e) => {
+    if (e.key === "Escape") return done();
+    if (e.key !== "Enter") return;
+    if (!input.value.trim()) return showMessageError(li, "body can't be blank");
+    const room = state.room;
+    if (!room?.joined) return showMessageError(li, "not connected: try again when back");
+    room.channel.push("edit_message", { id: m.id, body: input.value }, PUSH_TIMEOUT_MS)
+      .receive("ok", ({ message }) => { done(); updateMessage(message); })
+      .receive("error", (r) => showMessageError(li, r?.errors ? Object.entries(r.errors).map(([k, v]) => `${k} ${v}`).join(", ") : r?.reason))
+      .receive("timeout", () => showMessageError(li, "no answer: try again"));
+  };
+}
+
+// An edit or deletion, from a broadcast or a reply.
+function updateMessage(m) {
+  const li = $("messages").querySelector(`li.message[data-id="${Number(m.id)}"]`);
+  if (li) renderMessage(li, m);
+}
+
+// Shows a stored message once, in id order, above what is still pending;
+// `scroll` false for older messages loaded above.
+function addMessage(m, scroll = true) {
   const list = $("messages");
-  if (list.querySelector(`li.message[data-id="${Number(m.id)}"]`)) return;
+  const shown = list.querySelector(`li.message[data-id="${Number(m.id)}"]`);
+  if (shown) {
+    // a later state of it (read again after an edit)
+    if (m.user_name) renderMessage(shown, m);
+    return;
+  }
   // the server has it: it is no longer pending, and is not sent again
   if (m.client_id && m.user_id === state.user.id && state.room) settle(state.room.id, m.client_id);
-  const author = m.user_id === state.user.id ? state.user.name : nameOf(m.user_id);
-  const li = messageItem("message", author, m.body, new Date(m.inserted_at).toLocaleTimeString());
+  const author = m.user_name || (m.user_id === state.user.id ? state.user.name : nameOf(m.user_id));
+  const li = messageItem("message", author, m.body, when(m.inserted_at), m.inserted_at);
   li.dataset.id = m.id;
+  li.dataset.userId = m.user_id;
+  renderMessage(li, m);
   let before = list.querySelector("li.pending");
   let prev = before ? before.previousElementSibling : list.lastElementChild;
   while (prev && Number(prev.dataset.id) > m.id) {
@@ -155,7 +267,30 @@ function addMessage(m) {
     prev = prev.previousElementSibling;
   }
   list.insertBefore(li, before);
-  li.scrollIntoView({ block: "end" });
+  if (scroll) li.scrollIntoView({ block: "end" });
+}
+
+// Scrolled to the top: the page before the oldest shown, kept in view.
+async function loadOlder(room) {
+  if (room.loadingOlder || room.noOlder) return;
+  const first = $("messages").querySelector("li.message");
+  if (!first) return;
+  room.loadingOlder = true;
+  $("older").textContent = "Loading older messages…";
+  try {
+    const { data } = await api("GET", `/api/v1/rooms/${room.id}/messages?before=${first.dataset.id}&limit=50`);
+    if (state.room !== room) return;
+    const list = $("messages");
+    const from = list.scrollHeight - list.scrollTop;
+    data.forEach((m) => addMessage(m, false));
+    list.scrollTop = list.scrollHeight - from;
+    if (data.length < 50) room.noOlder = true;
+    $("older").textContent = room.noOlder ? "The beginning of the room" : "";
+  } catch (e) {
+    $("older").textContent = `older messages not loaded: ${e.message}`;
+  } finally {
+    room.loadingOlder = false;
+  }
 }
 
 function showPending(item) {
@@ -207,7 +342,7 @@ async function fill(room) {
       for (;;) {
         const { data } = await api("GET", `/api/v1/rooms/${room.id}/messages?after=${after}&limit=${PAGE}`);
         if (state.room !== room) return;
-        data.forEach(addMessage);
+        data.forEach((m) => addMessage(m));
         if (data.length < PAGE) break;
         after = data[data.length - 1].id;
       }
@@ -246,7 +381,7 @@ async function flush(room) {
       if (status === "ok") {
         settle(room.id, item.clientId);
         if (state.room === room) {
-          addMessage({ id: response.message_id, body: item.body, user_id: state.user.id, inserted_at: item.at, client_id: item.clientId });
+          addMessage({ id: response.message_id, body: item.body, user_id: state.user.id, user_name: state.user.name, inserted_at: item.at, client_id: item.clientId });
         }
       } else if (status === "error" && response?.reason === "rate_limited") {
         await sleep(response.retry_after || 1000);
@@ -336,8 +471,13 @@ async function openRoom(id, name) {
   const on = (event, callback) => channel.on(event, (...args) => { if (state.room === room) callback(...args); });
   state.presence = new Presence(channel);
   state.presence.onSync(renderPresence);
-  on("message_history", ({ messages }) => messages.forEach(addMessage));
-  on("new_message", addMessage);
+  on("message_history", ({ messages }) => {
+    messages.forEach((m) => addMessage(m));
+    if (messages.length < 50) room.noOlder = true;
+  });
+  on("new_message", (m) => addMessage(m));
+  on("message_edited", updateMessage);
+  on("message_deleted", updateMessage);
   // the history could not bring back everything missed: the API can
   on("history_gap", () => needFill(room));
   on("user_typing", ({ user_id, typing }) => {
@@ -414,12 +554,11 @@ function connect() {
   state.socket.onError(connectionDown);
   state.socket.connect();
   const notes = state.socket.channel(`notifications:${state.user.id}`);
-  notes.on("new_notification", ({ message, from }) => {
-    const li = document.createElement("li");
-    li.textContent = `${from.name}: ${message}`;
-    $("notifications").append(li);
+  notes.on("new_notification", showNotification);
+  // those kept by the server: a reload shows them again
+  notes.join().receive("ok", () => {
+    api("GET", "/api/v1/notifications").then(({ data }) => data.forEach(showNotification)).catch(() => {});
   });
-  notes.join();
   loadRooms().then(() => {
     const last = JSON.parse(localStorage.getItem("room") || "null");
     if (last) openRoom(last.id, last.name);
@@ -427,6 +566,21 @@ function connect() {
 }
 
 // Forgets the session here (it ended, or expired) and shows the sign-in.
+// A notification, once (by id), newest at the top.
+function showNotification(n) {
+  const ul = $("notifications");
+  if (n.id != null && ul.querySelector(`li[data-id="${Number(n.id)}"]`)) return;
+  const li = document.createElement("li");
+  if (n.id != null) li.dataset.id = n.id;
+  li.className = n.kind === "mention" ? "mention" : "note";
+  const text = n.kind === "mention" ? `${n.from.name} mentioned you: ${n.message}` : `${n.from.name}: ${n.message}`;
+  li.textContent = text;
+  if (n.inserted_at) li.title = new Date(n.inserted_at).toLocaleString();
+  const items = [...ul.children];
+  const after = items.find((x) => Number(x.dataset.id) < Number(n.id));
+  ul.insertBefore(li, after || null);
+}
+
 function forgetSession() {
   localStorage.clear();
   location.reload();
@@ -481,6 +635,9 @@ $("new-room").onsubmit = async (e) => {
   }
 };
 $("send").onclick = send;
+$("messages").addEventListener("scroll", () => {
+  if ($("messages").scrollTop < 40 && state.room) loadOlder(state.room);
+});
 $("message").onkeydown = (e) => {
   if (e.key === "Enter") return send();
   if (!state.room?.joined) return;

@@ -378,3 +378,88 @@ test("accounts: names unique after normalisation, tricks refused, sign-out, sign
   await phone.reload();
   await phone.waitForSelector("#app:not(.hidden)");
 });
+
+// Posts through the API, waiting out the rate limit when told to.
+async function post(url, token, room, body) {
+  for (;;) {
+    const res = await fetch(`${url}/api/v1/rooms/${room}/messages`, {
+      method: "POST",
+      headers: { "content-type": "application/json", authorization: `Bearer ${token}` },
+      body: JSON.stringify({ body }),
+    });
+    if (res.status !== 429) {
+      assert.equal(res.status, 201);
+      return (await res.json()).data;
+    }
+    const wait = (await res.json()).error.retry_after;
+    await new Promise((r) => setTimeout(r, wait));
+  }
+}
+
+const session = (page) => page.evaluate(() => ({ token: localStorage.getItem("token"), room: JSON.parse(localStorage.getItem("room") || "null")?.id }));
+
+test("messages: edit and delete one's own, dates, older messages on scrolling up, mentions notified and kept after a reload", { timeout: 120000 }, async (t) => {
+  fs.mkdirSync(ARTIFACTS, { recursive: true });
+  const { url } = await startServer(t);
+  const browser = await launchBrowser(t);
+  const gina = await signIn(browser, url, "gina");
+  await gina.fill("#room-name", "history");
+  await gina.click("#create-room");
+  await gina.waitForSelector("#message:not([disabled])");
+  const hank = await signIn(browser, url, "hank");
+  await hank.click("#rooms li:has-text('history')");
+  await hank.waitForSelector("#message:not([disabled])");
+
+  // sixty messages before: the room opens on the last 50, the rest above
+  const g = await session(gina);
+  const h = await session(hank);
+  await Promise.all([
+    (async () => { for (let i = 0; i < 30; i++) await post(url, g.token, g.room, `early ${i * 2}`); })(),
+    (async () => { for (let i = 0; i < 30; i++) await post(url, h.token, g.room, `early ${i * 2 + 1}`); })(),
+  ]);
+  await hank.reload();
+  await hank.waitForSelector("#messages li.message:has-text('early 59')");
+  assert.equal(await hank.locator("#messages li.message").count(), 50);
+  await hank.evaluate(() => { document.getElementById("messages").scrollTop = 0; });
+  await hank.waitForFunction(() => document.querySelectorAll("#messages li.message").length === 60);
+  await hank.waitForSelector("#older:has-text('The beginning of the room')");
+  const early = await hank.$$eval("#messages li.message .body", (els) => els.map((e) => e.textContent));
+  // all of them, once each, in the order they were stored
+  const stored = await (await fetch(`${url}/api/v1/rooms/${g.room}/messages?limit=100`, { headers: { authorization: `Bearer ${h.token}` } })).json();
+  assert.deepEqual(early, stored.data.map((m) => m.body));
+  assert.deepEqual([...early].sort(), Array.from({ length: 60 }, (_, i) => `early ${i}`).sort());
+  // timestamps carry their date
+  const stamp = await hank.getAttribute("#messages li.message time", "datetime");
+  assert.match(stamp, /^\d{4}-\d{2}-\d{2}T/);
+  assert.match(await hank.textContent("#messages li.message time"), /^today \d/);
+  await shot(hank, "older-loaded");
+
+  // gina edits a message: hank sees the new text, marked edited, and is
+  // notified of the mention it now has
+  await gina.fill("#message", "see you tmrw");
+  await gina.press("#message", "Enter");
+  await hank.waitForSelector("#messages li.message:has-text('see you tmrw')");
+  const mine = gina.locator("#messages li.message", { hasText: "see you tmrw" });
+  await mine.getByRole("button", { name: /^Edit message/ }).click();
+  await gina.fill("#messages input.edit-body", "see you tomorrow @hank");
+  await gina.press("#messages input.edit-body", "Enter");
+  await hank.waitForSelector("#messages li.message:has-text('see you tomorrow @hank') .edited");
+  // hank has no edit or delete buttons on her messages
+  assert.equal(await hank.locator("#messages li.message", { hasText: "see you tomorrow" }).getByRole("button").count(), 0);
+  // a mention in a new message notifies him
+  await gina.fill("#message", "@Hank are you coming?");
+  await gina.press("#message", "Enter");
+  await hank.waitForSelector("#notifications li.mention:has-text('gina mentioned you: @Hank are you coming?')");
+  await hank.waitForSelector("#messages li.mention:has-text('are you coming?')");
+  await shot(hank, "mention-notified");
+  // gina deletes it: hank sees it deleted
+  await gina.locator("#messages li.message", { hasText: "are you coming?" }).getByRole("button", { name: /^Delete message/ }).click();
+  await hank.waitForSelector("#messages li.deleted:has-text('message deleted')");
+  await shot(gina, "edited-and-deleted");
+  // after a reload: the edit, the deletion and the notification are still there
+  await hank.reload();
+  await hank.waitForSelector("#messages li.message:has-text('see you tomorrow @hank') .edited");
+  await hank.waitForSelector("#messages li.deleted:has-text('message deleted')");
+  await hank.waitForSelector("#notifications li.mention:has-text('gina mentioned you')");
+  await shot(hank, "after-reload-edits-notifications");
+});
