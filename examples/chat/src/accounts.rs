@@ -301,6 +301,27 @@ impl Accounts {
         Ok(row.map(|(id, name)| User { id, name }))
     }
 
+    /// `user`'s presence status (`online` unless set).
+    ///
+    /// # Errors
+    ///
+    /// Database errors.
+    pub async fn status(&self, user: i64) -> Result<String, sqlx::Error> {
+        let row: Option<(String,)> =
+            sqlx::query_as("SELECT status FROM users WHERE id = $1").bind(user).fetch_optional(&self.db).await?;
+        Ok(row.map(|(s,)| s).unwrap_or_else(|| "online".to_owned()))
+    }
+
+    /// Stores `user`'s presence status: every tab and every reload shows it.
+    ///
+    /// # Errors
+    ///
+    /// Database errors.
+    pub async fn set_status(&self, user: i64, status: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE users SET status = $1 WHERE id = $2").bind(status).bind(user).execute(&self.db).await?;
+        Ok(())
+    }
+
     /// The users whose name keys are among `keys`, in one query.
     ///
     /// # Errors

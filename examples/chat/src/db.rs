@@ -22,6 +22,7 @@ const SQLITE: &[(&str, &str)] = &[
     ("003_accounts", include_str!("../migrations/sqlite/003_accounts.sql")),
     ("004_edits", include_str!("../migrations/sqlite/004_edits.sql")),
     ("005_notifications", include_str!("../migrations/sqlite/005_notifications.sql")),
+    ("006_status", include_str!("../migrations/sqlite/006_status.sql")),
 ];
 const POSTGRES: &[(&str, &str)] = &[
     ("001_init", include_str!("../migrations/postgres/001_init.sql")),
@@ -29,6 +30,7 @@ const POSTGRES: &[(&str, &str)] = &[
     ("003_accounts", include_str!("../migrations/postgres/003_accounts.sql")),
     ("004_edits", include_str!("../migrations/postgres/004_edits.sql")),
     ("005_notifications", include_str!("../migrations/postgres/005_notifications.sql")),
+    ("006_status", include_str!("../migrations/postgres/006_status.sql")),
 ];
 
 /// How long the first connection may take: a database that cannot be

@@ -57,6 +57,14 @@ impl Socket for ChatSocket {
 #[derive(Debug)]
 pub struct RoomChannel {
     room: i64,
+    /// The status this channel's presence shows.
+    status: String,
+}
+
+/// The topic where a user's status changes are announced to all of their
+/// channels (every tab, every room, every node).
+fn status_topic(user: i64) -> String {
+    format!("user_status:{user}")
 }
 
 /// What a room channel sends itself.
@@ -69,6 +77,15 @@ pub enum RoomInfo {
         /// history position, which gets what it missed (or `history_gap`).
         history: bool,
     },
+    /// A broadcast of a topic the channel follows: the user's status
+    /// changed (`status` on `user_status:<id>`).
+    Followed(fawkes::Broadcast),
+}
+
+impl From<fawkes::Broadcast> for RoomInfo {
+    fn from(b: fawkes::Broadcast) -> RoomInfo {
+        RoomInfo::Followed(b)
+    }
 }
 
 const STATUSES: [&str; 3] = ["online", "away", "busy"];
@@ -111,7 +128,7 @@ impl Channel<ChatSocket> for RoomChannel {
         // only repeat what it has.
         let since = params.to_value().ok().and_then(|p| p.get("since").cloned()).unwrap_or(Value::Null);
         ctx.channel_ref().send(RoomInfo::AfterJoin { history: since.is_null() })?;
-        Ok(Join::ok(RoomChannel { room }))
+        Ok(Join::ok(RoomChannel { room, status: "online".into() }))
     }
 
     async fn handle_info(
@@ -128,8 +145,21 @@ impl Channel<ChatSocket> for RoomChannel {
                 }
                 let state = app.presence.list(ctx.topic()).await;
                 ctx.push("presence_state", Value::Object(state))?;
-                let user = ctx.assigns().user.id.to_string();
-                app.presence.track(ctx, &user, json!({"status": "online", "online_at": crate::db::now_iso()}))?;
+                let me = ctx.assigns().user.id;
+                // the status is the user's, not the tab's: the stored one,
+                // and every later change of it, in every tab
+                ctx.subscribe(&status_topic(me));
+                self.status = app.accounts.status(me).await?;
+                let meta = json!({"status": self.status, "online_at": crate::db::now_iso()});
+                app.presence.track(ctx, &me.to_string(), meta)?;
+            }
+            RoomInfo::Followed(b) => {
+                let status = b.payload.to_value().ok().and_then(|p| p["status"].as_str().map(str::to_owned));
+                if let Some(status) = status.filter(|s| *s != self.status && STATUSES.contains(&s.as_str())) {
+                    let me = ctx.assigns().user.id.to_string();
+                    set_status(&ctx.socket().app.clone(), ctx, &me, &status)?;
+                    self.status = status;
+                }
             }
         }
         Ok(Flow::Continue)
@@ -215,13 +245,14 @@ impl Channel<ChatSocket> for RoomChannel {
                     ));
                 }
                 let status = status.to_owned();
-                app.presence.update(ctx, &me.to_string(), |old| {
-                    let mut m = old.clone();
-                    m.remove("phx_ref");
-                    m.remove("phx_ref_prev");
-                    m.insert("status".into(), Value::String(status));
-                    Value::Object(m)
-                })?;
+                // this tab first (a flood is limited here), then stored and
+                // told to the user's other channels
+                set_status(&app, ctx, &me.to_string(), &status)?;
+                self.status = status.clone();
+                app.accounts.set_status(me, &status).await?;
+                if let Err(e) = app.endpoint.broadcast(&status_topic(me), "status", json!({"status": status})) {
+                    tracing::error!(error = %e, "a status change was not told to the other tabs");
+                }
                 Ok(HandleIn::ok(json!({})))
             }
             _ => Ok(HandleIn::error(json!({"reason": "unknown_event"}))),
@@ -248,6 +279,24 @@ impl Channel<ChatSocket> for RoomChannel {
             _ => Outgoing::Push(payload),
         })
     }
+}
+
+/// Updates the status in this channel's presence meta.
+fn set_status(
+    app: &App,
+    ctx: &mut ChannelContext<ChatSocket, RoomInfo>,
+    key: &str,
+    status: &str,
+) -> Result<(), ChannelError> {
+    let status = status.to_owned();
+    app.presence.update(ctx, key, |old| {
+        let mut m = old.clone();
+        m.remove("phx_ref");
+        m.remove("phx_ref_prev");
+        m.insert("status".into(), Value::String(status));
+        Value::Object(m)
+    })?;
+    Ok(())
 }
 
 /// `notifications:<user_id>`: only that user may join.

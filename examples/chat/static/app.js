@@ -409,6 +409,8 @@ function renderPresence() {
     const li = document.createElement("li");
     li.dataset.userId = key;
     const status = metas[metas.length - 1].status;
+    // the status is the user's: every tab shows the one stored
+    if (key === String(state.user.id) && document.activeElement !== $("status")) $("status").value = status;
     li.innerHTML = `<span class="status-${status}">●</span> `;
     const name = document.createElement("span");
     name.className = "name";
@@ -502,7 +504,6 @@ async function openRoom(id, name) {
       room.joined = true;
       for (const el of ["message", "send", "status"]) $(el).disabled = false;
       if (!rejoin) {
-        $("status").value = "online";
         loadRooms();
       } else if (!room.sentSince) {
         // rejoined without a position to replay from: the API fills in

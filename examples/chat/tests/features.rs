@@ -224,3 +224,35 @@ async fn mentions_notify_members_and_notifications_are_kept() {
     let (_, v) = http(s.addr, "GET", "/api/v1/notifications", &tb, None).await;
     assert_eq!(v["data"].as_array().unwrap().len(), 2);
 }
+
+#[tokio::test]
+async fn the_status_is_the_users_in_every_tab_and_survives_reloads() {
+    let s = start().await;
+    let (ta, a) = register(&s, &unique("alice")).await;
+    let (tb, _) = register(&s, &unique("bob")).await;
+    let id = room(&s, &ta, &[&tb]).await;
+    let other = room(&s, &ta, &[]).await;
+    let (_s1, tab1) = join(&s, &ta, id).await;
+    let (_s2, tab2) = join(&s, &ta, id).await;
+    // a tab in another room
+    let (_s3, tab3) = join(&s, &ta, other).await;
+    let r = tab1.push("update_status", json!({"status": "busy"}));
+    assert_reply!(tab1, r, "ok", json!({}));
+    // every tab's meta follows
+    for tab in [&tab2, &tab3] {
+        assert_push!(tab, "presence_diff", |v: &Value| {
+            v["joins"][a.to_string()]["metas"].as_array().is_some_and(|m| m.iter().all(|m| m["status"] == "busy"))
+        });
+    }
+    // a new tab (a reload) starts busy, and the others stay busy
+    let (_s4, tab4) = join(&s, &ta, id).await;
+    let state = assert_push!(tab4, "presence_state", any_payload).to_value().unwrap();
+    let metas = state[a.to_string()]["metas"].as_array().unwrap().clone();
+    assert_eq!(metas.len(), 2, "{state}");
+    assert!(metas.iter().all(|m| m["status"] == "busy"), "{state}");
+    let (_sb, cb) = join(&s, &tb, id).await;
+    let seen = assert_push!(cb, "presence_state", any_payload).to_value().unwrap();
+    let metas = seen[a.to_string()]["metas"].as_array().unwrap().clone();
+    assert_eq!(metas.len(), 3, "{seen}");
+    assert!(metas.iter().all(|m| m["status"] == "busy"), "{seen}");
+}
