@@ -387,7 +387,7 @@ async fn messages(
     let before = message_id_param(page.before.as_deref(), "before")?;
     let after = message_id_param(page.after.as_deref(), "after")?;
     let limit = limit_param(page.limit.as_deref())?;
-    Ok(Json(json!({"data": app.chat.history(id, before, after, limit).await?})).into_response())
+    Ok(Json(json!({"data": app.chat.history(id, user.id, before, after, limit).await?})).into_response())
 }
 
 /// Sends a message: `{"body": ..., "client_id": ...}` (`client_id`
@@ -520,6 +520,15 @@ async fn block(State(app): State<App>, Auth(user, _): Auth, JsonObject(b): JsonO
     Ok(created(json!({"data": {"user_id": blocked}})))
 }
 
+/// Who one blocked: `[{"user_id", "name"}]`.
+async fn list_blocks(State(app): State<App>, Auth(user, _): Auth) -> ApiResult {
+    let ids: Vec<i64> = app.accounts.blocked_by(user.id).await?.iter().copied().collect();
+    let names = app.accounts.names(&ids).await?;
+    let mut data: Vec<Value> = names.into_iter().map(|(id, name)| json!({"user_id": id, "name": name})).collect();
+    data.sort_by_key(|v| v["user_id"].as_i64());
+    Ok(Json(json!({ "data": data })).into_response())
+}
+
 async fn unblock(State(app): State<App>, Auth(user, _): Auth, ApiPath(blocked): ApiPath<i64>) -> ApiResult {
     app.accounts.unblock(user.id, blocked).await?;
     blocks_changed(&app, user.id);
@@ -551,7 +560,7 @@ pub fn routes() -> Router<App> {
             "/api/v1/notifications",
             get(list_notifications).post(notify).layer(DefaultBodyLimit::max(NOTIFICATION_MAX_BYTES)),
         )
-        .route("/api/v1/blocks", post(block))
+        .route("/api/v1/blocks", get(list_blocks).post(block))
         .route("/api/v1/blocks/{user_id}", delete(unblock))
         .route("/api", axum::routing::any(not_found))
         .route("/api/", axum::routing::any(not_found))

@@ -279,7 +279,8 @@ impl Chat {
         Ok(Posted { message, created: false })
     }
 
-    /// Up to `limit` messages of `room`, oldest first: the latest before
+    /// Up to `limit` messages of `room` as `reader` sees them (without
+    /// those of whom they blocked), oldest first: the latest before
     /// message `before` (or the latest of all); with `after`, the first
     /// after message `after` instead (and before `before`, when given), to
     /// read forward from a message one has.
@@ -290,6 +291,7 @@ impl Chat {
     pub async fn history(
         &self,
         room: i64,
+        reader: i64,
         before: Option<i64>,
         after: Option<i64>,
         limit: i64,
@@ -297,13 +299,16 @@ impl Chat {
         let order = if after.is_some() { "ASC" } else { "DESC" };
         let sql = format!(
             "SELECT {MESSAGE_COLUMNS} FROM messages m JOIN users u ON u.id = m.user_id \
-             WHERE m.room_id = $1 AND m.id < $2 AND m.id > $3 ORDER BY m.id {order} LIMIT $4"
+             WHERE m.room_id = $1 AND m.id < $2 AND m.id > $3 \
+             AND m.user_id NOT IN (SELECT blocked_id FROM blocks WHERE user_id = $5) \
+             ORDER BY m.id {order} LIMIT $4"
         );
         let rows: Vec<MessageRow> = sqlx::query_as(&sql)
             .bind(room)
             .bind(before.unwrap_or(i64::MAX))
             .bind(after.unwrap_or(i64::MIN))
             .bind(limit)
+            .bind(reader)
             .fetch_all(&self.db)
             .await?;
         let mut out: Vec<ChatMessage> = rows.into_iter().map(message).collect();

@@ -104,7 +104,7 @@ impl App {
 
 impl Channel<ChatSocket> for RoomChannel {
     type Info = RoomInfo;
-    const INTERCEPT: &'static [&'static str] = &["new_message", "message_edited", "message_deleted"];
+    const INTERCEPT: &'static [&'static str] = &["new_message", "message_edited", "message_deleted", "user_typing"];
 
     async fn join(
         topic: &str,
@@ -140,7 +140,7 @@ impl Channel<ChatSocket> for RoomChannel {
             RoomInfo::AfterJoin { history } => {
                 let app = ctx.socket().app.clone();
                 if history {
-                    let messages = app.chat.history(self.room, None, None, 50).await?;
+                    let messages = app.chat.history(self.room, ctx.assigns().user.id, None, None, 50).await?;
                     ctx.push("message_history", json!({"messages": messages}))?;
                 }
                 let state = app.presence.list(ctx.topic()).await;
@@ -259,7 +259,8 @@ impl Channel<ChatSocket> for RoomChannel {
         }
     }
 
-    /// Applies the recipient's block list.
+    /// Applies the recipient's block list: messages, their edits and
+    /// deletions, and typing notices of whom they blocked are dropped.
     async fn handle_out(
         &mut self,
         _: &str,

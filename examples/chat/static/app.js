@@ -31,6 +31,8 @@ const state = {
   typists: new Map(),
   // what is typed and not yet stored, per room id: [{ clientId, body, at }]
   outboxes: new Map(),
+  // who I blocked: id → name
+  blocked: new Map(),
 };
 
 // How long a push waits for its reply before it is sent again.
@@ -419,8 +421,71 @@ function renderPresence() {
     extra.className = "devices";
     extra.textContent = ` ${status}${metas.length > 1 ? ` · ${metas.length} devices` : ""}`;
     li.append(name, extra);
+    if (key !== String(state.user.id)) li.append(blockButton(Number(key), user?.name || key));
     ul.append(li);
   });
+}
+
+// --- blocks --------------------------------------------------------------------
+
+function blockButton(id, name) {
+  const button = document.createElement("button");
+  button.type = "button";
+  const blocked = state.blocked.has(id);
+  button.className = blocked ? "unblock" : "block";
+  button.textContent = blocked ? "Unblock" : "Block";
+  button.setAttribute("aria-label", `${blocked ? "Unblock" : "Block"} ${name}`);
+  button.onclick = () => (blocked ? unblock(id) : block(id, name));
+  return button;
+}
+
+function renderBlocked() {
+  const ul = $("blocked");
+  ul.innerHTML = "";
+  for (const [id, name] of state.blocked) {
+    const li = document.createElement("li");
+    li.textContent = `${name} `;
+    li.append(blockButton(id, name));
+    ul.append(li);
+  }
+  $("blocked-none").classList.toggle("hidden", state.blocked.size > 0);
+  if (state.presence) renderPresence();
+}
+
+async function loadBlocked() {
+  const { data } = await api("GET", "/api/v1/blocks");
+  state.blocked = new Map(data.map((b) => [b.user_id, b.name]));
+  renderBlocked();
+}
+
+async function block(id, name) {
+  try {
+    await api("POST", "/api/v1/blocks", { user_id: id });
+  } catch (e) {
+    $("block-error").textContent = `not blocked: ${e.message}`;
+    return;
+  }
+  $("block-error").textContent = "";
+  state.blocked.set(id, name);
+  // what they said leaves the page; the server sends nothing more of theirs
+  for (const li of $("messages").querySelectorAll(`li.message[data-user-id="${id}"]`)) li.remove();
+  state.typists.delete(id);
+  renderTyping();
+  renderBlocked();
+}
+
+async function unblock(id) {
+  try {
+    await api("DELETE", `/api/v1/blocks/${id}`);
+  } catch (e) {
+    $("block-error").textContent = `not unblocked: ${e.message}`;
+    return;
+  }
+  $("block-error").textContent = "";
+  state.blocked.delete(id);
+  renderBlocked();
+  // their messages come back with the room's history
+  if (state.room) openRoom(state.room.id, state.room.name);
 }
 
 function renderTyping() {
@@ -554,6 +619,7 @@ function connect() {
   state.socket.onClose(connectionDown);
   state.socket.onError(connectionDown);
   state.socket.connect();
+  loadBlocked().catch(() => {});
   const notes = state.socket.channel(`notifications:${state.user.id}`);
   notes.on("new_notification", showNotification);
   // those kept by the server: a reload shows them again

@@ -262,6 +262,7 @@ async fn typing_and_status_floods_are_limited_per_user_across_tabs() {
     let (_s1, tab1) = join(&s, &ta, id).await;
     let (_s2, tab2) = join(&s, &ta, id).await;
     let mut refs = Vec::new();
+    let started = std::time::Instant::now();
     for i in 0..150 {
         let tab = if i % 2 == 0 { &tab1 } else { &tab2 };
         let (event, payload) = if i % 3 == 0 {
@@ -281,7 +282,12 @@ async fn typing_and_status_floods_are_limited_per_user_across_tabs() {
             limited += 1;
         }
     }
-    assert!((100..=110).contains(&ok), "bursts of 100 per person across tabs: {ok} passed");
+    // a status change is stored: what refilled (20 a second) meanwhile passes too
+    let refilled = (started.elapsed().as_secs_f64() * 20.0).ceil() as usize;
+    assert!(
+        ok >= 100 && ok <= 100 + refilled,
+        "bursts of 100 per person across tabs: {ok} passed, {refilled} refilled"
+    );
     assert_eq!(ok + limited, 150);
     // the channels are up and messages still go out
     let r = tab1.push("new_message", json!({"body": "still here"}));

@@ -256,3 +256,43 @@ async fn the_status_is_the_users_in_every_tab_and_survives_reloads() {
     assert_eq!(metas.len(), 3, "{seen}");
     assert!(metas.iter().all(|m| m["status"] == "busy"), "{seen}");
 }
+
+#[tokio::test]
+async fn blocks_apply_to_history_typing_edits_and_notifications() {
+    let s = start().await;
+    let (ta, a) = register(&s, &unique("alice")).await;
+    let bob = unique("bob");
+    let (tb, b) = register(&s, &bob).await;
+    let id = room(&s, &ta, &[&tb]).await;
+    let (_sa, ca) = join(&s, &ta, id).await;
+    let r = ca.push("new_message", json!({"body": "from alice"}));
+    let m = assert_reply!(ca, r, "ok", any_payload).to_value().unwrap()["message_id"].as_i64().unwrap();
+    // bob blocks alice
+    assert_eq!(http(s.addr, "POST", "/api/v1/blocks", &tb, Some(json!({"user_id": a}))).await.0, 201);
+    let (status, v) = http(s.addr, "GET", "/api/v1/blocks", &tb, None).await;
+    assert_eq!((status, v["data"][0]["user_id"].as_i64()), (200, Some(a)), "{v}");
+    // REST history and the history on join leave her out; alice still sees all
+    assert_eq!(history(&s, &tb, id).await, Vec::<Value>::new());
+    assert_eq!(history(&s, &ta, id).await.len(), 1);
+    let (_sb, cb) = join(&s, &tb, id).await;
+    assert_push!(cb, "message_history", json!({"messages": []}));
+    // her typing, edits and deletions do not reach him either
+    let r = ca.push("typing", json!({"typing": true}));
+    assert_reply!(ca, r, "ok", json!({}));
+    let r = ca.push("edit_message", json!({"id": m, "body": "edited"}));
+    assert_reply!(ca, r, "ok", any_payload);
+    refute_push!(cb, "user_typing", any_payload);
+    refute_push!(cb, "message_edited", any_payload);
+    // his own typing still reaches her
+    let r = cb.push("typing", json!({"typing": true}));
+    assert_reply!(cb, r, "ok", json!({}));
+    assert_push!(ca, "user_typing", |v: &Value| v["user_id"] == b);
+    // unblocked: all of it is back
+    assert_eq!(http(s.addr, "DELETE", &format!("/api/v1/blocks/{a}"), &tb, None).await.0, 204);
+    assert_eq!(history(&s, &tb, id).await.len(), 1);
+    let r = ca.push("typing", json!({"typing": false}));
+    assert_reply!(ca, r, "ok", json!({}));
+    assert_push!(cb, "user_typing", |v: &Value| v["user_id"] == a);
+    let (_, v) = http(s.addr, "GET", "/api/v1/blocks", &tb, None).await;
+    assert_eq!(v["data"], json!([]));
+}

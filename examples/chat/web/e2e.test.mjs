@@ -463,3 +463,61 @@ test("messages: edit and delete one's own, dates, older messages on scrolling up
   await hank.waitForSelector("#notifications li.mention:has-text('gina mentioned you')");
   await shot(hank, "after-reload-edits-notifications");
 });
+
+test("presence status per user across tabs and reloads; blocks hide messages, typing and mentions, and can be undone", { timeout: 120000 }, async (t) => {
+  fs.mkdirSync(ARTIFACTS, { recursive: true });
+  const { url } = await startServer(t);
+  const browser = await launchBrowser(t);
+  const ivan = await signIn(browser, url, "ivan");
+  await ivan.fill("#room-name", "status");
+  await ivan.click("#create-room");
+  await ivan.waitForSelector("#message:not([disabled])");
+  const judy = await signIn(browser, url, "judy");
+  await judy.click("#rooms li:has-text('status')");
+  await judy.waitForSelector("#message:not([disabled])");
+
+  // ivan's second tab (same browser context: same session storage)
+  const tab2 = await ivan.context().newPage();
+  await tab2.goto(url);
+  await tab2.waitForSelector("#message:not([disabled])");
+  await ivan.selectOption("#status", "busy");
+  // the other tab follows, and judy sees him busy on both devices
+  await tab2.waitForFunction(() => document.getElementById("status").value === "busy");
+  await judy.waitForSelector("#presence li:has-text('ivan') >> text=busy · 2 devices");
+  // a reload keeps it
+  await tab2.reload();
+  await tab2.waitForSelector("#message:not([disabled])");
+  await tab2.waitForFunction(() => document.getElementById("status").value === "busy");
+  await judy.waitForSelector("#presence li:has-text('ivan') >> text=busy · 2 devices");
+  await shot(judy, "status-busy-two-tabs");
+  await tab2.close();
+
+  await ivan.fill("#message", "before the block");
+  await ivan.press("#message", "Enter");
+  await judy.waitForSelector("#messages li.message:has-text('before the block')");
+  // judy blocks ivan: his messages leave her page and stop coming
+  await judy.getByRole("button", { name: "Block ivan" }).click();
+  await judy.waitForSelector("#blocked li:has-text('ivan')");
+  assert.equal(await judy.locator("#messages li.message", { hasText: "before the block" }).count(), 0);
+  await ivan.focus("#message");
+  await ivan.keyboard.type("@judy after the block");
+  await ivan.keyboard.press("Enter");
+  await ivan.waitForSelector("#messages li.message:has-text('@judy after the block')");
+  await judy.fill("#message", "judy still talks");
+  await judy.press("#message", "Enter");
+  await ivan.waitForSelector("#messages li.message:has-text('judy still talks')");
+  assert.equal(await judy.locator("#messages li.message", { hasText: "after the block" }).count(), 0);
+  assert.equal(await judy.textContent("#typing"), "");
+  assert.equal(await judy.locator("#notifications li").count(), 0);
+  // nor after a reload (the history leaves him out)
+  await judy.reload();
+  await judy.waitForSelector("#messages li.message:has-text('judy still talks')");
+  assert.equal(await judy.locator("#messages li.message", { hasText: "the block" }).count(), 0);
+  await judy.waitForSelector("#blocked li:has-text('ivan')");
+  await shot(judy, "blocked");
+  // unblocked: his messages are back
+  await judy.locator("#blocked").getByRole("button", { name: "Unblock ivan" }).click();
+  await judy.waitForSelector("#messages li.message:has-text('@judy after the block')");
+  await judy.waitForSelector("#messages li.message:has-text('before the block')");
+  await shot(judy, "unblocked");
+});
