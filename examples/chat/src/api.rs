@@ -25,7 +25,7 @@ use std::net::{IpAddr, SocketAddr};
 use axum::extract::ConnectInfo;
 
 use crate::accounts::{AccountError, User};
-use crate::chat::{validate_body, validate_client_id, ChangeError, PostError, MAX_BODY};
+use crate::chat::{validate_body, validate_client_id, ChangeError, PostError, RoomError, MAX_BODY};
 use crate::text::{self, Name, TextError};
 use crate::App;
 
@@ -325,17 +325,105 @@ async fn sign_out(State(app): State<App>, Auth(_, session): Auth) -> ApiResult {
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn list_rooms(State(app): State<App>, _: Auth) -> ApiResult {
-    Ok(Json(json!({"data": app.chat.rooms().await?})).into_response())
+impl From<RoomError> for ApiError {
+    fn from(e: RoomError) -> ApiError {
+        match e {
+            RoomError::NameTaken => ApiError::invalid("name", e.to_string()),
+            RoomError::NotFound => ApiError::not_found("room"),
+            RoomError::NotOwner => ApiError::new(StatusCode::FORBIDDEN, e.to_string()),
+            RoomError::Database(e) => e.into(),
+        }
+    }
 }
 
+#[derive(Deserialize)]
+struct RoomQuery {
+    q: Option<String>,
+    after: Option<String>,
+    limit: Option<String>,
+}
+
+/// A page of the rooms, by id: `?q=` (part of the name, compared as names
+/// are), `?after=` (the `next` of the previous page), `?limit=` (1 to 100,
+/// 50). `{"data": [...], "next": <id or null>}`.
+async fn list_rooms(State(app): State<App>, _: Auth, ApiQuery(page): ApiQuery<RoomQuery>) -> ApiResult {
+    let limit = limit_param(page.limit.as_deref())?;
+    let after = message_id_param(page.after.as_deref(), "after")?.unwrap_or(0);
+    let query = match page.q.as_deref().filter(|q| !q.trim().is_empty()) {
+        None => None,
+        Some(q) => Some(text::name(Some(&Value::String(q.to_owned())), MAX_ROOM_NAME).map_err(|e| ApiError::invalid("q", e.to_string()))?.key),
+    };
+    let rooms = app.chat.rooms(query.as_deref(), after, limit).await?;
+    let next = if rooms.len() as i64 == limit { rooms.last().map(|r| r.id) } else { None };
+    Ok(Json(json!({"data": rooms, "next": next})).into_response())
+}
+
+/// The rooms and direct conversations one is in, with unread counts.
+async fn my_rooms(State(app): State<App>, Auth(user, _): Auth) -> ApiResult {
+    Ok(Json(json!({"data": app.chat.my_rooms(user.id).await?})).into_response())
+}
+
+/// Creates a room: `{"name"}`, unique after normalisation (422 when taken).
 async fn create_room(State(app): State<App>, Auth(user, _): Auth, JsonObject(b): JsonObject) -> ApiResult {
     let name = name_field(&b, MAX_ROOM_NAME)?;
-    Ok(created(json!({"data": app.chat.create_room(&name.display, user.id).await?})))
+    Ok(created(json!({"data": app.chat.create_room(&name, user.id).await?})))
 }
 
-async fn join_room(State(app): State<App>, Auth(user, _): Auth, ApiPath(id): ApiPath<i64>) -> ApiResult {
+/// Deletes a room: its owner only (403 otherwise); 204; the room's pages
+/// are told (`room_deleted`).
+async fn delete_room(State(app): State<App>, Auth(user, _): Auth, ApiPath(id): ApiPath<i64>) -> ApiResult {
+    app.chat.delete_room(id, user.id).await?;
+    if let Err(e) = app.endpoint.broadcast(&format!("room:{id}"), "room_deleted", json!({"room_id": id})) {
+        tracing::error!(error = %e, room = id, "a room's deletion was not broadcast");
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Leaves a room: 204.
+async fn leave_room(State(app): State<App>, Auth(user, _): Auth, ApiPath(id): ApiPath<i64>) -> ApiResult {
     app.chat.room(id).await?.ok_or_else(|| ApiError::not_found("room"))?;
+    app.chat.leave(id, user.id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Moves one's read position: `{"message_id"}`; 204.
+async fn mark_read(
+    State(app): State<App>,
+    Auth(user, _): Auth,
+    ApiPath(id): ApiPath<i64>,
+    JsonObject(b): JsonObject,
+) -> ApiResult {
+    member_of(&app, id, &user).await?;
+    let message = id_field(&b, "message_id")?;
+    app.chat.mark_read(id, user.id, message).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// The direct conversation with `{"user_id"}`: 201 the first time, 200
+/// after; 403 when either blocked the other.
+async fn direct(State(app): State<App>, Auth(user, _): Auth, JsonObject(b): JsonObject) -> ApiResult {
+    let other = id_field(&b, "user_id")?;
+    if other == user.id {
+        return Err(ApiError::invalid("user_id", "can't be yourself"));
+    }
+    let them = app.accounts.get(other).await?.ok_or_else(|| ApiError::not_found("user"))?;
+    if app.accounts.blocked_by(other).await?.contains(&user.id) || app.accounts.blocked_by(user.id).await?.contains(&other) {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "blocked"));
+    }
+    let (room, new) = app.chat.direct(user.id, other, &them.name).await?;
+    if new {
+        Ok(created(json!({ "data": room })))
+    } else {
+        Ok(Json(json!({ "data": room })).into_response())
+    }
+}
+
+/// Joins a room; a direct conversation only its two people are in (403).
+async fn join_room(State(app): State<App>, Auth(user, _): Auth, ApiPath(id): ApiPath<i64>) -> ApiResult {
+    let room = app.chat.room(id).await?.ok_or_else(|| ApiError::not_found("room"))?;
+    if room.kind == "direct" && !app.chat.is_member(id, user.id).await? {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "a direct conversation of others"));
+    }
     app.chat.add_member(id, user.id).await?;
     Ok(created(json!({"data": {"room_id": id, "user_id": user.id}})))
 }
@@ -553,7 +641,12 @@ pub fn routes() -> Router<App> {
         .route("/api/v1/users", post(register))
         .route("/api/v1/sessions", post(sign_in).delete(sign_out))
         .route("/api/v1/rooms", get(list_rooms).post(create_room))
+        .route("/api/v1/rooms/{id}", delete(delete_room))
         .route("/api/v1/rooms/{id}/members", post(join_room))
+        .route("/api/v1/rooms/{id}/leave", post(leave_room))
+        .route("/api/v1/rooms/{id}/read", axum::routing::put(mark_read))
+        .route("/api/v1/me/rooms", get(my_rooms))
+        .route("/api/v1/direct", post(direct))
         .route("/api/v1/rooms/{id}/messages", get(messages).post(post_message))
         .route("/api/v1/rooms/{id}/messages/{message_id}", axum::routing::patch(edit_message).delete(delete_message))
         .route(

@@ -12,8 +12,66 @@ use crate::text::TextError;
 pub struct Room {
     /// Id.
     pub id: i64,
-    /// Name.
+    /// Name; for a direct conversation, the other person's name (as the
+    /// reader sees it).
     pub name: String,
+    /// `room`, or `direct` for a conversation between two people.
+    pub kind: String,
+    /// Who created it (and may delete it); `None` for direct conversations
+    /// and rooms made before owners were recorded.
+    pub owner_id: Option<i64>,
+}
+
+/// A room one is a member of, with how many messages one has not read.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct MyRoom {
+    /// The room.
+    #[serde(flatten)]
+    pub room: Room,
+    /// Messages after one's read position, not one's own, not deleted, not
+    /// from whom one blocked.
+    pub unread: i64,
+    /// The last message one read (0: none).
+    pub last_read_id: i64,
+}
+
+/// Why a room was not created or changed.
+#[derive(Debug, thiserror::Error)]
+pub enum RoomError {
+    /// Another room has a name with the same key.
+    #[error("has already been taken")]
+    NameTaken,
+    /// No such room.
+    #[error("room not found")]
+    NotFound,
+    /// Only its owner may do that.
+    #[error("only the room's owner may delete it")]
+    NotOwner,
+    /// The database failed.
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// The key of the direct conversation of two users: a leading space, which
+/// no room name's key has (names are trimmed), so the two never collide.
+fn direct_key(a: i64, b: i64) -> String {
+    format!(" direct:{}:{}", a.min(b), a.max(b))
+}
+
+type RoomRow = (i64, String, String, Option<i64>);
+
+fn room_of((id, name, kind, owner_id): RoomRow) -> Room {
+    Room { id, name, kind, owner_id }
+}
+
+/// `s` for a `LIKE` pattern: `\`, `%` and `_` escaped (with `ESCAPE '\'`).
+fn like_escape(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| match c {
+            '\\' | '%' | '_' => vec!['\\', c],
+            c => vec![c],
+        })
+        .collect()
 }
 
 /// A stored message.
@@ -146,41 +204,174 @@ impl Chat {
         Chat { db }
     }
 
-    /// Every room.
+    /// A page of the rooms (not direct conversations, not deleted), by id:
+    /// those after `after`, whose name contains `query` (compared as names
+    /// are, after normalisation and case folding) when given; up to
+    /// `limit`.
     ///
     /// # Errors
     ///
     /// Database errors.
-    pub async fn rooms(&self) -> Result<Vec<Room>, sqlx::Error> {
-        let rows: Vec<(i64, String)> =
-            sqlx::query_as("SELECT id, name FROM rooms ORDER BY id").fetch_all(&self.db).await?;
-        Ok(rows.into_iter().map(|(id, name)| Room { id, name }).collect())
+    pub async fn rooms(&self, query: Option<&str>, after: i64, limit: i64) -> Result<Vec<Room>, sqlx::Error> {
+        let pattern = format!("%{}%", like_escape(query.unwrap_or("")));
+        let rows: Vec<RoomRow> = sqlx::query_as(
+            "SELECT id, name, kind, owner_id FROM rooms \
+             WHERE kind = 'room' AND deleted_at IS NULL AND id > $1 AND name_key LIKE $2 ESCAPE '\\' \
+             ORDER BY id LIMIT $3",
+        )
+        .bind(after)
+        .bind(pattern)
+        .bind(limit)
+        .fetch_all(&self.db)
+        .await?;
+        Ok(rows.into_iter().map(room_of).collect())
     }
 
-    /// One room.
+    /// The rooms and direct conversations `user` is a member of, with their
+    /// unread counts (from the stored read positions).
+    ///
+    /// # Errors
+    ///
+    /// Database errors.
+    pub async fn my_rooms(&self, user: i64) -> Result<Vec<MyRoom>, sqlx::Error> {
+        let rows: Vec<(i64, String, String, Option<i64>, i64, i64, Option<String>)> = sqlx::query_as(
+            "SELECT r.id, r.name, r.kind, r.owner_id, ms.last_read_id, \
+               (SELECT COUNT(*) FROM messages m WHERE m.room_id = r.id AND m.id > ms.last_read_id \
+                  AND m.user_id <> $1 AND m.deleted_at IS NULL \
+                  AND m.user_id NOT IN (SELECT blocked_id FROM blocks WHERE user_id = $1)), \
+               (SELECT u.name FROM memberships o JOIN users u ON u.id = o.user_id \
+                  WHERE o.room_id = r.id AND o.user_id <> $1 LIMIT 1) \
+             FROM memberships ms JOIN rooms r ON r.id = ms.room_id \
+             WHERE ms.user_id = $1 AND r.deleted_at IS NULL ORDER BY r.id",
+        )
+        .bind(user)
+        .fetch_all(&self.db)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, name, kind, owner_id, last_read_id, unread, other)| {
+                let name = if kind == "direct" { other.unwrap_or_default() } else { name };
+                MyRoom { room: Room { id, name, kind, owner_id }, unread, last_read_id }
+            })
+            .collect())
+    }
+
+    /// One room (not deleted).
     ///
     /// # Errors
     ///
     /// Database errors.
     pub async fn room(&self, id: i64) -> Result<Option<Room>, sqlx::Error> {
-        let row: Option<(i64, String)> =
-            sqlx::query_as("SELECT id, name FROM rooms WHERE id = $1").bind(id).fetch_optional(&self.db).await?;
-        Ok(row.map(|(id, name)| Room { id, name }))
+        let row: Option<RoomRow> =
+            sqlx::query_as("SELECT id, name, kind, owner_id FROM rooms WHERE id = $1 AND deleted_at IS NULL")
+                .bind(id)
+                .fetch_optional(&self.db)
+                .await?;
+        Ok(row.map(room_of))
     }
 
-    /// Creates a room; its creator becomes a member.
+    /// Creates a room named `name` (unique by its key); its creator owns it
+    /// and becomes a member.
+    ///
+    /// # Errors
+    ///
+    /// [`RoomError::NameTaken`]; database errors.
+    pub async fn create_room(&self, name: &crate::text::Name, creator: i64) -> Result<Room, RoomError> {
+        let row: Option<(i64,)> = sqlx::query_as(
+            "INSERT INTO rooms (name, name_key, owner_id, kind, inserted_at) VALUES ($1, $2, $3, 'room', $4) \
+             ON CONFLICT DO NOTHING RETURNING id",
+        )
+        .bind(&name.display)
+        .bind(&name.key)
+        .bind(creator)
+        .bind(now_iso())
+        .fetch_optional(&self.db)
+        .await?;
+        let (id,) = row.ok_or(RoomError::NameTaken)?;
+        self.add_member(id, creator).await?;
+        Ok(Room { id, name: name.display.clone(), kind: "room".into(), owner_id: Some(creator) })
+    }
+
+    /// The direct conversation of `a` and `b`, created (both members) the
+    /// first time; named after `b` (as `a` sees it).
     ///
     /// # Errors
     ///
     /// Database errors.
-    pub async fn create_room(&self, name: &str, creator: i64) -> Result<Room, sqlx::Error> {
-        let (id,): (i64,) = sqlx::query_as("INSERT INTO rooms (name, inserted_at) VALUES ($1, $2) RETURNING id")
-            .bind(name)
+    pub async fn direct(&self, a: i64, b: i64, b_name: &str) -> Result<(Room, bool), RoomError> {
+        let key = direct_key(a, b);
+        let row: Option<(i64,)> = sqlx::query_as(
+            "INSERT INTO rooms (name, name_key, kind, inserted_at) VALUES ('', $1, 'direct', $2) \
+             ON CONFLICT DO NOTHING RETURNING id",
+        )
+        .bind(&key)
+        .bind(now_iso())
+        .fetch_optional(&self.db)
+        .await?;
+        let (id, created) = match row {
+            Some((id,)) => (id, true),
+            None => {
+                let (id,): (i64,) =
+                    sqlx::query_as("SELECT id FROM rooms WHERE name_key = $1").bind(&key).fetch_one(&self.db).await?;
+                (id, false)
+            }
+        };
+        self.add_member(id, a).await?;
+        self.add_member(id, b).await?;
+        Ok((Room { id, name: b_name.to_owned(), kind: "direct".into(), owner_id: None }, created))
+    }
+
+    /// Deletes a room (its owner only): it leaves every list, and joins and
+    /// reads of it are refused; its name is free again.
+    ///
+    /// # Errors
+    ///
+    /// [`RoomError::NotFound`], [`RoomError::NotOwner`]; database errors.
+    pub async fn delete_room(&self, id: i64, user: i64) -> Result<(), RoomError> {
+        let room = self.room(id).await?.ok_or(RoomError::NotFound)?;
+        if room.owner_id != Some(user) {
+            return Err(RoomError::NotOwner);
+        }
+        // the key is freed (a deleted room keeps its rows, renamed apart)
+        sqlx::query("UPDATE rooms SET deleted_at = $1, name_key = $2 WHERE id = $3 AND deleted_at IS NULL")
             .bind(now_iso())
-            .fetch_one(&self.db)
+            .bind(format!(" deleted:{id}"))
+            .bind(id)
+            .execute(&self.db)
             .await?;
-        self.add_member(id, creator).await?;
-        Ok(Room { id, name: name.to_owned() })
+        sqlx::query("DELETE FROM memberships WHERE room_id = $1").bind(id).execute(&self.db).await?;
+        Ok(())
+    }
+
+    /// `user` leaves `room` (idempotent).
+    ///
+    /// # Errors
+    ///
+    /// Database errors.
+    pub async fn leave(&self, room: i64, user: i64) -> Result<(), sqlx::Error> {
+        sqlx::query("DELETE FROM memberships WHERE room_id = $1 AND user_id = $2")
+            .bind(room)
+            .bind(user)
+            .execute(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// Moves `user`'s read position in `room` up to `message` (never back).
+    ///
+    /// # Errors
+    ///
+    /// Database errors.
+    pub async fn mark_read(&self, room: i64, user: i64, message: i64) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "UPDATE memberships SET last_read_id = $1 WHERE room_id = $2 AND user_id = $3 AND last_read_id < $1",
+        )
+        .bind(message)
+        .bind(room)
+        .bind(user)
+        .execute(&self.db)
+        .await?;
+        Ok(())
     }
 
     /// Makes `user` a member of `room` (idempotent).

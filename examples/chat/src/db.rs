@@ -23,6 +23,7 @@ const SQLITE: &[(&str, &str)] = &[
     ("004_edits", include_str!("../migrations/sqlite/004_edits.sql")),
     ("005_notifications", include_str!("../migrations/sqlite/005_notifications.sql")),
     ("006_status", include_str!("../migrations/sqlite/006_status.sql")),
+    ("007_rooms", include_str!("../migrations/sqlite/007_rooms.sql")),
 ];
 const POSTGRES: &[(&str, &str)] = &[
     ("001_init", include_str!("../migrations/postgres/001_init.sql")),
@@ -31,6 +32,7 @@ const POSTGRES: &[(&str, &str)] = &[
     ("004_edits", include_str!("../migrations/postgres/004_edits.sql")),
     ("005_notifications", include_str!("../migrations/postgres/005_notifications.sql")),
     ("006_status", include_str!("../migrations/postgres/006_status.sql")),
+    ("007_rooms", include_str!("../migrations/postgres/007_rooms.sql")),
 ];
 
 /// How long the first connection may take: a database that cannot be

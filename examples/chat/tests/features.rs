@@ -296,3 +296,119 @@ async fn blocks_apply_to_history_typing_edits_and_notifications() {
     let (_, v) = http(s.addr, "GET", "/api/v1/blocks", &tb, None).await;
     assert_eq!(v["data"], json!([]));
 }
+
+#[tokio::test]
+async fn rooms_are_unique_searchable_paginated_leavable_and_deletable_by_their_owner() {
+    let s = start().await;
+    let (ta, _) = register(&s, &unique("alice")).await;
+    let (tb, _) = register(&s, &unique("bob")).await;
+    let tag = unique("t");
+    let name = format!("Lobby {tag}");
+    let (status, v) = http(s.addr, "POST", "/api/v1/rooms", &ta, Some(json!({"name": name}))).await;
+    assert_eq!(status, 201, "{v}");
+    let lobby = v["data"]["id"].as_i64().unwrap();
+    // the same name in another case or width is taken
+    for same in [name.to_uppercase(), format!("ＬＯＢＢＹ {tag}")] {
+        let (status, v) = http(s.addr, "POST", "/api/v1/rooms", &tb, Some(json!({"name": same}))).await;
+        assert_eq!((status, v["error"]["fields"]["name"].as_str()), (422, Some("has already been taken")), "{v}");
+    }
+    // 7 more rooms with the tag; pages of 3 by search
+    let mut ids = vec![lobby];
+    for i in 0..7 {
+        let (_, v) = http(s.addr, "POST", "/api/v1/rooms", &tb, Some(json!({"name": format!("room {i} {tag}")}))).await;
+        ids.push(v["data"]["id"].as_i64().unwrap());
+    }
+    let mut seen = Vec::new();
+    let mut after = 0;
+    loop {
+        let q = format!("/api/v1/rooms?q={}&limit=3&after={after}", tag.to_uppercase());
+        let (status, v) = http(s.addr, "GET", &q, &ta, None).await;
+        assert_eq!(status, 200, "{v}");
+        let page: Vec<i64> = v["data"].as_array().unwrap().iter().map(|r| r["id"].as_i64().unwrap()).collect();
+        assert!(page.len() <= 3);
+        seen.extend(page);
+        match v["next"].as_i64() {
+            Some(n) => after = n,
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids);
+    let (_, v) = http(s.addr, "GET", &format!("/api/v1/rooms?q=room%206%20{tag}"), &ta, None).await;
+    assert_eq!(v["data"].as_array().unwrap().len(), 1, "{v}");
+    let (_, v) = http(s.addr, "GET", "/api/v1/rooms?q=%25", &ta, None).await;
+    assert_eq!(v["data"], json!([]), "% is a character, not a wildcard");
+    let (status, _) = http(s.addr, "GET", "/api/v1/rooms?q=a%00b", &ta, None).await;
+    assert_eq!(status, 422);
+
+    // bob joins, then leaves: he is no longer a member
+    assert_eq!(http(s.addr, "POST", &format!("/api/v1/rooms/{lobby}/members"), &tb, None).await.0, 201);
+    let (_, v) = http(s.addr, "GET", "/api/v1/me/rooms", &tb, None).await;
+    assert!(v["data"].as_array().unwrap().iter().any(|r| r["id"] == lobby), "{v}");
+    assert_eq!(http(s.addr, "POST", &format!("/api/v1/rooms/{lobby}/leave"), &tb, None).await.0, 204);
+    let (_, v) = http(s.addr, "GET", "/api/v1/me/rooms", &tb, None).await;
+    assert!(!v["data"].as_array().unwrap().iter().any(|r| r["id"] == lobby), "{v}");
+    assert_eq!(http(s.addr, "GET", &format!("/api/v1/rooms/{lobby}/messages"), &tb, None).await.0, 403);
+    // only the owner deletes; its pages are told, and the name is free again
+    assert_eq!(http(s.addr, "POST", &format!("/api/v1/rooms/{lobby}/members"), &tb, None).await.0, 201);
+    let (_sb, cb) = join(&s, &tb, lobby).await;
+    let (status, v) = http(s.addr, "DELETE", &format!("/api/v1/rooms/{lobby}"), &tb, None).await;
+    assert_eq!((status, v["error"]["message"].as_str()), (403, Some("only the room's owner may delete it")));
+    assert_eq!(http(s.addr, "DELETE", &format!("/api/v1/rooms/{lobby}"), &ta, None).await.0, 204);
+    assert_push!(cb, "room_deleted", json!({"room_id": lobby}));
+    assert_eq!(http(s.addr, "GET", &format!("/api/v1/rooms/{lobby}/messages"), &ta, None).await.0, 404);
+    let socket = connect(&s.service, json!({"token": ta})).await.unwrap();
+    assert!(socket.join(&format!("room:{lobby}"), json!({})).await.is_err());
+    let (status, _) = http(s.addr, "POST", "/api/v1/rooms", &tb, Some(json!({"name": name}))).await;
+    assert_eq!(status, 201);
+}
+
+#[tokio::test]
+async fn unread_counts_follow_read_positions_and_direct_conversations_are_private() {
+    let s = start().await;
+    let alice = unique("alice");
+    let bob = unique("bob");
+    let (ta, a) = register(&s, &alice).await;
+    let (tb, b) = register(&s, &bob).await;
+    let (tc, _) = register(&s, &unique("carol")).await;
+    let id = room(&s, &ta, &[&tb]).await;
+    let path = format!("/api/v1/rooms/{id}/messages");
+    let mut last = 0;
+    for i in 0..3 {
+        let (_, v) = http(s.addr, "POST", &path, &ta, Some(json!({"body": format!("m{i}")}))).await;
+        last = v["data"]["id"].as_i64().unwrap();
+    }
+    let unread = |token: String| async move {
+        let (_, v) = http(s.addr, "GET", "/api/v1/me/rooms", &token, None).await;
+        v["data"].as_array().unwrap().iter().find(|r| r["id"] == id).map(|r| r["unread"].as_i64().unwrap())
+    };
+    assert_eq!(unread(tb.clone()).await, Some(3));
+    assert_eq!(unread(ta.clone()).await, Some(0), "one's own messages are read");
+    let read = format!("/api/v1/rooms/{id}/read");
+    assert_eq!(http(s.addr, "PUT", &read, &tb, Some(json!({"message_id": last - 1}))).await.0, 204);
+    assert_eq!(unread(tb.clone()).await, Some(1));
+    // never back
+    assert_eq!(http(s.addr, "PUT", &read, &tb, Some(json!({"message_id": 1}))).await.0, 204);
+    assert_eq!(unread(tb.clone()).await, Some(1));
+    assert_eq!(http(s.addr, "PUT", &read, &tb, Some(json!({"message_id": last}))).await.0, 204);
+    assert_eq!(unread(tb.clone()).await, Some(0));
+
+    // a direct conversation: the same room from either side, named after the other
+    let (status, v) = http(s.addr, "POST", "/api/v1/direct", &ta, Some(json!({"user_id": b}))).await;
+    assert_eq!((status, v["data"]["kind"].as_str(), v["data"]["name"].as_str()), (201, Some("direct"), Some(bob.as_str())));
+    let dm = v["data"]["id"].as_i64().unwrap();
+    let (status, v) = http(s.addr, "POST", "/api/v1/direct", &tb, Some(json!({"user_id": a}))).await;
+    assert_eq!((status, v["data"]["id"].as_i64()), (200, Some(dm)));
+    let (_, v) = http(s.addr, "GET", "/api/v1/me/rooms", &tb, None).await;
+    let listed = v["data"].as_array().unwrap().iter().find(|r| r["id"] == dm).cloned().unwrap();
+    assert_eq!((listed["name"].as_str(), listed["kind"].as_str()), (Some(alice.as_str()), Some("direct")));
+    // not listed among rooms, and closed to others
+    let (_, v) = http(s.addr, "GET", "/api/v1/rooms?limit=100", &tc, None).await;
+    assert!(!v["data"].as_array().unwrap().iter().any(|r| r["id"] == dm));
+    assert_eq!(http(s.addr, "POST", &format!("/api/v1/rooms/{dm}/members"), &tc, None).await.0, 403);
+    let socket = connect(&s.service, json!({"token": tc})).await.unwrap();
+    assert!(socket.join(&format!("room:{dm}"), json!({})).await.is_err());
+    // a block closes it
+    assert_eq!(http(s.addr, "POST", "/api/v1/blocks", &tb, Some(json!({"user_id": a}))).await.0, 201);
+    let (status, _) = http(s.addr, "POST", "/api/v1/direct", &ta, Some(json!({"user_id": b}))).await;
+    assert_eq!(status, 403);
+}
