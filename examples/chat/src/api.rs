@@ -351,7 +351,11 @@ async fn list_rooms(State(app): State<App>, _: Auth, ApiQuery(page): ApiQuery<Ro
     let after = message_id_param(page.after.as_deref(), "after")?.unwrap_or(0);
     let query = match page.q.as_deref().filter(|q| !q.trim().is_empty()) {
         None => None,
-        Some(q) => Some(text::name(Some(&Value::String(q.to_owned())), MAX_ROOM_NAME).map_err(|e| ApiError::invalid("q", e.to_string()))?.key),
+        Some(q) => Some(
+            text::name(Some(&Value::String(q.to_owned())), MAX_ROOM_NAME)
+                .map_err(|e| ApiError::invalid("q", e.to_string()))?
+                .key,
+        ),
     };
     let rooms = app.chat.rooms(query.as_deref(), after, limit).await?;
     let next = if rooms.len() as i64 == limit { rooms.last().map(|r| r.id) } else { None };
@@ -407,7 +411,9 @@ async fn direct(State(app): State<App>, Auth(user, _): Auth, JsonObject(b): Json
         return Err(ApiError::invalid("user_id", "can't be yourself"));
     }
     let them = app.accounts.get(other).await?.ok_or_else(|| ApiError::not_found("user"))?;
-    if app.accounts.blocked_by(other).await?.contains(&user.id) || app.accounts.blocked_by(user.id).await?.contains(&other) {
+    if app.accounts.blocked_by(other).await?.contains(&user.id)
+        || app.accounts.blocked_by(user.id).await?.contains(&other)
+    {
         return Err(ApiError::new(StatusCode::FORBIDDEN, "blocked"));
     }
     let (room, new) = app.chat.direct(user.id, other, &them.name).await?;

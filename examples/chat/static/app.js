@@ -421,9 +421,27 @@ function renderPresence() {
     extra.className = "devices";
     extra.textContent = ` ${status}${metas.length > 1 ? ` · ${metas.length} devices` : ""}`;
     li.append(name, extra);
-    if (key !== String(state.user.id)) li.append(blockButton(Number(key), user?.name || key));
+    if (key !== String(state.user.id)) {
+      const dm = document.createElement("button");
+      dm.type = "button";
+      dm.className = "dm";
+      dm.textContent = "Message";
+      dm.setAttribute("aria-label", `Message ${user?.name || key} directly`);
+      dm.onclick = () => openDirect(Number(key), user?.name || key);
+      li.append(dm, blockButton(Number(key), user?.name || key));
+    }
     ul.append(li);
   });
+}
+
+async function openDirect(id, name) {
+  try {
+    const { data } = await api("POST", "/api/v1/direct", { user_id: id });
+    await loadRooms();
+    openRoom(data.id, name, data);
+  } catch (e) {
+    $("block-error").textContent = `no direct conversation: ${e.message}`;
+  }
 }
 
 // --- blocks --------------------------------------------------------------------
@@ -495,30 +513,101 @@ function renderTyping() {
 
 // --- rooms ---------------------------------------------------------------------
 
+// The rooms one is in, with unread counts (direct conversations too).
 async function loadRooms() {
-  const { data } = await api("GET", "/api/v1/rooms");
+  const { data } = await api("GET", "/api/v1/me/rooms");
+  state.myRooms = data;
   const ul = $("rooms");
   ul.innerHTML = "";
   for (const room of data) {
     const li = document.createElement("li");
-    li.textContent = `# ${room.name}`;
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "room";
+    const label = room.kind === "direct" ? `@ ${room.name}` : `# ${room.name}`;
+    const unread = state.room?.id === room.id ? 0 : room.unread;
+    button.textContent = label;
+    if (unread > 0) {
+      const badge = document.createElement("span");
+      badge.className = "unread";
+      badge.textContent = String(unread);
+      button.append(badge);
+    }
+    button.setAttribute("aria-label", `${label}${unread > 0 ? `, ${unread} unread` : ""}`);
     li.dataset.roomId = room.id;
-    if (state.room?.id === room.id) li.className = "active";
-    li.onclick = () => openRoom(room.id, room.name);
+    if (state.room?.id === room.id) {
+      li.className = "active";
+      button.setAttribute("aria-current", "true");
+    }
+    button.onclick = () => openRoom(room.id, label.slice(2), room);
+    li.append(button);
     ul.append(li);
+  }
+  $("rooms-none").classList.toggle("hidden", data.length > 0);
+}
+
+// Searches the room list, a page at a time.
+async function searchRooms(more = false) {
+  const q = $("room-search").value;
+  const after = more ? state.search?.next : null;
+  $("search-error").textContent = "";
+  try {
+    const params = new URLSearchParams({ q, limit: "20" });
+    if (after) params.set("after", String(after));
+    const { data, next } = await api("GET", `/api/v1/rooms?${params}`);
+    const ul = $("room-results");
+    if (!more) ul.innerHTML = "";
+    for (const room of data) {
+      const li = document.createElement("li");
+      const button = document.createElement("button");
+      button.type = "button";
+      button.textContent = `# ${room.name}`;
+      button.onclick = () => openRoom(room.id, room.name, room);
+      li.append(button);
+      ul.append(li);
+    }
+    state.search = { next };
+    $("more-rooms").classList.toggle("hidden", !next);
+    if (!more && data.length === 0) $("search-error").textContent = "no room matches";
+  } catch (e) {
+    $("search-error").textContent = e.message;
   }
 }
 
-async function openRoom(id, name) {
-  await api("POST", `/api/v1/rooms/${id}/members`);
+// Tells the server how far one has read in the open room.
+function markRead(room) {
+  const last = [...$("messages").querySelectorAll("li.message")].pop();
+  if (!last || state.room !== room) return;
+  const id = Number(last.dataset.id);
+  if (room.readUpTo >= id) return;
+  room.readUpTo = id;
+  clearTimeout(room.readTimer);
+  room.readTimer = setTimeout(() => {
+    api("PUT", `/api/v1/rooms/${room.id}/read`, { message_id: id }).catch(() => {});
+  }, 300);
+}
+
+async function openRoom(id, name, info = null) {
+  try {
+    await api("POST", `/api/v1/rooms/${id}/members`);
+  } catch (e) {
+    $("search-error").textContent = `cannot open the room: ${e.message}`;
+    if (e.status === 404) { localStorage.removeItem("room"); loadRooms(); }
+    return;
+  }
   if (state.room) {
     state.room.channel.leave();
     state.room.inflight?.({ status: "disconnected" });
   }
-  const room = { id, name, last: null, joined: false, joinedBefore: false, sentSince: null };
+  const known = info || state.myRooms?.find((r) => r.id === id);
+  const kind = known?.kind || "room";
+  const room = { id, name, kind, last: null, joined: false, joinedBefore: false, sentSince: null, readUpTo: 0 };
   state.room = room;
   localStorage.setItem("room", JSON.stringify({ id, name }));
-  $("room-title").textContent = `# ${name}`;
+  $("room-title").textContent = `${kind === "direct" ? "@" : "#"} ${name}`;
+  $("room-actions").classList.remove("hidden");
+  $("delete-room").classList.toggle("hidden", known?.owner_id !== state.user.id);
+  $("room-status").textContent = "";
   $("messages").innerHTML = "";
   outbox(id).forEach(showPending);
   state.typists.clear();
@@ -541,8 +630,11 @@ async function openRoom(id, name) {
   on("message_history", ({ messages }) => {
     messages.forEach((m) => addMessage(m));
     if (messages.length < 50) room.noOlder = true;
+    markRead(room);
+    loadRooms().catch(() => {});
   });
-  on("new_message", (m) => addMessage(m));
+  on("new_message", (m) => { addMessage(m); if (document.visibilityState === "visible") markRead(room); });
+  on("room_deleted", () => closeRoom("This room was deleted by its owner."));
   on("message_edited", updateMessage);
   on("message_deleted", updateMessage);
   // the history could not bring back everything missed: the API can
@@ -580,6 +672,25 @@ async function openRoom(id, name) {
       flush(room);
     })
     .receive("error", ({ reason }) => { $("send-error").textContent = `cannot join: ${reason}`; });
+}
+
+// Leaves the open room's channel and empties the page's middle.
+function closeRoom(why) {
+  const room = state.room;
+  if (room) {
+    room.channel.leave();
+    room.inflight?.({ status: "disconnected" });
+  }
+  state.room = null;
+  localStorage.removeItem("room");
+  $("room-title").textContent = "Pick a room";
+  $("messages").innerHTML = "";
+  $("presence").innerHTML = "";
+  $("older").textContent = "";
+  $("room-actions").classList.add("hidden");
+  $("room-status").textContent = why || "";
+  for (const el of ["message", "send", "status"]) $(el).disabled = true;
+  loadRooms().catch(() => {});
 }
 
 function send() {
@@ -621,7 +732,9 @@ function connect() {
   state.socket.connect();
   loadBlocked().catch(() => {});
   const notes = state.socket.channel(`notifications:${state.user.id}`);
-  notes.on("new_notification", showNotification);
+  notes.on("new_notification", (n) => { showNotification(n); loadRooms().catch(() => {}); });
+  // unread counts of the other rooms, now and then
+  setInterval(() => { if (document.visibilityState === "visible") loadRooms().catch(() => {}); }, 15000);
   // those kept by the server: a reload shows them again
   notes.join().receive("ok", () => {
     api("GET", "/api/v1/notifications").then(({ data }) => data.forEach(showNotification)).catch(() => {});
@@ -702,6 +815,29 @@ $("new-room").onsubmit = async (e) => {
   }
 };
 $("send").onclick = send;
+$("search").onsubmit = (e) => { e.preventDefault(); searchRooms(false); };
+$("more-rooms").onclick = () => searchRooms(true);
+$("leave-room").onclick = async () => {
+  const room = state.room;
+  if (!room) return;
+  try {
+    await api("POST", `/api/v1/rooms/${room.id}/leave`);
+    closeRoom(`You left ${room.name}.`);
+  } catch (e) {
+    $("room-status").textContent = `not left: ${e.message}`;
+  }
+};
+$("delete-room").onclick = async () => {
+  const room = state.room;
+  if (!room) return;
+  try {
+    await api("DELETE", `/api/v1/rooms/${room.id}`);
+    closeRoom(`You deleted ${room.name}.`);
+  } catch (e) {
+    $("room-status").textContent = `not deleted: ${e.message}`;
+  }
+};
+document.addEventListener("visibilitychange", () => { if (state.room && document.visibilityState === "visible") markRead(state.room); });
 $("messages").addEventListener("scroll", () => {
   if ($("messages").scrollTop < 40 && state.room) loadOlder(state.room);
 });

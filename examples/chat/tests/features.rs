@@ -394,7 +394,10 @@ async fn unread_counts_follow_read_positions_and_direct_conversations_are_privat
 
     // a direct conversation: the same room from either side, named after the other
     let (status, v) = http(s.addr, "POST", "/api/v1/direct", &ta, Some(json!({"user_id": b}))).await;
-    assert_eq!((status, v["data"]["kind"].as_str(), v["data"]["name"].as_str()), (201, Some("direct"), Some(bob.as_str())));
+    assert_eq!(
+        (status, v["data"]["kind"].as_str(), v["data"]["name"].as_str()),
+        (201, Some("direct"), Some(bob.as_str()))
+    );
     let dm = v["data"]["id"].as_i64().unwrap();
     let (status, v) = http(s.addr, "POST", "/api/v1/direct", &tb, Some(json!({"user_id": a}))).await;
     assert_eq!((status, v["data"]["id"].as_i64()), (200, Some(dm)));

@@ -99,6 +99,14 @@ async function newPage(browser, name, viewport = { width: 1100, height: 700 }) {
 }
 
 const PHONE = { width: 390, height: 844 };
+
+// Finds a room by searching the room list, and opens it.
+async function findRoom(page, name) {
+  await page.fill("#room-search", name);
+  await page.click("#search-rooms");
+  await page.click(`#room-results button:has-text("# ${name}")`);
+  await page.waitForSelector(`#room-title:has-text("# ${name}")`);
+}
 const shot = (page, name) => page.screenshot({ path: path.join(ARTIFACTS, `${name}.png`), fullPage: true });
 
 test("two people chat in a browser: presence, typing, messages, history after a reload", { timeout: 90000 }, async (t) => {
@@ -113,7 +121,7 @@ test("two people chat in a browser: presence, typing, messages, history after a 
   await alice.waitForSelector("#message:not([disabled])");
 
   const bob = await signIn(browser, url, "bob");
-  await bob.click("#rooms li:has-text('lobby')");
+  await findRoom(bob, "lobby");
   await bob.waitForSelector("#message:not([disabled])");
 
   // presence: each sees the other, by name
@@ -201,7 +209,7 @@ test("cut off, and through a server killed and restarted mid-conversation: nothi
   await carol.click("#create-room");
   await carol.waitForSelector("#message:not([disabled])");
   const dave = await signIn(browser, server.url, "dave");
-  await dave.click("#rooms li:has-text('standup')");
+  await findRoom(dave, "standup");
   await dave.waitForSelector("#message:not([disabled])");
   await carol.waitForSelector("#presence li:has-text('dave')");
   for (const page of [carol, dave]) {
@@ -407,7 +415,7 @@ test("messages: edit and delete one's own, dates, older messages on scrolling up
   await gina.click("#create-room");
   await gina.waitForSelector("#message:not([disabled])");
   const hank = await signIn(browser, url, "hank");
-  await hank.click("#rooms li:has-text('history')");
+  await findRoom(hank, "history");
   await hank.waitForSelector("#message:not([disabled])");
 
   // sixty messages before: the room opens on the last 50, the rest above
@@ -473,7 +481,7 @@ test("presence status per user across tabs and reloads; blocks hide messages, ty
   await ivan.click("#create-room");
   await ivan.waitForSelector("#message:not([disabled])");
   const judy = await signIn(browser, url, "judy");
-  await judy.click("#rooms li:has-text('status')");
+  await findRoom(judy, "status");
   await judy.waitForSelector("#message:not([disabled])");
 
   // ivan's second tab (same browser context: same session storage)
@@ -520,4 +528,131 @@ test("presence status per user across tabs and reloads; blocks hide messages, ty
   await judy.waitForSelector("#messages li.message:has-text('@judy after the block')");
   await judy.waitForSelector("#messages li.message:has-text('before the block')");
   await shot(judy, "unblocked");
+});
+
+test("rooms: unique names, a searched and paged list, unread counts, leave, delete by the owner, direct messages, on a phone too", { timeout: 120000 }, async (t) => {
+  fs.mkdirSync(ARTIFACTS, { recursive: true });
+  const { url } = await startServer(t);
+  const browser = await launchBrowser(t);
+  const kim = await signIn(browser, url, "kim");
+  await kim.fill("#room-name", "Design");
+  await kim.click("#create-room");
+  await kim.waitForSelector("#message:not([disabled])");
+  const leo = await signIn(browser, url, "leo");
+  // a name taken in another case is said under the field
+  await leo.fill("#room-name", "DESIGN");
+  await leo.click("#create-room");
+  await leo.waitForSelector("#room-error:has-text('name has already been taken')");
+  await leo.fill("#room-name", "Other");
+  await leo.click("#create-room");
+  await leo.waitForSelector("#room-title:has-text('# Other')");
+
+  // many rooms: the list comes a page at a time, searched by the server
+  const { token } = await session(kim);
+  for (let i = 0; i < 45; i++) {
+    const res = await fetch(`${url}/api/v1/rooms`, { method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${token}` }, body: JSON.stringify({ name: `bulk ${i}` }) });
+    assert.equal(res.status, 201);
+  }
+  const listed = [];
+  leo.on("request", (r) => { if (/\/api\/v1\/rooms(\?|$)/.test(r.url()) && r.method() === "GET") listed.push(r.url()); });
+  await leo.fill("#room-search", "BULK");
+  await leo.click("#search-rooms");
+  await leo.waitForFunction(() => document.querySelectorAll("#room-results li").length === 20);
+  await leo.click("#more-rooms");
+  await leo.waitForFunction(() => document.querySelectorAll("#room-results li").length === 40);
+  await leo.click("#more-rooms");
+  await leo.waitForFunction(() => document.querySelectorAll("#room-results li").length === 45);
+  assert.ok(await leo.isHidden("#more-rooms"));
+  assert.equal(listed.length, 3);
+  assert.ok(listed.every((u) => /q=BULK/.test(u) && /limit=20/.test(u)), listed.join(" "));
+
+  // leo joins Design, goes back to Other; kim says two things in Design
+  await findRoom(leo, "Design");
+  await leo.click("#rooms button:has-text('# Other')");
+  await leo.waitForSelector("#room-title:has-text('# Other')");
+  for (const text of ["first", "second"]) {
+    await kim.fill("#message", text);
+    await kim.press("#message", "Enter");
+    await kim.waitForSelector(`#messages li.message:has-text('${text}')`);
+  }
+  await leo.reload();
+  await leo.waitForSelector("#rooms button[aria-label='# Design, 2 unread']");
+  await shot(leo, "unread-counts");
+  await leo.click("#rooms button:has-text('# Design')");
+  await leo.waitForSelector("#messages li.message:has-text('second')");
+  await leo.click("#rooms button:has-text('# Other')");
+  await leo.waitForSelector("#rooms button[aria-label='# Design']");
+  // leaving: Design is no longer his
+  await leo.click("#rooms button:has-text('# Design')");
+  await leo.waitForSelector("#room-title:has-text('# Design')");
+  assert.ok(await leo.isHidden("#delete-room"), "only the owner may delete");
+  await leo.click("#leave-room");
+  await leo.waitForSelector("#room-status:has-text('You left Design.')");
+  assert.equal(await leo.locator("#rooms button:has-text('# Design')").count(), 0);
+
+  // mia, on a phone, joins Design; kim messages her directly
+  const mia = await signIn(browser, url, "mia", async () => {}, PHONE);
+  await findRoom(mia, "Design");
+  await kim.waitForSelector("#presence li:has-text('mia')");
+  await kim.getByRole("button", { name: "Message mia directly" }).click();
+  await kim.waitForSelector("#room-title:has-text('@ mia')");
+  await kim.fill("#message", "hi mia, just us");
+  await kim.press("#message", "Enter");
+  await kim.waitForSelector("#messages li.message:has-text('hi mia, just us')");
+  await mia.reload();
+  await mia.waitForSelector("#rooms button[aria-label='@ kim, 1 unread']");
+  await mia.click("#rooms button:has-text('@ kim')");
+  await mia.waitForSelector("#messages li.message:has-text('hi mia, just us')");
+  await shot(mia, "phone-direct-message");
+  // leo cannot find it
+  await leo.fill("#room-search", "kim");
+  await leo.click("#search-rooms");
+  await leo.waitForSelector("#search-error:has-text('no room matches')");
+
+  // kim deletes Design while mia is in it
+  await mia.click("#rooms button:has-text('# Design')");
+  await mia.waitForSelector("#room-title:has-text('# Design')");
+  await kim.click("#rooms button:has-text('# Design')");
+  await kim.waitForSelector("#room-title:has-text('# Design')");
+  await kim.click("#delete-room");
+  await kim.waitForSelector("#room-status:has-text('You deleted Design.')");
+  await mia.waitForSelector("#room-status:has-text('This room was deleted by its owner.')");
+  assert.equal(await mia.locator("#rooms button:has-text('# Design')").count(), 0);
+  await shot(mia, "phone-room-deleted");
+});
+
+test("keyboard and screen readers: labelled fields, focus in reading order, errors announced", { timeout: 60000 }, async (t) => {
+  fs.mkdirSync(ARTIFACTS, { recursive: true });
+  const { url } = await startServer(t);
+  const browser = await launchBrowser(t);
+  const page = await newPage(browser, "nina", PHONE);
+  await page.goto(url);
+  // the sign-in form by keyboard alone: name, password, sign in, create account
+  await page.getByLabel("Name").focus();
+  const order = [];
+  for (let i = 0; i < 4; i++) {
+    order.push(await page.evaluate(() => document.activeElement.id));
+    await page.keyboard.press("Tab");
+  }
+  assert.deepEqual(order, ["name", "password", "sign-in", "register"]);
+  await page.getByLabel("Name").fill("nina");
+  await page.getByLabel("Password").fill(PASSWORD);
+  await page.getByRole("button", { name: "Create account" }).press("Enter");
+  await page.waitForSelector("#app:not(.hidden)");
+  // every field of the page has a name a screen reader reads
+  for (const label of ["Message", "Find a room", "New room", "My status"]) {
+    assert.equal(await page.getByLabel(label, { exact: true }).count(), 1, label);
+  }
+  // an error is an alert, next to its field
+  await page.getByLabel("New room").press("Enter");
+  await page.getByRole("alert").filter({ hasText: "name can't be blank" }).waitFor();
+  await page.getByLabel("New room").fill("a11y");
+  await page.getByLabel("New room").press("Enter");
+  await page.waitForSelector("#message:not([disabled])");
+  await page.getByLabel("Message", { exact: true }).fill("typed with the keyboard");
+  await page.getByLabel("Message", { exact: true }).press("Enter");
+  await page.waitForSelector("#messages li.message:has-text('typed with the keyboard')");
+  await page.getByRole("button", { name: /^Edit message/ }).waitFor();
+  await page.getByRole("status", { name: "Connection: connected" }).waitFor();
+  await shot(page, "phone-keyboard");
 });
