@@ -218,7 +218,9 @@ fn client_address(parts: &Parts) -> IpAddr {
         .unwrap_or(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED))
 }
 
-/// The client's address (see [`client_address`]).
+/// The client's address: the peer of the connection when the server gives
+/// it (`fawkes::serve` does), else the unspecified address (all such
+/// clients then share the per-address limits).
 #[derive(Debug)]
 pub struct ClientAddress(pub IpAddr);
 

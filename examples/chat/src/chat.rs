@@ -60,6 +60,10 @@ fn direct_key(a: i64, b: i64) -> String {
 
 type RoomRow = (i64, String, String, Option<i64>);
 
+/// A room row, one's read position, unread count, and the other person's
+/// name (direct conversations).
+type MyRoomRow = (i64, String, String, Option<i64>, i64, i64, Option<String>);
+
 fn room_of((id, name, kind, owner_id): RoomRow) -> Room {
     Room { id, name, kind, owner_id }
 }
@@ -234,7 +238,7 @@ impl Chat {
     ///
     /// Database errors.
     pub async fn my_rooms(&self, user: i64) -> Result<Vec<MyRoom>, sqlx::Error> {
-        let rows: Vec<(i64, String, String, Option<i64>, i64, i64, Option<String>)> = sqlx::query_as(
+        let rows: Vec<MyRoomRow> = sqlx::query_as(
             "SELECT r.id, r.name, r.kind, r.owner_id, ms.last_read_id, \
                (SELECT COUNT(*) FROM messages m WHERE m.room_id = r.id AND m.id > ms.last_read_id \
                   AND m.user_id <> $1 AND m.deleted_at IS NULL \
@@ -641,7 +645,7 @@ pub fn mentions(body: &str) -> Vec<String> {
     let mut keys: Vec<String> = Vec::new();
     for word in body.split_whitespace() {
         let Some(name) = word.strip_prefix('@') else { continue };
-        let name = name.trim_end_matches(|c: char| matches!(c, '.' | ',' | ':' | ';' | '!' | '?' | ')' | '\'' | '"'));
+        let name = name.trim_end_matches(['.', ',', ':', ';', '!', '?', ')', '\'', '"']);
         if let Ok(n) = crate::text::name(Some(&serde_json::Value::String(name.to_owned())), 40) {
             if !keys.contains(&n.key) {
                 keys.push(n.key);
