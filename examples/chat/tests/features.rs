@@ -415,3 +415,19 @@ async fn unread_counts_follow_read_positions_and_direct_conversations_are_privat
     let (status, _) = http(s.addr, "POST", "/api/v1/direct", &ta, Some(json!({"user_id": b}))).await;
     assert_eq!(status, 403);
 }
+
+#[tokio::test]
+async fn the_history_names_authors_who_left() {
+    let s = start().await;
+    let (ta, _) = register(&s, &unique("alice")).await;
+    let bob = unique("bob");
+    let (tb, b) = register(&s, &bob).await;
+    let id = room(&s, &ta, &[&tb]).await;
+    let path = format!("/api/v1/rooms/{id}/messages");
+    assert_eq!(http(s.addr, "POST", &path, &tb, Some(json!({"body": "bye all"}))).await.0, 201);
+    assert_eq!(http(s.addr, "POST", &format!("/api/v1/rooms/{id}/leave"), &tb, None).await.0, 204);
+    let got = history(&s, &ta, id).await;
+    assert_eq!((got[0]["user_id"].as_i64(), got[0]["user_name"].as_str()), (Some(b), Some(bob.as_str())));
+    let (_sa, ca) = join(&s, &ta, id).await;
+    assert_push!(ca, "message_history", |v: &Value| v["messages"][0]["user_name"] == bob.as_str());
+}
