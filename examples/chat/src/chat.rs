@@ -378,18 +378,25 @@ impl Chat {
         Ok(())
     }
 
-    /// Makes `user` a member of `room` (idempotent).
+    /// Makes `user` a member of `room` (idempotent), having read what was
+    /// said before.
     ///
     /// # Errors
     ///
     /// Database errors.
     pub async fn add_member(&self, room: i64, user: i64) -> Result<(), sqlx::Error> {
-        // one statement: two concurrent joins cannot both insert
-        sqlx::query("INSERT INTO memberships (room_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-            .bind(room)
-            .bind(user)
-            .execute(&self.db)
-            .await?;
+        // one statement: two concurrent joins cannot both insert; a new
+        // member has read what was said before (their unread count starts
+        // at zero, the history is there to scroll)
+        sqlx::query(
+            "INSERT INTO memberships (room_id, user_id, last_read_id) \
+             VALUES ($1, $2, (SELECT COALESCE(MAX(id), 0) FROM messages WHERE room_id = $1)) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(room)
+        .bind(user)
+        .execute(&self.db)
+        .await?;
         Ok(())
     }
 

@@ -3,8 +3,8 @@
 //! | piece | where |
 //! | --- | --- |
 //! | database, migrations (SQLite or PostgreSQL) | [`db`] |
-//! | users, sign-in tokens, block lists | [`accounts`] |
-//! | rooms, memberships, messages | [`chat`] |
+//! | users with passwords, sessions, statuses, block lists | [`accounts`] |
+//! | rooms, direct conversations, memberships and read positions, messages, notifications | [`chat`] |
 //! | the JSON API | [`api`] |
 //! | the socket, `room:*` and `notifications:*` channels | [`socket`] |
 //! | what text is accepted: controls, names | [`text`] |

@@ -391,6 +391,9 @@ async fn unread_counts_follow_read_positions_and_direct_conversations_are_privat
     assert_eq!(unread(tb.clone()).await, Some(1));
     assert_eq!(http(s.addr, "PUT", &read, &tb, Some(json!({"message_id": last}))).await.0, 204);
     assert_eq!(unread(tb.clone()).await, Some(0));
+    // carol joins after all that: nothing unread for her
+    assert_eq!(http(s.addr, "POST", &format!("/api/v1/rooms/{id}/members"), &tc, None).await.0, 201);
+    assert_eq!(unread(tc.clone()).await, Some(0));
 
     // a direct conversation: the same room from either side, named after the other
     let (status, v) = http(s.addr, "POST", "/api/v1/direct", &ta, Some(json!({"user_id": b}))).await;
