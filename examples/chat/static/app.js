@@ -515,7 +515,11 @@ function renderTyping() {
 
 // The rooms one is in, with unread counts (direct conversations too).
 async function loadRooms() {
+  // several may be under way (a join, a notification, the timer): only the
+  // last one asked is shown, not an older answer arriving after it
+  const seq = (state.roomsSeq = (state.roomsSeq || 0) + 1);
   const { data } = await api("GET", "/api/v1/me/rooms");
+  if (seq !== state.roomsSeq) return;
   state.myRooms = data;
   const ul = $("rooms");
   ul.innerHTML = "";
