@@ -104,8 +104,9 @@ const PHONE = { width: 390, height: 844 };
 async function findRoom(page, name) {
   await page.fill("#room-search", name);
   await page.click("#search-rooms");
-  await page.click(`#room-results button:has-text("# ${name}")`);
-  await page.waitForSelector(`#room-title:has-text("# ${name}")`);
+  // exactly that name (a search matches parts of names, in any case)
+  await page.locator("#room-results button", { hasText: new RegExp(`^# ${name}$`) }).click();
+  await page.waitForFunction((n) => document.getElementById("room-title").textContent === `# ${n}`, name);
 }
 const shot = (page, name) => page.screenshot({ path: path.join(ARTIFACTS, `${name}.png`), fullPage: true });
 
