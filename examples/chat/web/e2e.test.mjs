@@ -1,8 +1,14 @@
-// The chat in a real browser (Debian's Chromium, driven by playwright-core):
-// two people sign in, join a room, see each other's presence and typing,
-// exchange messages, reload and see the history; then the server is killed
-// and restarted mid-conversation, and nothing is lost or shown twice.
-// Screenshots are kept in $ARTIFACTS_DIR (default target/e2e-artifacts).
+// The chat in a real browser (Debian's Chromium, driven by playwright-core),
+// each test with its own server: two people sign in, join a room, see each
+// other's presence and typing, exchange messages and reload; the server is
+// killed and restarted mid-conversation and nothing is lost or shown twice;
+// bad input is refused where it is typed; accounts, messages (edits,
+// deletions, mentions, older pages), per-user status, blocks, rooms (search,
+// unread counts, leave, delete, direct messages) and keyboard use, with
+// phone-sized (390x844) pages among them. On SQLite, or on PostgreSQL when
+// DATABASE_URL or CHAT_TEST_DATABASE_URL says postgres:// (scripts/test.sh
+// runs both). Screenshots are kept in $ARTIFACTS_DIR (default
+// $CARGO_TARGET_DIR/e2e-artifacts/chat/<sqlite|postgres>).
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
