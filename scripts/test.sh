@@ -47,15 +47,13 @@ cargo build -p conformance-server
 )
 
 echo "== the chat on PostgreSQL (a throwaway server; PostgreSQL is installed with apt if missing)"
-./scripts/with-postgres.sh cargo test -p fawkes-chat --test chat
+./scripts/with-postgres.sh cargo test -p fawkes-chat --test chat --test accounts --test api_errors --test features
 
-echo "== the chat in headless Chromium (installed with apt if missing)"
+echo "== the chat in headless Chromium (installed with apt if missing), on SQLite then on PostgreSQL"
 need chromium chromium
 cargo build -p fawkes-chat
-(
-  cd examples/chat/web
-  if [ ! -d node_modules/playwright-core ]; then
-    npm ci --no-audit --no-fund --loglevel=error
-  fi
-  node --test --test-timeout=120000 e2e.test.mjs admin.test.mjs
-)
+if [ ! -d examples/chat/web/node_modules/playwright-core ]; then
+  (cd examples/chat/web && npm ci --no-audit --no-fund --loglevel=error)
+fi
+(cd examples/chat/web && node --test --test-concurrency=1 --test-timeout=120000 e2e.test.mjs admin.test.mjs)
+./scripts/with-postgres.sh sh -c 'cd examples/chat/web && node --test --test-concurrency=1 --test-timeout=120000 e2e.test.mjs'

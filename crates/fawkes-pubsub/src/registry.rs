@@ -92,11 +92,23 @@ impl Registry {
 
     /// Removes `ids` from `topic` under one write lock (one copy of the
     /// list at most, none if no dispatch holds it).
+    ///
+    /// The removed subscribers are dropped after the lock is released: a
+    /// subscriber may own other subscriptions (a callback holding a
+    /// connection that holds its own), whose drop unsubscribes in turn,
+    /// perhaps on this very shard.
     fn unsubscribe_all(&self, topic: &str, ids: &[SubscriberId]) {
+        let mut removed: Vec<Arc<dyn Subscriber>> = Vec::new();
         let mut shard = self.shards[shard_of(topic)].write();
         let Some(entry) = shard.get_mut(topic) else { return };
         let list = Arc::make_mut(entry);
-        list.retain(|x| !ids.contains(&x.id));
+        list.retain(|x| {
+            let keep = !ids.contains(&x.id);
+            if !keep {
+                removed.push(x.sub.clone());
+            }
+            keep
+        });
         if list.is_empty() {
             shard.remove(topic);
             if let Some(hooks) = self.hooks_for(topic) {
@@ -105,6 +117,8 @@ impl Registry {
         } else if list.capacity() > 64 && list.len() < list.capacity() / 4 {
             list.shrink_to_fit();
         }
+        drop(shard);
+        drop(removed);
     }
 
     pub(crate) fn count(&self, topic: &str) -> usize {

@@ -262,3 +262,26 @@ fn the_adapter_hears_of_a_topics_first_and_last_subscriber_only() {
     assert_eq!(ps.prometheus(), "# HELP x_total Xs.\n# TYPE x_total counter\nx_total 7\n");
     assert_eq!(PubSub::local("n").prometheus(), "");
 }
+
+/// A subscriber that owns another subscription (a callback holding a
+/// connection that holds its own): dropping the first drops the second, on
+/// the same shard (the same topic), without deadlocking on the registry.
+#[test]
+fn a_subscriber_owning_a_subscription_can_be_dropped() {
+    let ps = PubSub::local("n1");
+    let (inner, seen) = recorder(&ps, "t:owned");
+    let outer = ps.subscribe_fn("t:owned", move |_| {
+        let _keep = &inner;
+    });
+    ps.broadcast(bc("t:owned", "before")).unwrap();
+    assert_eq!(*seen.lock().unwrap(), ["before"]);
+    let (done, wait) = std::sync::mpsc::channel();
+    let ps2 = ps.clone();
+    std::thread::spawn(move || {
+        drop(outer);
+        let _ = done.send(ps2.broadcast(bc("t:owned", "after")).unwrap().delivered);
+    });
+    let delivered = wait.recv_timeout(std::time::Duration::from_secs(5)).expect("dropping did not deadlock");
+    assert_eq!(delivered, 0, "both subscriptions are gone");
+    assert_eq!(*seen.lock().unwrap(), ["before"]);
+}

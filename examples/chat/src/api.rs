@@ -20,8 +20,13 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use crate::accounts::User;
-use crate::chat::{validate_body, validate_client_id, BodyError, PostError, MAX_BODY};
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::ConnectInfo;
+
+use crate::accounts::{AccountError, User};
+use crate::chat::{validate_body, validate_client_id, ChangeError, PostError, RoomError, MAX_BODY};
+use crate::text::{self, Name, TextError};
 use crate::App;
 
 /// An API error.
@@ -174,20 +179,56 @@ async fn error_shape(res: Response) -> Response {
 
 type ApiResult = Result<Response, ApiError>;
 
-/// The signed-in user, from `Authorization: Bearer <token>`.
+impl From<AccountError> for ApiError {
+    fn from(e: AccountError) -> ApiError {
+        match e {
+            AccountError::Database(e) => e.into(),
+            AccountError::Unauthorized(why) => ApiError::new(StatusCode::UNAUTHORIZED, why),
+            AccountError::NameTaken => ApiError::invalid("name", e.to_string()),
+            e => {
+                tracing::error!(error = %e, "accounts error");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+            }
+        }
+    }
+}
+
+/// The signed-in user and the session's id, from
+/// `Authorization: Bearer <token>`: 401 when the token is missing, invalid,
+/// expired or its session ended.
 #[derive(Debug)]
-pub struct Auth(pub User);
+pub struct Auth(pub User, pub String);
 
 impl FromRequestParts<App> for Auth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Auth, ApiError> {
         let token = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(bearer);
-        let id =
-            app.accounts.verify(token).map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, format!("token {e}")))?;
-        let user =
-            app.accounts.get(id).await?.ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "unknown user"))?;
-        Ok(Auth(user))
+        let (user, session) = app.accounts.session(token).await?;
+        Ok(Auth(user, session))
+    }
+}
+
+/// The client's address, when the server gives it (`fawkes::serve` does).
+fn client_address(parts: &Parts) -> IpAddr {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(a)| a.ip())
+        .unwrap_or(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED))
+}
+
+/// The client's address: the peer of the connection when the server gives
+/// it (`fawkes::serve` does), else the unspecified address (all such
+/// clients then share the per-address limits).
+#[derive(Debug)]
+pub struct ClientAddress(pub IpAddr);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddress {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        Ok(ClientAddress(client_address(parts)))
     }
 }
 
@@ -198,15 +239,26 @@ fn bearer(value: &str) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-fn name_field(b: &Map<String, Value>, max: usize) -> Result<String, ApiError> {
-    match b.get("name").and_then(Value::as_str).map(str::trim) {
-        None => Err(ApiError::invalid("name", "must be a string")),
-        Some("") => Err(ApiError::invalid("name", "can't be blank")),
-        Some(n) if n.chars().count() > max => {
-            Err(ApiError::invalid("name", format!("should be at most {max} characters")))
-        }
-        Some(n) => Ok(n.to_owned()),
+fn name_field(b: &Map<String, Value>, max: usize) -> Result<Name, ApiError> {
+    text::name(b.get("name"), max).map_err(|e| ApiError::invalid("name", e.to_string()))
+}
+
+/// Longest user name, in characters.
+pub const MAX_USER_NAME: usize = 40;
+/// Longest room name, in characters.
+pub const MAX_ROOM_NAME: usize = 80;
+/// Shortest password, in characters.
+pub const MIN_PASSWORD: usize = 8;
+/// Longest password, in characters (what is hashed stays bounded).
+pub const MAX_PASSWORD: usize = 256;
+
+fn password_field(b: &Map<String, Value>) -> Result<String, ApiError> {
+    let p =
+        text::text(b.get("password"), MAX_PASSWORD, false).map_err(|e| ApiError::invalid("password", e.to_string()))?;
+    if p.chars().count() < MIN_PASSWORD {
+        return Err(ApiError::invalid("password", TextError::TooShort(MIN_PASSWORD).to_string()));
     }
+    Ok(p)
 }
 
 fn id_field(b: &Map<String, Value>, field: &str) -> Result<i64, ApiError> {
@@ -221,24 +273,165 @@ fn created(v: Value) -> Response {
     (StatusCode::CREATED, Json(v)).into_response()
 }
 
-async fn sign_in(State(app): State<App>, JsonObject(b): JsonObject) -> ApiResult {
-    let user = app.accounts.sign_in(&name_field(&b, 40)?).await?;
-    let token =
-        app.accounts.token_for(&user).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    Ok(created(json!({"token": token, "user": user})))
+/// Sign-in attempts per name: a burst of 5, then one every 12 s (5 a
+/// minute); per client address: a burst of 20, then one every 3 s.
+const NAME_BURST: f64 = 5.0;
+const NAME_RATE: f64 = 1.0 / 12.0;
+const ADDRESS_BURST: f64 = 20.0;
+const ADDRESS_RATE: f64 = 1.0 / 3.0;
+
+/// A new session of `user`: 201 `{"token", "expires_at", "user"}`.
+async fn session_for(app: &App, user: User) -> ApiResult {
+    let session = app.accounts.start_session(&user, app.session_max_age).await?;
+    Ok(created(json!({"token": session.token, "expires_at": session.expires_at, "user": user})))
 }
 
-async fn list_rooms(State(app): State<App>, _: Auth) -> ApiResult {
-    Ok(Json(json!({"data": app.chat.rooms().await?})).into_response())
+/// Registers: `{"name", "password"}`; 201 with a session as sign-in's;
+/// 422 when the name is taken (compared after NFKC and case folding) or a
+/// field is invalid; 429 past the per-address rate.
+async fn register(State(app): State<App>, ClientAddress(ip): ClientAddress, JsonObject(b): JsonObject) -> ApiResult {
+    let name = name_field(&b, MAX_USER_NAME)?;
+    let password = password_field(&b)?;
+    app.address_buckets.take(ip, ADDRESS_RATE, ADDRESS_BURST).map_err(ApiError::rate_limited)?;
+    let user = app.accounts.register(&name, &password).await?;
+    session_for(&app, user).await
 }
 
-async fn create_room(State(app): State<App>, Auth(user): Auth, JsonObject(b): JsonObject) -> ApiResult {
-    let name = name_field(&b, 80)?;
+/// Signs in: `{"name", "password"}`; 201 `{"token", "expires_at",
+/// "user"}`; 401 for a wrong name or password (the same answer for both);
+/// 429 past the per-name or per-address rate. Without a password, and only
+/// when the server allows it ([`crate::Config::dev_sign_in`]), by name
+/// alone.
+async fn sign_in(State(app): State<App>, ClientAddress(ip): ClientAddress, JsonObject(b): JsonObject) -> ApiResult {
+    let name = name_field(&b, MAX_USER_NAME)?;
+    if app.dev_sign_in && !b.contains_key("password") {
+        let user = app.accounts.sign_in_by_name(&name).await?;
+        return session_for(&app, user).await;
+    }
+    let password = password_field(&b)?;
+    app.address_buckets.take(ip, ADDRESS_RATE, ADDRESS_BURST).map_err(ApiError::rate_limited)?;
+    app.name_buckets.take(name.key.clone(), NAME_RATE, NAME_BURST).map_err(ApiError::rate_limited)?;
+    match app.accounts.authenticate(&name, &password).await? {
+        Some(user) => session_for(&app, user).await,
+        None => Err(ApiError::new(StatusCode::UNAUTHORIZED, "invalid name or password")),
+    }
+}
+
+/// Signs out: the session of the bearer token ends, and its sockets are
+/// disconnected. 204.
+async fn sign_out(State(app): State<App>, Auth(_, session): Auth) -> ApiResult {
+    app.accounts.end_session(&session).await?;
+    if let Err(e) = app.endpoint.broadcast(&crate::socket::session_socket_id(&session), "disconnect", json!({})) {
+        tracing::error!(error = %e, "the sockets of an ended session were not disconnected");
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+impl From<RoomError> for ApiError {
+    fn from(e: RoomError) -> ApiError {
+        match e {
+            RoomError::NameTaken => ApiError::invalid("name", e.to_string()),
+            RoomError::NotFound => ApiError::not_found("room"),
+            RoomError::NotOwner => ApiError::new(StatusCode::FORBIDDEN, e.to_string()),
+            RoomError::Database(e) => e.into(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct RoomQuery {
+    q: Option<String>,
+    after: Option<String>,
+    limit: Option<String>,
+}
+
+/// A page of the rooms, by id: `?q=` (part of the name, compared as names
+/// are), `?after=` (the `next` of the previous page), `?limit=` (1 to 100,
+/// 50). `{"data": [...], "next": <id or null>}`.
+async fn list_rooms(State(app): State<App>, _: Auth, ApiQuery(page): ApiQuery<RoomQuery>) -> ApiResult {
+    let limit = limit_param(page.limit.as_deref())?;
+    let after = message_id_param(page.after.as_deref(), "after")?.unwrap_or(0);
+    let query = match page.q.as_deref().filter(|q| !q.trim().is_empty()) {
+        None => None,
+        Some(q) => Some(
+            text::name(Some(&Value::String(q.to_owned())), MAX_ROOM_NAME)
+                .map_err(|e| ApiError::invalid("q", e.to_string()))?
+                .key,
+        ),
+    };
+    let rooms = app.chat.rooms(query.as_deref(), after, limit).await?;
+    let next = if rooms.len() as i64 == limit { rooms.last().map(|r| r.id) } else { None };
+    Ok(Json(json!({"data": rooms, "next": next})).into_response())
+}
+
+/// The rooms and direct conversations one is in, with unread counts.
+async fn my_rooms(State(app): State<App>, Auth(user, _): Auth) -> ApiResult {
+    Ok(Json(json!({"data": app.chat.my_rooms(user.id).await?})).into_response())
+}
+
+/// Creates a room: `{"name"}`, unique after normalisation (422 when taken).
+async fn create_room(State(app): State<App>, Auth(user, _): Auth, JsonObject(b): JsonObject) -> ApiResult {
+    let name = name_field(&b, MAX_ROOM_NAME)?;
     Ok(created(json!({"data": app.chat.create_room(&name, user.id).await?})))
 }
 
-async fn join_room(State(app): State<App>, Auth(user): Auth, ApiPath(id): ApiPath<i64>) -> ApiResult {
+/// Deletes a room: its owner only (403 otherwise); 204; the room's pages
+/// are told (`room_deleted`).
+async fn delete_room(State(app): State<App>, Auth(user, _): Auth, ApiPath(id): ApiPath<i64>) -> ApiResult {
+    app.chat.delete_room(id, user.id).await?;
+    if let Err(e) = app.endpoint.broadcast(&format!("room:{id}"), "room_deleted", json!({"room_id": id})) {
+        tracing::error!(error = %e, room = id, "a room's deletion was not broadcast");
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Leaves a room: 204.
+async fn leave_room(State(app): State<App>, Auth(user, _): Auth, ApiPath(id): ApiPath<i64>) -> ApiResult {
     app.chat.room(id).await?.ok_or_else(|| ApiError::not_found("room"))?;
+    app.chat.leave(id, user.id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Moves one's read position: `{"message_id"}`; 204.
+async fn mark_read(
+    State(app): State<App>,
+    Auth(user, _): Auth,
+    ApiPath(id): ApiPath<i64>,
+    JsonObject(b): JsonObject,
+) -> ApiResult {
+    member_of(&app, id, &user).await?;
+    let message = id_field(&b, "message_id")?;
+    app.chat.mark_read(id, user.id, message).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// The direct conversation with `{"user_id"}`: 201 the first time, 200
+/// after; 403 when either blocked the other.
+async fn direct(State(app): State<App>, Auth(user, _): Auth, JsonObject(b): JsonObject) -> ApiResult {
+    let other = id_field(&b, "user_id")?;
+    if other == user.id {
+        return Err(ApiError::invalid("user_id", "can't be yourself"));
+    }
+    let them = app.accounts.get(other).await?.ok_or_else(|| ApiError::not_found("user"))?;
+    if app.accounts.blocked_by(other).await?.contains(&user.id)
+        || app.accounts.blocked_by(user.id).await?.contains(&other)
+    {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "blocked"));
+    }
+    let (room, new) = app.chat.direct(user.id, other, &them.name).await?;
+    if new {
+        Ok(created(json!({ "data": room })))
+    } else {
+        Ok(Json(json!({ "data": room })).into_response())
+    }
+}
+
+/// Joins a room; a direct conversation only its two people are in (403).
+async fn join_room(State(app): State<App>, Auth(user, _): Auth, ApiPath(id): ApiPath<i64>) -> ApiResult {
+    let room = app.chat.room(id).await?.ok_or_else(|| ApiError::not_found("room"))?;
+    if room.kind == "direct" && !app.chat.is_member(id, user.id).await? {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "a direct conversation of others"));
+    }
     app.chat.add_member(id, user.id).await?;
     Ok(created(json!({"data": {"room_id": id, "user_id": user.id}})))
 }
@@ -259,6 +452,15 @@ fn message_id_param(value: Option<&str>, field: &str) -> Result<Option<i64>, Api
         .map_err(|_| ApiError::invalid(field, "must be a message id"))
 }
 
+/// `?limit=`: 1 to 100, 50 when absent.
+fn limit_param(value: Option<&str>) -> Result<i64, ApiError> {
+    match value.filter(|s| !s.is_empty()).map(str::parse::<i64>).transpose() {
+        Ok(Some(l)) if (1..=100).contains(&l) => Ok(l),
+        Ok(None) => Ok(50),
+        _ => Err(ApiError::invalid("limit", "must be between 1 and 100")),
+    }
+}
+
 /// Fails unless `room` exists and `user` is one of its members.
 async fn member_of(app: &App, room: i64, user: &User) -> Result<(), ApiError> {
     app.chat.room(room).await?.ok_or_else(|| ApiError::not_found("room"))?;
@@ -273,19 +475,15 @@ async fn member_of(app: &App, room: i64, user: &User) -> Result<(), ApiError> {
 /// (a page shorter than `limit` is the last).
 async fn messages(
     State(app): State<App>,
-    Auth(user): Auth,
+    Auth(user, _): Auth,
     ApiPath(id): ApiPath<i64>,
     ApiQuery(page): ApiQuery<Page>,
 ) -> ApiResult {
     member_of(&app, id, &user).await?;
     let before = message_id_param(page.before.as_deref(), "before")?;
     let after = message_id_param(page.after.as_deref(), "after")?;
-    let limit = match page.limit.as_deref().filter(|s| !s.is_empty()).map(str::parse::<i64>).transpose() {
-        Ok(Some(l)) if (1..=100).contains(&l) => l,
-        Ok(None) => 50,
-        _ => return Err(ApiError::invalid("limit", "must be between 1 and 100")),
-    };
-    Ok(Json(json!({"data": app.chat.history(id, before, after, limit).await?})).into_response())
+    let limit = limit_param(page.limit.as_deref())?;
+    Ok(Json(json!({"data": app.chat.history(id, user.id, before, after, limit).await?})).into_response())
 }
 
 /// Sends a message: `{"body": ..., "client_id": ...}` (`client_id`
@@ -296,7 +494,7 @@ async fn messages(
 /// another message.
 async fn post_message(
     State(app): State<App>,
-    Auth(user): Auth,
+    Auth(user, _): Auth,
     ApiPath(id): ApiPath<i64>,
     JsonObject(b): JsonObject,
 ) -> ApiResult {
@@ -305,7 +503,7 @@ async fn post_message(
     let body = validate_body(b.get("body")).map_err(|e| ApiError::invalid("body", e.to_string()))?;
     let client_id =
         validate_client_id(b.get("client_id")).map_err(|e| ApiError::invalid("client_id", e.to_string()))?;
-    let posted = match app.chat.post(id, user.id, &body, client_id.as_deref()).await {
+    let posted = match app.chat.post(id, &user, &body, client_id.as_deref()).await {
         Ok(posted) => posted,
         Err(PostError::ClientIdTaken) => {
             let why = PostError::ClientIdTaken.to_string();
@@ -318,10 +516,61 @@ async fn post_message(
         return Ok(Json(json!({ "data": message })).into_response());
     }
     // stored: it goes out as the channel's sends do
-    if let Err(e) = app.endpoint.broadcast(&format!("room:{id}"), "new_message", json!(message)) {
-        tracing::error!(error = %e, room = id, "a stored message was not broadcast");
-    }
+    app.announce(id, &user, &message).await;
     Ok(created(json!({ "data": message })))
+}
+
+impl From<ChangeError> for ApiError {
+    fn from(e: ChangeError) -> ApiError {
+        match e {
+            ChangeError::NotFound => ApiError::not_found("message"),
+            ChangeError::NotYours => ApiError::new(StatusCode::FORBIDDEN, "not your message"),
+            ChangeError::Database(e) => e.into(),
+        }
+    }
+}
+
+/// Edits one's message: `{"body"}`; 200 with the message, broadcast to the
+/// room as `message_edited`; 403 for someone else's, 404 for none (or a
+/// deleted one).
+async fn edit_message(
+    State(app): State<App>,
+    Auth(user, _): Auth,
+    ApiPath((room, id)): ApiPath<(i64, i64)>,
+    JsonObject(b): JsonObject,
+) -> ApiResult {
+    member_of(&app, room, &user).await?;
+    let body = validate_body(b.get("body")).map_err(|e| ApiError::invalid("body", e.to_string()))?;
+    let message = app.chat.edit(room, user.id, id, &body).await?;
+    broadcast_change(&app, room, "message_edited", &message);
+    Ok(Json(json!({ "data": message })).into_response())
+}
+
+/// Deletes one's message: 204, broadcast to the room as `message_deleted`;
+/// 403 for someone else's, 404 for none.
+async fn delete_message(
+    State(app): State<App>,
+    Auth(user, _): Auth,
+    ApiPath((room, id)): ApiPath<(i64, i64)>,
+) -> ApiResult {
+    member_of(&app, room, &user).await?;
+    let message = app.chat.delete(room, user.id, id).await?;
+    broadcast_change(&app, room, "message_deleted", &message);
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Broadcasts an edit or a deletion to the room (the message as it is now).
+pub(crate) fn broadcast_change(app: &App, room: i64, event: &str, message: &crate::chat::ChatMessage) {
+    if let Err(e) = app.endpoint.broadcast(&format!("room:{room}"), event, json!(message)) {
+        tracing::error!(error = %e, room, "a change of a message was not broadcast");
+    }
+}
+
+/// A page of one's notifications (`?limit=`, 50 by default, at most 100),
+/// oldest first: what a reload shows.
+async fn list_notifications(State(app): State<App>, Auth(user, _): Auth, ApiQuery(page): ApiQuery<Page>) -> ApiResult {
+    let limit = limit_param(page.limit.as_deref())?;
+    Ok(Json(json!({"data": app.chat.notifications(user.id, limit).await?})).into_response())
 }
 
 /// The notification rate per sender: bursts of 20, then 10 a second.
@@ -333,25 +582,30 @@ const NOTIFICATION_RATE: f64 = 10.0;
 /// UTF-8) and room for the rest of the object.
 pub const NOTIFICATION_MAX_BYTES: usize = MAX_BODY * 4 + 1024;
 
-async fn notify(State(app): State<App>, Auth(user): Auth, JsonObject(b): JsonObject) -> ApiResult {
+async fn notify(State(app): State<App>, Auth(user, _): Auth, JsonObject(b): JsonObject) -> ApiResult {
     app.notification_buckets.take(user.id, NOTIFICATION_RATE, NOTIFICATION_BURST).map_err(ApiError::rate_limited)?;
     let to = id_field(&b, "user_id")?;
     // the same bounds as a chat message's; too long is too large
     let message = validate_body(b.get("message")).map_err(|e| match e {
-        BodyError::TooLong => {
+        TextError::TooLong(_) => {
             ApiError::field(StatusCode::PAYLOAD_TOO_LARGE, "message too large", "message", e.to_string())
         }
         e => ApiError::invalid("message", e.to_string()),
     })?;
     app.accounts.get(to).await?.ok_or_else(|| ApiError::not_found("user"))?;
-    let payload = json!({"message": message, "from": {"id": user.id, "name": user.name}});
-    app.endpoint
-        .broadcast(&format!("notifications:{to}"), "new_notification", payload.clone())
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    Ok(created(json!({"data": payload})))
+    let mut payload = Map::new();
+    payload.insert("kind".into(), "message".into());
+    payload.insert("message".into(), message.into());
+    // one who blocked the sender gets nothing, and the sender is not told
+    let sent = app.notify(to, &user, payload.clone()).await?;
+    let shown = sent.unwrap_or_else(|| {
+        payload.insert("from".into(), json!({"id": user.id, "name": user.name}));
+        Value::Object(payload)
+    });
+    Ok(created(json!({ "data": shown })))
 }
 
-async fn block(State(app): State<App>, Auth(user): Auth, JsonObject(b): JsonObject) -> ApiResult {
+async fn block(State(app): State<App>, Auth(user, _): Auth, JsonObject(b): JsonObject) -> ApiResult {
     let blocked = id_field(&b, "user_id")?;
     if blocked == user.id {
         return Err(ApiError::invalid("user_id", "can't block yourself"));
@@ -362,7 +616,16 @@ async fn block(State(app): State<App>, Auth(user): Auth, JsonObject(b): JsonObje
     Ok(created(json!({"data": {"user_id": blocked}})))
 }
 
-async fn unblock(State(app): State<App>, Auth(user): Auth, ApiPath(blocked): ApiPath<i64>) -> ApiResult {
+/// Who one blocked: `[{"user_id", "name"}]`.
+async fn list_blocks(State(app): State<App>, Auth(user, _): Auth) -> ApiResult {
+    let ids: Vec<i64> = app.accounts.blocked_by(user.id).await?.iter().copied().collect();
+    let names = app.accounts.names(&ids).await?;
+    let mut data: Vec<Value> = names.into_iter().map(|(id, name)| json!({"user_id": id, "name": name})).collect();
+    data.sort_by_key(|v| v["user_id"].as_i64());
+    Ok(Json(json!({ "data": data })).into_response())
+}
+
+async fn unblock(State(app): State<App>, Auth(user, _): Auth, ApiPath(blocked): ApiPath<i64>) -> ApiResult {
     app.accounts.unblock(user.id, blocked).await?;
     blocks_changed(&app, user.id);
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -383,12 +646,22 @@ async fn not_found() -> ApiError {
 /// The `/api/v1` routes.
 pub fn routes() -> Router<App> {
     Router::new()
-        .route("/api/v1/sessions", post(sign_in))
+        .route("/api/v1/users", post(register))
+        .route("/api/v1/sessions", post(sign_in).delete(sign_out))
         .route("/api/v1/rooms", get(list_rooms).post(create_room))
+        .route("/api/v1/rooms/{id}", delete(delete_room))
         .route("/api/v1/rooms/{id}/members", post(join_room))
+        .route("/api/v1/rooms/{id}/leave", post(leave_room))
+        .route("/api/v1/rooms/{id}/read", axum::routing::put(mark_read))
+        .route("/api/v1/me/rooms", get(my_rooms))
+        .route("/api/v1/direct", post(direct))
         .route("/api/v1/rooms/{id}/messages", get(messages).post(post_message))
-        .route("/api/v1/notifications", post(notify).layer(DefaultBodyLimit::max(NOTIFICATION_MAX_BYTES)))
-        .route("/api/v1/blocks", post(block))
+        .route("/api/v1/rooms/{id}/messages/{message_id}", axum::routing::patch(edit_message).delete(delete_message))
+        .route(
+            "/api/v1/notifications",
+            get(list_notifications).post(notify).layer(DefaultBodyLimit::max(NOTIFICATION_MAX_BYTES)),
+        )
+        .route("/api/v1/blocks", get(list_blocks).post(block))
         .route("/api/v1/blocks/{user_id}", delete(unblock))
         .route("/api", axum::routing::any(not_found))
         .route("/api/", axum::routing::any(not_found))

@@ -19,10 +19,20 @@ pub enum Backend {
 const SQLITE: &[(&str, &str)] = &[
     ("001_init", include_str!("../migrations/sqlite/001_init.sql")),
     ("002_client_id", include_str!("../migrations/sqlite/002_client_id.sql")),
+    ("003_accounts", include_str!("../migrations/sqlite/003_accounts.sql")),
+    ("004_edits", include_str!("../migrations/sqlite/004_edits.sql")),
+    ("005_notifications", include_str!("../migrations/sqlite/005_notifications.sql")),
+    ("006_status", include_str!("../migrations/sqlite/006_status.sql")),
+    ("007_rooms", include_str!("../migrations/sqlite/007_rooms.sql")),
 ];
 const POSTGRES: &[(&str, &str)] = &[
     ("001_init", include_str!("../migrations/postgres/001_init.sql")),
     ("002_client_id", include_str!("../migrations/postgres/002_client_id.sql")),
+    ("003_accounts", include_str!("../migrations/postgres/003_accounts.sql")),
+    ("004_edits", include_str!("../migrations/postgres/004_edits.sql")),
+    ("005_notifications", include_str!("../migrations/postgres/005_notifications.sql")),
+    ("006_status", include_str!("../migrations/postgres/006_status.sql")),
+    ("007_rooms", include_str!("../migrations/postgres/007_rooms.sql")),
 ];
 
 /// How long the first connection may take: a database that cannot be
@@ -96,7 +106,13 @@ async fn migrate(pool: &AnyPool, backend: Backend) -> Result<(), sqlx::Error> {
 
 /// Now, as an ISO 8601 UTC timestamp with milliseconds.
 pub fn now_iso() -> String {
-    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    iso(SystemTime::now())
+}
+
+/// A time as an ISO 8601 UTC timestamp with milliseconds (which sort as
+/// the times do: stored as text, they compare in SQL).
+pub fn iso(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs() as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // days since the epoch to a civil date (Howard Hinnant's algorithm)

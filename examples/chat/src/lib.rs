@@ -3,16 +3,18 @@
 //! | piece | where |
 //! | --- | --- |
 //! | database, migrations (SQLite or PostgreSQL) | [`db`] |
-//! | users, sign-in tokens, block lists | [`accounts`] |
-//! | rooms, memberships, messages | [`chat`] |
+//! | users with passwords, sessions, statuses, block lists | [`accounts`] |
+//! | rooms, direct conversations, memberships and read positions, messages, notifications | [`chat`] |
 //! | the JSON API | [`api`] |
 //! | the socket, `room:*` and `notifications:*` channels | [`socket`] |
+//! | what text is accepted: controls, names | [`text`] |
 
 pub mod accounts;
 pub mod api;
 pub mod chat;
 pub mod db;
 pub mod socket;
+pub mod text;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -40,21 +42,42 @@ pub struct App {
     pub presence: Presence,
     message_buckets: Arc<Buckets>,
     notification_buckets: Arc<Buckets>,
+    /// Sign-in attempts by name key.
+    name_buckets: Arc<Buckets<String>>,
+    /// Sign-in and registration attempts by client address.
+    address_buckets: Arc<Buckets<std::net::IpAddr>>,
+    /// How long a session lasts.
+    session_max_age: Duration,
+    /// Whether name-only sign-in is allowed.
+    dev_sign_in: bool,
     _blocks_changed: Arc<fawkes::Subscription>,
     _resync: Arc<fawkes::Subscription>,
 }
 
-/// A token bucket per user (on this node).
-#[derive(Default)]
-pub(crate) struct Buckets(Mutex<HashMap<i64, (f64, Instant)>>);
+/// A token bucket per key (a user, a name, an address; on this node).
+pub(crate) struct Buckets<K = i64>(Mutex<HashMap<K, (f64, Instant)>>);
 
-impl Buckets {
-    /// Takes a token from `user`'s bucket, which fills at `rate` a second up
+impl<K> Default for Buckets<K> {
+    fn default() -> Self {
+        Buckets(Mutex::new(HashMap::new()))
+    }
+}
+
+/// Past this many keys, the buckets that have filled up again (as good as
+/// new) are dropped: keys chosen by clients (names tried at sign-in) do
+/// not grow the map without bound.
+const MAX_BUCKETS: usize = 10_000;
+
+impl<K: std::hash::Hash + Eq> Buckets<K> {
+    /// Takes a token from `key`'s bucket, which fills at `rate` a second up
     /// to `burst`, or says how long to wait for one.
-    pub(crate) fn take(&self, user: i64, rate: f64, burst: f64) -> Result<(), Duration> {
+    pub(crate) fn take(&self, key: K, rate: f64, burst: f64) -> Result<(), Duration> {
         let mut buckets = self.0.lock();
         let now = Instant::now();
-        let (tokens, last) = buckets.entry(user).or_insert((burst, now));
+        if buckets.len() >= MAX_BUCKETS {
+            buckets.retain(|_, (tokens, last)| *tokens + now.duration_since(*last).as_secs_f64() * rate < burst);
+        }
+        let (tokens, last) = buckets.entry(key).or_insert((burst, now));
         *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * rate).min(burst);
         *last = now;
         if *tokens >= 1.0 {
@@ -99,7 +122,17 @@ pub struct Config {
     /// its Phoenix.Presence module and that module's number of shards, so
     /// that presence is shared with its nodes.
     pub phoenix_presence: Option<(String, usize)>,
+    /// How long a session lasts after sign-in ([`DEFAULT_SESSION_MAX_AGE`]
+    /// in `main`).
+    pub session_max_age: Duration,
+    /// Allows sign-in by name alone (no password; the account is created
+    /// when the name is new). For development only: anyone can then sign in
+    /// as anyone. `CHAT_DEV_SIGN_IN=1` in `main`.
+    pub dev_sign_in: bool,
 }
+
+/// How long a session lasts unless configured: two weeks.
+pub const DEFAULT_SESSION_MAX_AGE: Duration = Duration::from_secs(14 * 86_400);
 
 /// The history of each `room:*` topic: what a page that reconnects gets
 /// back without asking the database.
@@ -206,6 +239,10 @@ pub async fn build(config: &Config) -> Result<(axum::Router, SocketService<socke
         presence,
         message_buckets: Arc::default(),
         notification_buckets: Arc::default(),
+        name_buckets: Arc::default(),
+        address_buckets: Arc::default(),
+        session_max_age: config.session_max_age,
+        dev_sign_in: config.dev_sign_in,
     };
     let service = SocketHandler::new(socket::ChatSocket { app: app.clone() })
         .channel::<socket::RoomChannel>("room:*")
@@ -235,6 +272,65 @@ pub async fn build(config: &Config) -> Result<(axum::Router, SocketService<socke
         .with_state(app.clone())
         .merge(service.router("/socket"));
     Ok((router, service, app))
+}
+
+impl App {
+    /// Sends a notification to `to` unless `to` blocked its sender
+    /// (`from`): stored (a reload shows it) and pushed on
+    /// `notifications:<to>` as `new_notification`. `None` when blocked.
+    ///
+    /// # Errors
+    ///
+    /// Database errors.
+    pub async fn notify(
+        &self,
+        to: i64,
+        from: &accounts::User,
+        mut payload: serde_json::Map<String, Value>,
+    ) -> Result<Option<Value>, sqlx::Error> {
+        if self.accounts.blocked_by(to).await?.contains(&from.id) {
+            return Ok(None);
+        }
+        payload.insert("from".into(), json!({"id": from.id, "name": from.name}));
+        let stored = self.chat.store_notification(to, payload).await?;
+        if let Err(e) = self.endpoint.broadcast(&format!("notifications:{to}"), "new_notification", stored.clone()) {
+            tracing::error!(error = %e, "a stored notification was not pushed");
+        }
+        Ok(Some(stored))
+    }
+
+    /// What follows a stored message, from the channel or the API: the
+    /// room's `new_message` broadcast, and a `mention` notification to each
+    /// member it mentions (`@name`; not its author, not who blocked them).
+    pub(crate) async fn announce(&self, room: i64, author: &accounts::User, message: &chat::ChatMessage) {
+        if let Err(e) = self.endpoint.broadcast(&format!("room:{room}"), "new_message", json!(message)) {
+            tracing::error!(error = %e, room, "a stored message was not broadcast");
+        }
+        let keys = chat::mentions(&message.body);
+        if keys.is_empty() {
+            return;
+        }
+        let result: Result<(), sqlx::Error> = async {
+            let mentioned: Vec<i64> =
+                self.accounts.by_keys(&keys).await?.into_iter().map(|u| u.id).filter(|id| *id != author.id).collect();
+            for to in self.chat.members_among(room, &mentioned).await? {
+                let payload = json!({
+                    "kind": "mention",
+                    "message": message.body,
+                    "room_id": room,
+                    "message_id": message.id,
+                });
+                if let Value::Object(payload) = payload {
+                    self.notify(to, author, payload).await?;
+                }
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::error!(error = %e, room, "mentions not notified");
+        }
+    }
 }
 
 /// `{"error": ...}` for tests.

@@ -12,8 +12,11 @@
 //! `PHOENIX_PRESENCE_NAME`, by default `<App>Web.Presence` for
 //! `<App>.PubSub`, with `PHOENIX_PRESENCE_POOL_SIZE` shards, 1 by default),
 //! `ADMIN_KEY` (serve the live admin page, [`fawkes::admin`], at `/admin`
-//! for that key: `/admin#key=<key>`), and `RUST_LOG` (`info`). Ctrl-C or
-//! SIGTERM stops it gracefully.
+//! for that key: `/admin#key=<key>`),
+//! `SESSION_MAX_AGE` (seconds a session lasts after sign-in; two weeks by
+//! default), `CHAT_DEV_SIGN_IN=1` (sign-in by name alone, without a
+//! password: for development only, anyone can then be anyone),
+//! and `RUST_LOG` (`info`). Ctrl-C or SIGTERM stops it gracefully.
 //!
 //! A bad value in any of these, a port already in use, or a database or
 //! Redis that cannot be reached stops the server at start-up with one line
@@ -152,6 +155,18 @@ async fn run() -> Result<(), String> {
         }
     }
     let admin_key = var("ADMIN_KEY")?.filter(|k| !k.is_empty());
+    let dev_sign_in = match var("CHAT_DEV_SIGN_IN")?.as_deref() {
+        None | Some("" | "0" | "false") => false,
+        Some("1" | "true") => true,
+        Some(v) => return Err(format!("CHAT_DEV_SIGN_IN must be 1 or 0, got {v:?}")),
+    };
+    let session_max_age = match var("SESSION_MAX_AGE")? {
+        None => fawkes_chat::DEFAULT_SESSION_MAX_AGE,
+        Some(v) => match v.parse::<u64>() {
+            Ok(s) if s > 0 => std::time::Duration::from_secs(s),
+            _ => return Err(format!("SESSION_MAX_AGE must be a number of seconds (1 or more), got {v:?}")),
+        },
+    };
     let node = var("NODE_NAME")?;
     if node.as_deref() == Some("") {
         return Err("NODE_NAME must not be empty".into());
@@ -196,12 +211,17 @@ async fn run() -> Result<(), String> {
         pubsub,
         shared_history,
         phoenix_presence: phoenix.map(|app| (app.presence, app.pool_size)),
+        session_max_age,
+        dev_sign_in,
     };
     let (mut router, service, app) = fawkes_chat::build(&config).await.map_err(|e| database_error(&shown_url, e))?;
     if let Some(key) = admin_key {
         // the live admin page at /admin (fawkes::admin), for that key
         let admin = fawkes::admin::Admin::new(service.endpoint(), key).presence(app.presence.clone());
         router = router.nest("/admin", admin.router());
+    }
+    if dev_sign_in {
+        tracing::warn!("CHAT_DEV_SIGN_IN: anyone can sign in as anyone by name alone");
     }
     tracing::info!("fawkes-chat on http://{addr}");
     let endpoint = service.endpoint().clone();

@@ -10,27 +10,46 @@ use fawkes::{
 };
 use serde_json::{json, Value};
 
-use crate::accounts::User;
-use crate::chat::PostError;
+use crate::accounts::{AccountError, User};
+use crate::chat::{ChangeError, PostError};
 use crate::App;
 
-/// The chat's socket: `connect` verifies the sign-in token.
+/// The chat's socket: `connect` checks the session token (`token`).
 #[derive(Clone, Debug)]
 pub struct ChatSocket {
     /// The application.
     pub app: App,
 }
 
-impl Socket for ChatSocket {
-    type Assigns = User;
+/// A connected socket's assigns: who, and in which session.
+#[derive(Clone, Debug)]
+pub struct Me {
+    /// The signed-in user.
+    pub user: User,
+    /// The session's id.
+    pub session: String,
+}
 
-    async fn connect(&self, params: &Params, _: &ConnectInfo) -> Result<User, ConnectError> {
-        let id = self.app.accounts.verify(params.get_str("token")).map_err(|_| ConnectError::Refused)?;
-        self.app.accounts.get(id).await.map_err(|e| ConnectError::Failed(Box::new(e)))?.ok_or(ConnectError::Refused)
+/// The socket id of a session's sockets: a `disconnect` broadcast on it
+/// closes them (at sign-out), as Phoenix's `MyAppWeb.Endpoint.broadcast(
+/// socket_id, "disconnect", %{})` does.
+pub fn session_socket_id(session: &str) -> String {
+    format!("session_socket:{session}")
+}
+
+impl Socket for ChatSocket {
+    type Assigns = Me;
+
+    async fn connect(&self, params: &Params, _: &ConnectInfo) -> Result<Me, ConnectError> {
+        match self.app.accounts.session(params.get_str("token")).await {
+            Ok((user, session)) => Ok(Me { user, session }),
+            Err(AccountError::Database(e)) => Err(ConnectError::Failed(Box::new(e))),
+            Err(_) => Err(ConnectError::Refused),
+        }
     }
 
-    fn id(&self, user: &User) -> Option<String> {
-        Some(format!("user_socket:{}", user.id))
+    fn id(&self, me: &Me) -> Option<String> {
+        Some(session_socket_id(&me.session))
     }
 }
 
@@ -38,6 +57,14 @@ impl Socket for ChatSocket {
 #[derive(Debug)]
 pub struct RoomChannel {
     room: i64,
+    /// The status this channel's presence shows.
+    status: String,
+}
+
+/// The topic where a user's status changes are announced to all of their
+/// channels (every tab, every room, every node).
+fn status_topic(user: i64) -> String {
+    format!("user_status:{user}")
 }
 
 /// What a room channel sends itself.
@@ -50,6 +77,15 @@ pub enum RoomInfo {
         /// history position, which gets what it missed (or `history_gap`).
         history: bool,
     },
+    /// A broadcast of a topic the channel follows: the user's status
+    /// changed (`status` on `user_status:<id>`).
+    Followed(fawkes::Broadcast),
+}
+
+impl From<fawkes::Broadcast> for RoomInfo {
+    fn from(b: fawkes::Broadcast) -> RoomInfo {
+        RoomInfo::Followed(b)
+    }
 }
 
 const STATUSES: [&str; 3] = ["online", "away", "busy"];
@@ -68,7 +104,7 @@ impl App {
 
 impl Channel<ChatSocket> for RoomChannel {
     type Info = RoomInfo;
-    const INTERCEPT: &'static [&'static str] = &["new_message"];
+    const INTERCEPT: &'static [&'static str] = &["new_message", "message_edited", "message_deleted", "user_typing"];
 
     async fn join(
         topic: &str,
@@ -82,7 +118,7 @@ impl Channel<ChatSocket> for RoomChannel {
         if app.chat.room(room).await?.is_none() {
             return Ok(Join::refuse(json!({"reason": "not_found"})));
         }
-        if !app.chat.is_member(room, ctx.assigns().id).await? {
+        if !app.chat.is_member(room, ctx.assigns().user.id).await? {
             return Ok(Join::refuse(json!({"reason": "not_a_member"})));
         }
         // A rejoin with `{"since": position}` gets the broadcasts it missed
@@ -92,7 +128,7 @@ impl Channel<ChatSocket> for RoomChannel {
         // only repeat what it has.
         let since = params.to_value().ok().and_then(|p| p.get("since").cloned()).unwrap_or(Value::Null);
         ctx.channel_ref().send(RoomInfo::AfterJoin { history: since.is_null() })?;
-        Ok(Join::ok(RoomChannel { room }))
+        Ok(Join::ok(RoomChannel { room, status: "online".into() }))
     }
 
     async fn handle_info(
@@ -104,13 +140,26 @@ impl Channel<ChatSocket> for RoomChannel {
             RoomInfo::AfterJoin { history } => {
                 let app = ctx.handler().app.clone();
                 if history {
-                    let messages = app.chat.history(self.room, None, None, 50).await?;
+                    let messages = app.chat.history(self.room, ctx.assigns().user.id, None, None, 50).await?;
                     ctx.push("message_history", json!({"messages": messages}))?;
                 }
                 let state = app.presence.list(ctx.topic()).await;
                 ctx.push("presence_state", Value::Object(state))?;
-                let user = ctx.assigns().id.to_string();
-                app.presence.track(ctx, &user, json!({"status": "online", "online_at": crate::db::now_iso()}))?;
+                let me = ctx.assigns().user.id;
+                // the status is the user's, not the tab's: the stored one,
+                // and every later change of it, in every tab
+                ctx.subscribe(&status_topic(me));
+                self.status = app.accounts.status(me).await?;
+                let meta = json!({"status": self.status, "online_at": crate::db::now_iso()});
+                app.presence.track(ctx, &me.to_string(), meta)?;
+            }
+            RoomInfo::Followed(b) => {
+                let status = b.payload.to_value().ok().and_then(|p| p["status"].as_str().map(str::to_owned));
+                if let Some(status) = status.filter(|s| *s != self.status && STATUSES.contains(&s.as_str())) {
+                    let me = ctx.assigns().user.id.to_string();
+                    set_status(&ctx.handler().app.clone(), ctx, &me, &status)?;
+                    self.status = status;
+                }
             }
         }
         Ok(HandleInfo::Continue)
@@ -123,7 +172,8 @@ impl Channel<ChatSocket> for RoomChannel {
         ctx: &mut ChannelContext<ChatSocket, RoomInfo>,
     ) -> Result<HandleIn, ChannelError> {
         let app = ctx.handler().app.clone();
-        let me = ctx.assigns().id;
+        let me = ctx.assigns().user.id;
+        let user = ctx.assigns().user.clone();
         let p = payload.to_value().unwrap_or(Value::Null);
         match event {
             "new_message" => {
@@ -140,7 +190,7 @@ impl Channel<ChatSocket> for RoomChannel {
                     Ok(id) => id,
                     Err(why) => return Ok(HandleIn::error(json!({"reason": "invalid", "errors": {"client_id": why}}))),
                 };
-                let posted = match app.chat.post(self.room, me, &body, client_id.as_deref()).await {
+                let posted = match app.chat.post(self.room, &user, &body, client_id.as_deref()).await {
                     Ok(posted) => posted,
                     Err(e @ PostError::ClientIdTaken) => {
                         return Ok(HandleIn::error(
@@ -155,9 +205,32 @@ impl Channel<ChatSocket> for RoomChannel {
                 // A new one goes out whatever the fan-out limit says (messages
                 // have their own limit, checked above).
                 if posted.created {
-                    ctx.endpoint().broadcast(ctx.topic(), "new_message", json!(posted.message))?;
+                    app.announce(self.room, &user, &posted.message).await;
                 }
                 Ok(HandleIn::ok(json!({"message_id": posted.message.id})))
+            }
+            "edit_message" | "delete_message" => {
+                let Some(id) = p.get("id").and_then(Value::as_i64) else {
+                    return Ok(HandleIn::error(json!({"reason": "invalid", "errors": {"id": "must be a message id"}})));
+                };
+                let changed = if event == "edit_message" {
+                    let body = match crate::api::message_body(&p) {
+                        Ok(b) => b,
+                        Err(why) => return Ok(HandleIn::error(json!({"reason": "invalid", "errors": {"body": why}}))),
+                    };
+                    app.chat.edit(self.room, me, id, &body).await
+                } else {
+                    app.chat.delete(self.room, me, id).await
+                };
+                let message = match changed {
+                    Ok(m) => m,
+                    Err(ChangeError::NotFound) => return Ok(HandleIn::error(json!({"reason": "not_found"}))),
+                    Err(ChangeError::NotYours) => return Ok(HandleIn::error(json!({"reason": "forbidden"}))),
+                    Err(ChangeError::Database(e)) => return Err(e.into()),
+                };
+                let done = if event == "edit_message" { "message_edited" } else { "message_deleted" };
+                crate::api::broadcast_change(&app, self.room, done, &message);
+                Ok(HandleIn::ok(json!({"message": message})))
             }
             "typing" => {
                 let typing = p.get("typing").and_then(Value::as_bool).unwrap_or(false);
@@ -172,20 +245,22 @@ impl Channel<ChatSocket> for RoomChannel {
                     ));
                 }
                 let status = status.to_owned();
-                app.presence.update(ctx, &me.to_string(), |old| {
-                    let mut m = old.clone();
-                    m.remove("phx_ref");
-                    m.remove("phx_ref_prev");
-                    m.insert("status".into(), Value::String(status));
-                    Value::Object(m)
-                })?;
+                // this tab first (a flood is limited here), then stored and
+                // told to the user's other channels
+                set_status(&app, ctx, &me.to_string(), &status)?;
+                self.status = status.clone();
+                app.accounts.set_status(me, &status).await?;
+                if let Err(e) = app.endpoint.broadcast(&status_topic(me), "status", json!({"status": status})) {
+                    tracing::error!(error = %e, "a status change was not told to the other tabs");
+                }
                 Ok(HandleIn::ok(json!({})))
             }
             _ => Ok(HandleIn::error(json!({"reason": "unknown_event"}))),
         }
     }
 
-    /// Applies the recipient's block list.
+    /// Applies the recipient's block list: messages, their edits and
+    /// deletions, and typing notices of whom they blocked are dropped.
     async fn handle_out(
         &mut self,
         _: &str,
@@ -199,12 +274,30 @@ impl Channel<ChatSocket> for RoomChannel {
             user_id: Option<i64>,
         }
         let author = payload.decode::<Author>()?.user_id;
-        let blocked = ctx.handler().app.accounts.blocked_by(ctx.assigns().id).await?;
+        let blocked = ctx.handler().app.accounts.blocked_by(ctx.assigns().user.id).await?;
         Ok(match author {
             Some(a) if blocked.contains(&a) => HandleOut::Drop,
             _ => HandleOut::Push(payload),
         })
     }
+}
+
+/// Updates the status in this channel's presence meta.
+fn set_status(
+    app: &App,
+    ctx: &mut ChannelContext<ChatSocket, RoomInfo>,
+    key: &str,
+    status: &str,
+) -> Result<(), ChannelError> {
+    let status = status.to_owned();
+    app.presence.update(ctx, key, |old| {
+        let mut m = old.clone();
+        m.remove("phx_ref");
+        m.remove("phx_ref_prev");
+        m.insert("status".into(), Value::String(status));
+        Value::Object(m)
+    })?;
+    Ok(())
 }
 
 /// `notifications:<user_id>`: only that user may join.
@@ -219,7 +312,7 @@ impl Channel<ChatSocket> for NotificationsChannel {
         _: Payload,
         ctx: &mut ChannelContext<ChatSocket, ()>,
     ) -> Result<Join<Self>, ChannelError> {
-        if topic.strip_prefix("notifications:") == Some(ctx.assigns().id.to_string().as_str()) {
+        if topic.strip_prefix("notifications:") == Some(ctx.assigns().user.id.to_string().as_str()) {
             Ok(Join::ok(NotificationsChannel))
         } else {
             Ok(Join::refuse(json!({"reason": "unauthorized"})))

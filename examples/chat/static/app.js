@@ -31,6 +31,8 @@ const state = {
   typists: new Map(),
   // what is typed and not yet stored, per room id: [{ clientId, body, at }]
   outboxes: new Map(),
+  // who I blocked: id → name
+  blocked: new Map(),
 };
 
 // How long a push waits for its reply before it is sent again.
@@ -49,8 +51,16 @@ async function api(method, path, body) {
     headers: { "content-type": "application/json", ...(state.token ? { authorization: `Bearer ${state.token}` } : {}) },
     body: body ? JSON.stringify(body) : undefined,
   });
-  const json = res.status === 204 ? null : await res.json();
-  if (!res.ok) throw new Error(json?.error?.message || `HTTP ${res.status}`);
+  const json = res.status === 204 ? null : await res.json().catch(() => null);
+  if (!res.ok) {
+    const error = json?.error;
+    // field errors say which field and why: "name has already been taken"
+    const fields = error?.fields ? Object.entries(error.fields).map(([k, v]) => `${k} ${v}`).join(", ") : "";
+    const e = new Error(fields || error?.message || `HTTP ${res.status}`);
+    e.status = res.status;
+    e.retryAfter = error?.retry_after;
+    throw e;
+  }
   return json;
 }
 
@@ -115,7 +125,15 @@ function nameOf(userId) {
   return entry?.user?.name || `user ${userId}`;
 }
 
-function messageItem(className, authorName, text, timeText) {
+// A timestamp as people read it: the time today, the date and time before.
+function when(iso) {
+  const d = new Date(iso);
+  const today = new Date().toDateString() === d.toDateString();
+  const time = d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  return today ? `today ${time}` : `${d.toLocaleDateString([], { year: "numeric", month: "short", day: "numeric" })} ${time}`;
+}
+
+function messageItem(className, authorName, text, timeText, iso) {
   const li = document.createElement("li");
   li.className = className;
   const author = document.createElement("span");
@@ -124,22 +142,126 @@ function messageItem(className, authorName, text, timeText) {
   const body = document.createElement("span");
   body.className = "body";
   body.textContent = text;
-  const time = document.createElement("span");
+  const time = document.createElement(iso ? "time" : "span");
   time.className = "time";
   time.textContent = timeText;
+  if (iso) {
+    time.dateTime = iso;
+    time.title = new Date(iso).toLocaleString();
+  }
   li.append(author, body, time);
   return li;
 }
 
-// Shows a stored message once, in id order, above what is still pending.
-function addMessage(m) {
+// Shows a message's current state: its text (or that it was deleted),
+// whether it was edited, and its author's edit and delete buttons.
+function renderMessage(li, m) {
+  li.classList.toggle("deleted", !!m.deleted);
+  li.querySelector(".body").textContent = m.deleted ? "message deleted" : m.body;
+  const me = state.user.name.toLowerCase();
+  li.classList.toggle("mention", !m.deleted && m.user_id !== state.user.id && m.body.toLowerCase().includes(`@${me}`));
+  li.querySelector(".edited")?.remove();
+  li.querySelector(".actions")?.remove();
+  if (m.edited_at && !m.deleted) {
+    const edited = document.createElement("span");
+    edited.className = "edited";
+    edited.textContent = "(edited)";
+    edited.title = `edited ${new Date(m.edited_at).toLocaleString()}`;
+    li.querySelector(".time").before(edited);
+  }
+  if (m.user_id === state.user.id && !m.deleted) {
+    const actions = document.createElement("span");
+    actions.className = "actions";
+    const edit = document.createElement("button");
+    edit.type = "button";
+    edit.className = "edit";
+    edit.textContent = "Edit";
+    edit.setAttribute("aria-label", `Edit message: ${m.body.slice(0, 40)}`);
+    edit.onclick = () => startEdit(li, m);
+    const del = document.createElement("button");
+    del.type = "button";
+    del.className = "delete";
+    del.textContent = "Delete";
+    del.setAttribute("aria-label", `Delete message: ${m.body.slice(0, 40)}`);
+    del.onclick = () => change(li, "delete_message", { id: m.id });
+    actions.append(edit, del);
+    li.append(actions);
+  }
+}
+
+// Sends an edit or a deletion; the room's broadcast updates every page.
+function change(li, event, payload) {
+  const room = state.room;
+  if (!room?.joined) {
+    showMessageError(li, "not connected: try again when back");
+    return;
+  }
+  room.channel.push(event, payload, PUSH_TIMEOUT_MS)
+    .receive("ok", ({ message }) => updateMessage(message))
+    .receive("error", (r) => showMessageError(li, r?.errors ? Object.entries(r.errors).map(([k, v]) => `${k} ${v}`).join(", ") : r?.reason))
+    .receive("timeout", () => showMessageError(li, "no answer: try again"));
+}
+
+function showMessageError(li, text) {
+  let err = li.querySelector(".error");
+  if (!err) {
+    err = document.createElement("div");
+    err.className = "error";
+    err.setAttribute("role", "alert");
+    li.append(err);
+  }
+  err.textContent = text;
+}
+
+// Edits in place: Enter saves, Escape cancels.
+function startEdit(li, m) {
+  const body = li.querySelector(".body");
+  const input = document.createElement("input");
+  input.className = "edit-body";
+  input.value = m.body;
+  input.setAttribute("aria-label", "Edit your message");
+  body.replaceWith(input);
+  input.focus();
+  const done = () => {
+    input.replaceWith(body);
+    li.querySelector(".error")?.remove();
+  };
+  input.onkeydown = (e) => {
+    if (e.key === "Escape") return done();
+    if (e.key !== "Enter") return;
+    if (!input.value.trim()) return showMessageError(li, "body can't be blank");
+    const room = state.room;
+    if (!room?.joined) return showMessageError(li, "not connected: try again when back");
+    room.channel.push("edit_message", { id: m.id, body: input.value }, PUSH_TIMEOUT_MS)
+      .receive("ok", ({ message }) => { done(); updateMessage(message); })
+      .receive("error", (r) => showMessageError(li, r?.errors ? Object.entries(r.errors).map(([k, v]) => `${k} ${v}`).join(", ") : r?.reason))
+      .receive("timeout", () => showMessageError(li, "no answer: try again"));
+  };
+}
+
+// An edit or deletion, from a broadcast or a reply.
+function updateMessage(m) {
+  const li = $("messages").querySelector(`li.message[data-id="${Number(m.id)}"]`);
+  if (li) renderMessage(li, m);
+}
+
+// Shows a stored message once, in id order, above what is still pending;
+// `scroll` false for older messages loaded above.
+function addMessage(m, scroll = true) {
   const list = $("messages");
-  if (list.querySelector(`li.message[data-id="${Number(m.id)}"]`)) return;
+  const shown = list.querySelector(`li.message[data-id="${Number(m.id)}"]`);
+  if (shown) {
+    // a later state of it (read again after an edit)
+    if (m.user_name) renderMessage(shown, m);
+    return;
+  }
   // the server has it: it is no longer pending, and is not sent again
   if (m.client_id && m.user_id === state.user.id && state.room) settle(state.room.id, m.client_id);
-  const author = m.user_id === state.user.id ? state.user.name : nameOf(m.user_id);
-  const li = messageItem("message", author, m.body, new Date(m.inserted_at).toLocaleTimeString());
+  const author = m.user_name || (m.user_id === state.user.id ? state.user.name : nameOf(m.user_id));
+  const li = messageItem("message", author, m.body, when(m.inserted_at), m.inserted_at);
   li.dataset.id = m.id;
+  li.dataset.userId = m.user_id;
+  renderMessage(li, m);
   let before = list.querySelector("li.pending");
   let prev = before ? before.previousElementSibling : list.lastElementChild;
   while (prev && Number(prev.dataset.id) > m.id) {
@@ -147,7 +269,30 @@ function addMessage(m) {
     prev = prev.previousElementSibling;
   }
   list.insertBefore(li, before);
-  li.scrollIntoView({ block: "end" });
+  if (scroll) li.scrollIntoView({ block: "end" });
+}
+
+// Scrolled to the top: the page before the oldest shown, kept in view.
+async function loadOlder(room) {
+  if (room.loadingOlder || room.noOlder) return;
+  const first = $("messages").querySelector("li.message");
+  if (!first) return;
+  room.loadingOlder = true;
+  $("older").textContent = "Loading older messages…";
+  try {
+    const { data } = await api("GET", `/api/v1/rooms/${room.id}/messages?before=${first.dataset.id}&limit=50`);
+    if (state.room !== room) return;
+    const list = $("messages");
+    const from = list.scrollHeight - list.scrollTop;
+    data.forEach((m) => addMessage(m, false));
+    list.scrollTop = list.scrollHeight - from;
+    if (data.length < 50) room.noOlder = true;
+    $("older").textContent = room.noOlder ? "The beginning of the room" : "";
+  } catch (e) {
+    $("older").textContent = `older messages not loaded: ${e.message}`;
+  } finally {
+    room.loadingOlder = false;
+  }
 }
 
 function showPending(item) {
@@ -199,7 +344,7 @@ async function fill(room) {
       for (;;) {
         const { data } = await api("GET", `/api/v1/rooms/${room.id}/messages?after=${after}&limit=${PAGE}`);
         if (state.room !== room) return;
-        data.forEach(addMessage);
+        data.forEach((m) => addMessage(m));
         if (data.length < PAGE) break;
         after = data[data.length - 1].id;
       }
@@ -238,7 +383,7 @@ async function flush(room) {
       if (status === "ok") {
         settle(room.id, item.clientId);
         if (state.room === room) {
-          addMessage({ id: response.message_id, body: item.body, user_id: state.user.id, inserted_at: item.at, client_id: item.clientId });
+          addMessage({ id: response.message_id, body: item.body, user_id: state.user.id, user_name: state.user.name, inserted_at: item.at, client_id: item.clientId });
         }
       } else if (status === "error" && response?.reason === "rate_limited") {
         await sleep(response.retry_after || 1000);
@@ -266,6 +411,8 @@ function renderPresence() {
     const li = document.createElement("li");
     li.dataset.userId = key;
     const status = metas[metas.length - 1].status;
+    // the status is the user's: every tab shows the one stored
+    if (key === String(state.user.id) && document.activeElement !== $("status")) $("status").value = status;
     li.innerHTML = `<span class="status-${status}">●</span> `;
     const name = document.createElement("span");
     name.className = "name";
@@ -274,8 +421,89 @@ function renderPresence() {
     extra.className = "devices";
     extra.textContent = ` ${status}${metas.length > 1 ? ` · ${metas.length} devices` : ""}`;
     li.append(name, extra);
+    if (key !== String(state.user.id)) {
+      const dm = document.createElement("button");
+      dm.type = "button";
+      dm.className = "dm";
+      dm.textContent = "Message";
+      dm.setAttribute("aria-label", `Message ${user?.name || key} directly`);
+      dm.onclick = () => openDirect(Number(key), user?.name || key);
+      li.append(dm, blockButton(Number(key), user?.name || key));
+    }
     ul.append(li);
   });
+}
+
+async function openDirect(id, name) {
+  try {
+    const { data } = await api("POST", "/api/v1/direct", { user_id: id });
+    await loadRooms();
+    openRoom(data.id, name, data);
+  } catch (e) {
+    $("block-error").textContent = `no direct conversation: ${e.message}`;
+  }
+}
+
+// --- blocks --------------------------------------------------------------------
+
+function blockButton(id, name) {
+  const button = document.createElement("button");
+  button.type = "button";
+  const blocked = state.blocked.has(id);
+  button.className = blocked ? "unblock" : "block";
+  button.textContent = blocked ? "Unblock" : "Block";
+  button.setAttribute("aria-label", `${blocked ? "Unblock" : "Block"} ${name}`);
+  button.onclick = () => (blocked ? unblock(id) : block(id, name));
+  return button;
+}
+
+function renderBlocked() {
+  const ul = $("blocked");
+  ul.innerHTML = "";
+  for (const [id, name] of state.blocked) {
+    const li = document.createElement("li");
+    li.textContent = `${name} `;
+    li.append(blockButton(id, name));
+    ul.append(li);
+  }
+  $("blocked-none").classList.toggle("hidden", state.blocked.size > 0);
+  if (state.presence) renderPresence();
+}
+
+async function loadBlocked() {
+  const { data } = await api("GET", "/api/v1/blocks");
+  state.blocked = new Map(data.map((b) => [b.user_id, b.name]));
+  renderBlocked();
+}
+
+async function block(id, name) {
+  try {
+    await api("POST", "/api/v1/blocks", { user_id: id });
+  } catch (e) {
+    $("block-error").textContent = `not blocked: ${e.message}`;
+    return;
+  }
+  $("block-error").textContent = "";
+  state.blocked.set(id, name);
+  // what they said leaves the page; the server sends nothing more of theirs
+  for (const li of $("messages").querySelectorAll(`li.message[data-user-id="${id}"]`)) li.remove();
+  state.typists.delete(id);
+  renderTyping();
+  renderBlocked();
+}
+
+async function unblock(id) {
+  try {
+    await api("DELETE", `/api/v1/blocks/${id}`);
+  } catch (e) {
+    $("block-error").textContent = `not unblocked: ${e.message}`;
+    return;
+  }
+  $("block-error").textContent = "";
+  state.blocked.delete(id);
+  renderBlocked();
+  // their messages come back with the room's history
+  if (state.room) openRoom(state.room.id, state.room.name);
 }
 
 function renderTyping() {
@@ -285,30 +513,105 @@ function renderTyping() {
 
 // --- rooms ---------------------------------------------------------------------
 
+// The rooms one is in, with unread counts (direct conversations too).
 async function loadRooms() {
-  const { data } = await api("GET", "/api/v1/rooms");
+  // several may be under way (a join, a notification, the timer): only the
+  // last one asked is shown, not an older answer arriving after it
+  const seq = (state.roomsSeq = (state.roomsSeq || 0) + 1);
+  const { data } = await api("GET", "/api/v1/me/rooms");
+  if (seq !== state.roomsSeq) return;
+  state.myRooms = data;
   const ul = $("rooms");
   ul.innerHTML = "";
   for (const room of data) {
     const li = document.createElement("li");
-    li.textContent = `# ${room.name}`;
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "room";
+    const label = room.kind === "direct" ? `@ ${room.name}` : `# ${room.name}`;
+    const unread = state.room?.id === room.id ? 0 : room.unread;
+    button.textContent = label;
+    if (unread > 0) {
+      const badge = document.createElement("span");
+      badge.className = "unread";
+      badge.textContent = String(unread);
+      button.append(badge);
+    }
+    button.setAttribute("aria-label", `${label}${unread > 0 ? `, ${unread} unread` : ""}`);
     li.dataset.roomId = room.id;
-    if (state.room?.id === room.id) li.className = "active";
-    li.onclick = () => openRoom(room.id, room.name);
+    if (state.room?.id === room.id) {
+      li.className = "active";
+      button.setAttribute("aria-current", "true");
+    }
+    button.onclick = () => openRoom(room.id, label.slice(2), room);
+    li.append(button);
     ul.append(li);
+  }
+  $("rooms-none").classList.toggle("hidden", data.length > 0);
+}
+
+// Searches the room list, a page at a time.
+async function searchRooms(more = false) {
+  const q = $("room-search").value;
+  const after = more ? state.search?.next : null;
+  $("search-error").textContent = "";
+  try {
+    const params = new URLSearchParams({ q, limit: "20" });
+    if (after) params.set("after", String(after));
+    const { data, next } = await api("GET", `/api/v1/rooms?${params}`);
+    const ul = $("room-results");
+    if (!more) ul.innerHTML = "";
+    for (const room of data) {
+      const li = document.createElement("li");
+      const button = document.createElement("button");
+      button.type = "button";
+      button.textContent = `# ${room.name}`;
+      button.onclick = () => openRoom(room.id, room.name, room);
+      li.append(button);
+      ul.append(li);
+    }
+    state.search = { next };
+    $("more-rooms").classList.toggle("hidden", !next);
+    if (!more && data.length === 0) $("search-error").textContent = "no room matches";
+  } catch (e) {
+    $("search-error").textContent = e.message;
   }
 }
 
-async function openRoom(id, name) {
-  await api("POST", `/api/v1/rooms/${id}/members`);
+// Tells the server how far one has read in the open room.
+function markRead(room) {
+  const last = [...$("messages").querySelectorAll("li.message")].pop();
+  if (!last || state.room !== room) return;
+  const id = Number(last.dataset.id);
+  if (room.readUpTo >= id) return;
+  room.readUpTo = id;
+  clearTimeout(room.readTimer);
+  room.readTimer = setTimeout(() => {
+    api("PUT", `/api/v1/rooms/${room.id}/read`, { message_id: id }).catch(() => {});
+  }, 300);
+}
+
+async function openRoom(id, name, info = null) {
+  try {
+    await api("POST", `/api/v1/rooms/${id}/members`);
+  } catch (e) {
+    $("search-error").textContent = `cannot open the room: ${e.message}`;
+    if (e.status === 404) { localStorage.removeItem("room"); loadRooms(); }
+    return;
+  }
   if (state.room) {
     state.room.channel.leave();
     state.room.inflight?.({ status: "disconnected" });
   }
-  const room = { id, name, last: null, joined: false, joinedBefore: false, sentSince: null };
+  const known = info || state.myRooms?.find((r) => r.id === id);
+  const kind = known?.kind || "room";
+  const room = { id, name, kind, last: null, joined: false, joinedBefore: false, sentSince: null, readUpTo: 0 };
   state.room = room;
   localStorage.setItem("room", JSON.stringify({ id, name }));
-  $("room-title").textContent = `# ${name}`;
+  $("room-title").textContent = `${kind === "direct" ? "@" : "#"} ${name}`;
+  $("room-actions").classList.remove("hidden");
+  $("delete-room").classList.toggle("hidden", known?.owner_id !== state.user.id);
+  $("room-status").textContent = "";
   $("messages").innerHTML = "";
   outbox(id).forEach(showPending);
   state.typists.clear();
@@ -328,8 +631,16 @@ async function openRoom(id, name) {
   const on = (event, callback) => channel.on(event, (...args) => { if (state.room === room) callback(...args); });
   state.presence = new Presence(channel);
   state.presence.onSync(renderPresence);
-  on("message_history", ({ messages }) => messages.forEach(addMessage));
-  on("new_message", addMessage);
+  on("message_history", ({ messages }) => {
+    messages.forEach((m) => addMessage(m));
+    if (messages.length < 50) room.noOlder = true;
+    markRead(room);
+    loadRooms().catch(() => {});
+  });
+  on("new_message", (m) => { addMessage(m); if (document.visibilityState === "visible") markRead(room); });
+  on("room_deleted", () => closeRoom("This room was deleted by its owner."));
+  on("message_edited", updateMessage);
+  on("message_deleted", updateMessage);
   // the history could not bring back everything missed: the API can
   on("history_gap", () => needFill(room));
   on("user_typing", ({ user_id, typing }) => {
@@ -354,7 +665,6 @@ async function openRoom(id, name) {
       room.joined = true;
       for (const el of ["message", "send", "status"]) $(el).disabled = false;
       if (!rejoin) {
-        $("status").value = "online";
         loadRooms();
       } else if (!room.sentSince) {
         // rejoined without a position to replay from: the API fills in
@@ -366,6 +676,25 @@ async function openRoom(id, name) {
       flush(room);
     })
     .receive("error", ({ reason }) => { $("send-error").textContent = `cannot join: ${reason}`; });
+}
+
+// Leaves the open room's channel and empties the page's middle.
+function closeRoom(why) {
+  const room = state.room;
+  if (room) {
+    room.channel.leave();
+    room.inflight?.({ status: "disconnected" });
+  }
+  state.room = null;
+  localStorage.removeItem("room");
+  $("room-title").textContent = "Pick a room";
+  $("messages").innerHTML = "";
+  $("presence").innerHTML = "";
+  $("older").textContent = "";
+  $("room-actions").classList.add("hidden");
+  $("room-status").textContent = why || "";
+  for (const el of ["message", "send", "status"]) $(el).disabled = true;
+  loadRooms().catch(() => {});
 }
 
 function send() {
@@ -398,50 +727,124 @@ function connect() {
   $("app").classList.remove("hidden");
   $("connection").classList.remove("hidden");
   $("me").textContent = state.user.name;
+  $("sign-out").classList.remove("hidden");
   showConnection("connecting");
   state.socket = new Socket("/socket", { params: { token: state.token }, longPollFallbackMs: 2500 });
   state.socket.onOpen(connectionUp);
   state.socket.onClose(connectionDown);
   state.socket.onError(connectionDown);
   state.socket.connect();
+  loadBlocked().catch(() => {});
   const notes = state.socket.channel(`notifications:${state.user.id}`);
-  notes.on("new_notification", ({ message, from }) => {
-    const li = document.createElement("li");
-    li.textContent = `${from.name}: ${message}`;
-    $("notifications").append(li);
+  notes.on("new_notification", (n) => { showNotification(n); loadRooms().catch(() => {}); });
+  // unread counts of the other rooms, now and then
+  setInterval(() => { if (document.visibilityState === "visible") loadRooms().catch(() => {}); }, 15000);
+  // those kept by the server: a reload shows them again
+  notes.join().receive("ok", () => {
+    api("GET", "/api/v1/notifications").then(({ data }) => data.forEach(showNotification)).catch(() => {});
   });
-  notes.join();
   loadRooms().then(() => {
     const last = JSON.parse(localStorage.getItem("room") || "null");
     if (last) openRoom(last.id, last.name);
-  }).catch(() => signOut());
+  }).catch((e) => { if (e.status === 401) forgetSession(); });
 }
 
-function signOut() {
+// Forgets the session here (it ended, or expired) and shows the sign-in.
+// A notification, once (by id), newest at the top.
+function showNotification(n) {
+  const ul = $("notifications");
+  if (n.id != null && ul.querySelector(`li[data-id="${Number(n.id)}"]`)) return;
+  const li = document.createElement("li");
+  if (n.id != null) li.dataset.id = n.id;
+  li.className = n.kind === "mention" ? "mention" : "note";
+  const text = n.kind === "mention" ? `${n.from.name} mentioned you: ${n.message}` : `${n.from.name}: ${n.message}`;
+  li.textContent = text;
+  if (n.inserted_at) li.title = new Date(n.inserted_at).toLocaleString();
+  const items = [...ul.children];
+  const after = items.find((x) => Number(x.dataset.id) < Number(n.id));
+  ul.insertBefore(li, after || null);
+}
+
+function forgetSession() {
   localStorage.clear();
   location.reload();
 }
 
-$("sign-in").onclick = async () => {
+async function signOut() {
+  // the server ends the session and closes its sockets
+  try { await api("DELETE", "/api/v1/sessions"); } catch {}
+  forgetSession();
+}
+
+// Registers (`register`) or signs in, and connects.
+async function enter(register) {
+  const name = $("name").value;
+  const password = $("password").value;
+  $("signin-error").textContent = "";
+  if (!name.trim()) {
+    $("signin-error").textContent = "name can't be blank";
+    $("name").focus();
+    return;
+  }
   try {
-    const { token, user } = await api("POST", "/api/v1/sessions", { name: $("name").value });
+    const path = register ? "/api/v1/users" : "/api/v1/sessions";
+    const { token, user } = await api("POST", path, { name, password });
     state.token = token;
     state.user = user;
     localStorage.setItem("token", token);
     localStorage.setItem("user", JSON.stringify(user));
+    $("password").value = "";
     connect();
   } catch (e) {
-    $("signin-error").textContent = e.message;
+    const wait = e.status === 429 && e.retryAfter ? ` (try again in ${Math.ceil(e.retryAfter / 1000)} s)` : "";
+    $("signin-error").textContent = `${e.message}${wait}`;
+  }
+}
+
+$("signin").onsubmit = (e) => { e.preventDefault(); enter(false); };
+$("register").onclick = () => enter(true);
+$("sign-out").onclick = signOut;
+$("new-room").onsubmit = async (e) => {
+  e.preventDefault();
+  $("room-error").textContent = "";
+  try {
+    const { data } = await api("POST", "/api/v1/rooms", { name: $("room-name").value });
+    $("room-name").value = "";
+    await loadRooms();
+    openRoom(data.id, data.name);
+  } catch (err) {
+    // shown under the field, which keeps what was typed
+    $("room-error").textContent = err.message;
+    $("room-name").focus();
   }
 };
-$("name").onkeydown = (e) => { if (e.key === "Enter") $("sign-in").click(); };
-$("create-room").onclick = async () => {
-  const { data } = await api("POST", "/api/v1/rooms", { name: $("room-name").value });
-  $("room-name").value = "";
-  await loadRooms();
-  openRoom(data.id, data.name);
-};
 $("send").onclick = send;
+$("search").onsubmit = (e) => { e.preventDefault(); searchRooms(false); };
+$("more-rooms").onclick = () => searchRooms(true);
+$("leave-room").onclick = async () => {
+  const room = state.room;
+  if (!room) return;
+  try {
+    await api("POST", `/api/v1/rooms/${room.id}/leave`);
+    closeRoom(`You left ${room.name}.`);
+  } catch (e) {
+    $("room-status").textContent = `not left: ${e.message}`;
+  }
+};
+$("delete-room").onclick = async () => {
+  const room = state.room;
+  if (!room) return;
+  try {
+    await api("DELETE", `/api/v1/rooms/${room.id}`);
+    closeRoom(`You deleted ${room.name}.`);
+  } catch (e) {
+    $("room-status").textContent = `not deleted: ${e.message}`;
+  }
+};
+document.addEventListener("visibilitychange", () => { if (state.room && document.visibilityState === "visible") markRead(state.room); });
+$("messages").addEventListener("scroll", () => {
+  if ($("messages").scrollTop < 40 && state.room) loadOlder(state.room);
+});
 $("message").onkeydown = (e) => {
   if (e.key === "Enter") return send();
   if (!state.room?.joined) return;

@@ -39,6 +39,8 @@ async fn start() -> SocketAddr {
         pubsub: None,
         shared_history: None,
         phoenix_presence: None,
+        session_max_age: fawkes_chat::DEFAULT_SESSION_MAX_AGE,
+        dev_sign_in: false,
     };
     let (router, _, _) = fawkes_chat::build(&config).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -120,7 +122,8 @@ async fn call(addr: SocketAddr, method: &str, path: &str, token: Option<&str>, b
 }
 
 async fn sign_in(addr: SocketAddr) -> (String, i64) {
-    let a = call(addr, "POST", "/api/v1/sessions", None, json!({"name": unique("u")}).to_string().as_bytes()).await;
+    let body = json!({"name": unique("u"), "password": "correct horse battery staple"}).to_string();
+    let a = call(addr, "POST", "/api/v1/users", None, body.as_bytes()).await;
     assert_eq!(a.status, 201, "{}", a.body);
     (a.body["token"].as_str().unwrap().to_owned(), a.body["user"]["id"].as_i64().unwrap())
 }
