@@ -387,7 +387,20 @@
 //! `assert_broadcast!` and their `refute_*!` wait for what the channel
 //! sends. An expected payload is a pattern, as in ChannelTest: `json!({"a":
 //! 1})` matches any object with `"a": 1`; a closure (`|p| p["n"] == 1`)
-//! needs no annotation. The presence channel above, tested:
+//! needs no annotation.
+//!
+//! A test drives the same service the application serves:
+//! `SocketHandler::new(..).channel::<..>(..).build(&endpoint)` gives the
+//! [`SocketService`]; the application mounts it with
+//! `service.router("/socket")` and the test passes it to `socket` or
+//! `connect`, with no server to start.
+//!
+//! `join` joins without subscribing the test to the topic's broadcasts;
+//! `subscribe_and_join` (Phoenix.ChannelTest's) subscribes first. Use the
+//! latter whenever the test asserts broadcasts: `assert_broadcast!` on a
+//! channel opened with `join` fails at once, saying so. Pushes, replies and
+//! the broadcasts the client receives are seen either way. The presence
+//! channel above, tested:
 //!
 //! ```
 //! # use fawkes::*;
@@ -419,7 +432,10 @@
 //! let presence = Presence::new(&endpoint);
 //! let service = SocketHandler::new(UserSocket { presence: presence.clone() }).channel::<Room>("room:*").build(&endpoint);
 //!
-//! let (_, room) = socket(&service, "ada".to_owned()).join("room:1", json!({})).await.unwrap();
+//! // the application serves the same service: an `axum::Router` with /socket/websocket
+//! let _router = service.router("/socket");
+//!
+//! let (_, room) = socket(&service, "ada".to_owned()).subscribe_and_join("room:1", json!({})).await.unwrap();
 //! assert_push!(room, "presence_state", json!({"ada": {"metas": [{"status": "online"}]}}));
 //! let r = room.push("status", json!({"status": "away"}));
 //! assert_reply!(room, r, "ok", json!({}));
