@@ -110,6 +110,10 @@ pub trait Channel<S: Socket>: Sized + Send + 'static {
 
     /// Handles an intercepted broadcast for this subscriber. The default
     /// pushes it unchanged.
+    ///
+    /// Called only for the events listed in [`Channel::INTERCEPT`] (Phoenix's
+    /// `intercept [...]`): a broadcast of any other event goes out to the
+    /// client unchanged without calling this, whatever it would answer.
     fn handle_out(
         &mut self,
         event: &str,

@@ -4,8 +4,8 @@
 //! example is compiled and run with the crate's tests. What Phoenix writes
 //! as a module with callbacks is a type implementing [`Channel`] here; what
 //! Phoenix keeps in `socket.assigns` is the typed [`Socket::Assigns`] set by
-//! `connect`. [`examples/dashboard`] puts most of it together in one
-//! application, next to the same application in Phoenix.
+//! `connect`. The repository's `examples/dashboard` puts most of it
+//! together in one application, next to the same application in Phoenix.
 //!
 //! 1. [Topics and routing](#topics-and-routing)
 //! 2. [Authorization](#authorization)
@@ -17,8 +17,6 @@
 //! 8. [Application state and axum](#application-state-and-axum)
 //! 9. [Several nodes](#several-nodes)
 //! 10. [Continuity: history and rejoins](#continuity-history-and-rejoins)
-//!
-//! [`examples/dashboard`]: https://example.invalid/fawkes/tree/main/examples/dashboard
 //!
 //! # Topics and routing
 //!
@@ -231,8 +229,10 @@
 //! visiting their channels. To change or drop it per subscriber, list its
 //! event in [`Channel::INTERCEPT`]: each subscriber's
 //! [`Channel::handle_out`] then decides, with [`HandleOut::Push`] or
-//! [`HandleOut::Drop`]. It costs one encoding per subscriber: intercept
-//! only the events that need it.
+//! [`HandleOut::Drop`]. `handle_out` is called only for the events listed
+//! there: a broadcast of any other event goes out unchanged, without
+//! calling it. It costs one encoding per subscriber: intercept only the
+//! events that need it.
 //!
 //! ```
 //! # use fawkes::*;
