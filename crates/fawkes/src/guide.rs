@@ -105,6 +105,11 @@
 //! Authorize each topic in [`Channel::join`]: [`Join::refuse`] answers the
 //! client's join with an error reply and starts nothing.
 //!
+//! Install a `tracing` subscriber at startup (`tracing_subscriber::fmt::init()`):
+//! Fawkes logs through `tracing` what it cannot return to you, such as
+//! [`Endpoint::verify`] called before a secret key base was set (every
+//! token then fails to verify) or a channel that crashed.
+//!
 //! ```
 //! use fawkes::token::MaxAge;
 //! use fawkes::*;
@@ -493,7 +498,8 @@
 //! ```
 //!
 //! [`serve`](crate::serve()) serves such a router with timeouts, a
-//! connection cap and graceful shutdown; `axum::serve` works as well.
+//! connection cap and graceful shutdown: use it for a public server
+//! (`axum::serve` has none of these limits).
 //!
 //! # Several nodes
 //!
