@@ -52,11 +52,11 @@
 //! struct Room;
 //! impl Channel<UserSocket> for Room {
 //!     type Info = ();
-//!     async fn join(_: &str, _: Payload, ctx: &mut ChannelContext<UserSocket, ()>) -> Result<Join<Self>, ChannelError> {
+//!     async fn join(_: &str, _: Payload, ctx: &mut Ctx<Self, UserSocket>) -> Result<Join<Self>, ChannelError> {
 //!         ctx.push("welcome", json!({"user": ctx.assigns()}))?;
 //!         Ok(Join::ok(Room))
 //!     }
-//!     async fn handle_in(&mut self, _: &str, payload: Payload, _: &mut ChannelContext<UserSocket, ()>) -> Result<HandleIn, ChannelError> {
+//!     async fn handle_in(&mut self, _: &str, payload: Payload, _: &mut Ctx<Self, UserSocket>) -> Result<HandleIn, ChannelError> {
 //!         Ok(HandleIn::ok(payload))
 //!     }
 //! }
