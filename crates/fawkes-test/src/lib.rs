@@ -52,11 +52,11 @@
 //! struct Room;
 //! impl Channel<UserSocket> for Room {
 //!     type Info = ();
-//!     async fn join(_: &str, _: Payload, ctx: &mut ChannelContext<UserSocket, ()>) -> Result<Join<Self>, ChannelError> {
+//!     async fn join(_: &str, _: Payload, ctx: &mut Ctx<Self, UserSocket>) -> Result<Join<Self>, ChannelError> {
 //!         ctx.push("welcome", json!({"user": ctx.assigns()}))?;
 //!         Ok(Join::ok(Room))
 //!     }
-//!     async fn handle_in(&mut self, _: &str, payload: Payload, _: &mut ChannelContext<UserSocket, ()>) -> Result<HandleIn, ChannelError> {
+//!     async fn handle_in(&mut self, _: &str, payload: Payload, _: &mut Ctx<Self, UserSocket>) -> Result<HandleIn, ChannelError> {
 //!         Ok(HandleIn::ok(payload))
 //!     }
 //! }
@@ -597,6 +597,35 @@ impl TestChannel {
             .await
     }
 
+    /// True when the test sees the topic's broadcasts: the channel was
+    /// opened with [`TestSocket::subscribe_and_join`]. A channel opened with
+    /// [`TestSocket::join`] or [`TestSocket::channel`] is not subscribed, so
+    /// [`assert_broadcast!`] on it fails at once and [`refute_broadcast!`]
+    /// sees nothing.
+    pub fn is_subscribed(&self) -> bool {
+        self.sub.is_some()
+    }
+
+    /// The message of a failed [`assert_broadcast!`]: what was expected, a
+    /// hint when the test is not subscribed, and the pending frames.
+    #[doc(hidden)]
+    pub fn broadcast_failure(&self, event: &str, expected: &str, timeout: Duration) -> String {
+        if self.is_subscribed() {
+            format!(
+                "no broadcast {event:?} matching {expected} on {} within {timeout:?}; pending: {}",
+                self.topic,
+                self.pending()
+            )
+        } else {
+            format!(
+                "no broadcast {event:?} matching {expected} on {}: the channel was joined with `join`, which does \
+                 not subscribe the test to the topic's broadcasts: use `subscribe_and_join`; pending: {}",
+                self.topic,
+                self.pending()
+            )
+        }
+    }
+
     /// What was received on the topic and not yet asserted, summarized for
     /// failure messages: how many frames, the events of the last few and
     /// their payloads cut to a couple of hundred characters.
@@ -707,6 +736,11 @@ macro_rules! assert_push {
 
 /// Asserts that a broadcast of `event` with a matching payload is made on
 /// the channel's topic; returns the payload.
+///
+/// The channel must have been opened with [`TestSocket::subscribe_and_join`]
+/// (Phoenix.ChannelTest's `subscribe_and_join`): [`TestSocket::join`] does
+/// not subscribe the test to the topic, and the assertion then fails at once
+/// saying so.
 #[macro_export]
 macro_rules! assert_broadcast {
     ($chan:expr, $event:expr, |$p:pat_param| $body:expr $(, $timeout:expr)?) => {
@@ -717,14 +751,12 @@ macro_rules! assert_broadcast {
     };
     ($chan:expr, $event:expr, $expected:expr, $timeout:expr) => {{
         let expected = $expected;
-        match $chan.wait_broadcast($event, &expected, $timeout).await {
+        let found = if $chan.is_subscribed() { $chan.wait_broadcast($event, &expected, $timeout).await } else { None };
+        match found {
             Some(p) => p,
             None => panic!(
-                "no broadcast {:?} matching {} on {} within {:?}",
-                $event,
-                $crate::Expected::describe(&expected),
-                $chan.topic(),
-                $timeout
+                "{}",
+                $chan.broadcast_failure($event, &$crate::Expected::describe(&expected), $timeout)
             ),
         }
     }};

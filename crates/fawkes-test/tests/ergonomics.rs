@@ -104,3 +104,41 @@ async fn a_failure_is_short_with_a_fast_tick() {
     let ticks: usize = pending.split(" frames").next().unwrap().parse().unwrap();
     assert!(ticks > 10, "{pending}");
 }
+
+/// `assert_broadcast!` on a channel opened with `join` (which does not
+/// subscribe the test) fails at once and says to use `subscribe_and_join`.
+#[tokio::test]
+async fn assert_broadcast_after_join_says_to_subscribe() {
+    let svc = service();
+    let (_, room) = socket(&svc, "ada".to_owned()).join("room:1", json!({})).await.unwrap();
+    assert!(!room.is_subscribed());
+    let r = room.push("say", json!({"body": "hi"}));
+    assert_reply!(room, r, "ok", json!({"n": 1}));
+    let failed = tokio::spawn(async move {
+        assert_broadcast!(room, "said", json!({}), Duration::from_secs(30));
+    });
+    let failed = tokio::time::timeout(Duration::from_secs(5), failed).await.expect("fails at once").unwrap_err();
+    let message = failed.into_panic();
+    let message = message.downcast_ref::<String>().unwrap();
+    assert!(message.contains("joined with `join`, which does not subscribe"), "{message}");
+    assert!(message.contains("use `subscribe_and_join`"), "{message}");
+    assert!(message.contains("pending: "), "{message}");
+}
+
+/// A subscribed channel's failure lists what is pending, as `assert_push!`.
+#[tokio::test]
+async fn assert_broadcast_failure_lists_the_pending_frames() {
+    let svc = service();
+    let (_, room) = socket(&svc, "ada".to_owned()).subscribe_and_join("room:1", json!({})).await.unwrap();
+    assert!(room.is_subscribed());
+    let failed = tokio::spawn(async move {
+        assert_broadcast!(room, "never", json!({}), Duration::from_millis(50));
+    })
+    .await
+    .unwrap_err();
+    let message = failed.into_panic();
+    let message = message.downcast_ref::<String>().unwrap();
+    assert!(message.contains("no broadcast \"never\""), "{message}");
+    assert!(message.contains("push \"hello\""), "{message}");
+    assert!(!message.contains("subscribe_and_join"), "{message}");
+}

@@ -1,10 +1,11 @@
-//! The README's example: a socket and a channel, served on 127.0.0.1:4000.
+//! The README's example ("A socket and a channel"), kept identical to it: a
+//! socket and a channel, served on 127.0.0.1:4000.
 //!
 //!     cargo run -p fawkes --example hello
 
 use fawkes::{
-    Channel, ChannelContext, ChannelError, ConnectError, ConnectInfo, Endpoint, HandleIn, Join, Params, Payload,
-    Socket, SocketHandler,
+    axum, Channel, ChannelError, ConnectError, ConnectInfo, Ctx, Endpoint, HandleIn, Join, Params, Payload, Socket,
+    SocketHandler,
 };
 use serde_json::json;
 
@@ -28,11 +29,7 @@ struct Room;
 impl Channel<UserSocket> for Room {
     type Info = ();
 
-    async fn join(
-        topic: &str,
-        _payload: Payload,
-        ctx: &mut ChannelContext<UserSocket, ()>,
-    ) -> Result<Join<Self>, ChannelError> {
+    async fn join(topic: &str, _payload: Payload, ctx: &mut Ctx<Self, UserSocket>) -> Result<Join<Self>, ChannelError> {
         if topic == "room:private" {
             return Ok(Join::refuse(json!({"reason": "unauthorized"})));
         }
@@ -44,7 +41,7 @@ impl Channel<UserSocket> for Room {
         &mut self,
         event: &str,
         payload: Payload,
-        ctx: &mut ChannelContext<UserSocket, ()>,
+        ctx: &mut Ctx<Self, UserSocket>,
     ) -> Result<HandleIn, ChannelError> {
         match event {
             "new_msg" => {
@@ -58,10 +55,11 @@ impl Channel<UserSocket> for Room {
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
+    tracing_subscriber::fmt::init(); // channel crashes and configuration errors are logged here
     let endpoint = Endpoint::local();
     let app = axum::Router::new()
         // your own routes here; endpoint.broadcast(...) works from any handler
         .merge(endpoint.socket("/socket", SocketHandler::new(UserSocket).channel::<Room>("room:*")));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:4000").await?;
-    axum::serve(listener, app).await
+    fawkes::serve(listener, app).await
 }

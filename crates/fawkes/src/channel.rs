@@ -27,10 +27,14 @@ pub type ChannelError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// [`Channel::handle_out`] for every subscriber; every other broadcast is
 /// encoded once and written to all subscribers without visiting the channel.
 ///
+/// Write the context as [`Ctx<Self, S>`](crate::Ctx) (`ctx: &mut
+/// Ctx<Self, UserSocket>`): it is the `ChannelContext<S, Self::Info>` that
+/// rustc spells out when it suggests a missing callback's signature.
+///
 /// # Example
 ///
 /// ```
-/// use fawkes::{Channel, ChannelContext, ChannelError, HandleInfo, HandleIn, Join, Params, Payload, Socket};
+/// use fawkes::{Channel, ChannelError, Ctx, HandleInfo, HandleIn, Join, Params, Payload, Socket};
 /// use serde_json::json;
 ///
 /// # struct UserSocket;
@@ -47,7 +51,7 @@ pub type ChannelError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// impl Channel<UserSocket> for Room {
 ///     type Info = Info;
 ///
-///     async fn join(topic: &str, _payload: Payload, ctx: &mut ChannelContext<UserSocket, Info>) -> Result<Join<Self>, ChannelError> {
+///     async fn join(topic: &str, _payload: Payload, ctx: &mut Ctx<Self, UserSocket>) -> Result<Join<Self>, ChannelError> {
 ///         if topic == "room:private" {
 ///             return Ok(Join::refuse(json!({"reason": "unauthorized"})));
 ///         }
@@ -55,7 +59,7 @@ pub type ChannelError = Box<dyn std::error::Error + Send + Sync + 'static>;
 ///         Ok(Join::ok(Room))
 ///     }
 ///
-///     async fn handle_in(&mut self, event: &str, payload: Payload, ctx: &mut ChannelContext<UserSocket, Info>) -> Result<HandleIn, ChannelError> {
+///     async fn handle_in(&mut self, event: &str, payload: Payload, ctx: &mut Ctx<Self, UserSocket>) -> Result<HandleIn, ChannelError> {
 ///         match event {
 ///             "new_msg" => {
 ///                 ctx.broadcast("new_msg", payload)?;
@@ -65,7 +69,7 @@ pub type ChannelError = Box<dyn std::error::Error + Send + Sync + 'static>;
 ///         }
 ///     }
 ///
-///     async fn handle_info(&mut self, info: Info, ctx: &mut ChannelContext<UserSocket, Info>) -> Result<HandleInfo, ChannelError> {
+///     async fn handle_info(&mut self, info: Info, ctx: &mut Ctx<Self, UserSocket>) -> Result<HandleInfo, ChannelError> {
 ///         match info {
 ///             Info::AfterJoin => ctx.push("welcome", json!({}))?,
 ///         }
@@ -110,6 +114,10 @@ pub trait Channel<S: Socket>: Sized + Send + 'static {
 
     /// Handles an intercepted broadcast for this subscriber. The default
     /// pushes it unchanged.
+    ///
+    /// Called only for the events listed in [`Channel::INTERCEPT`] (Phoenix's
+    /// `intercept [...]`): a broadcast of any other event goes out to the
+    /// client unchanged without calling this, whatever it would answer.
     fn handle_out(
         &mut self,
         event: &str,

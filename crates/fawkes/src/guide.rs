@@ -4,8 +4,8 @@
 //! example is compiled and run with the crate's tests. What Phoenix writes
 //! as a module with callbacks is a type implementing [`Channel`] here; what
 //! Phoenix keeps in `socket.assigns` is the typed [`Socket::Assigns`] set by
-//! `connect`. [`examples/dashboard`] puts most of it together in one
-//! application, next to the same application in Phoenix.
+//! `connect`. The repository's `examples/dashboard` puts most of it
+//! together in one application, next to the same application in Phoenix.
 //!
 //! 1. [Topics and routing](#topics-and-routing)
 //! 2. [Authorization](#authorization)
@@ -17,8 +17,6 @@
 //! 8. [Application state and axum](#application-state-and-axum)
 //! 9. [Several nodes](#several-nodes)
 //! 10. [Continuity: history and rejoins](#continuity-history-and-rejoins)
-//!
-//! [`examples/dashboard`]: https://example.invalid/fawkes/tree/main/examples/dashboard
 //!
 //! # Topics and routing
 //!
@@ -106,6 +104,11 @@
 //!
 //! Authorize each topic in [`Channel::join`]: [`Join::refuse`] answers the
 //! client's join with an error reply and starts nothing.
+//!
+//! Install a `tracing` subscriber at startup (`tracing_subscriber::fmt::init()`):
+//! Fawkes logs through `tracing` what it cannot return to you, such as
+//! [`Endpoint::verify`] called before a secret key base was set (every
+//! token then fails to verify) or a channel that crashed.
 //!
 //! ```
 //! use fawkes::token::MaxAge;
@@ -231,8 +234,10 @@
 //! visiting their channels. To change or drop it per subscriber, list its
 //! event in [`Channel::INTERCEPT`]: each subscriber's
 //! [`Channel::handle_out`] then decides, with [`HandleOut::Push`] or
-//! [`HandleOut::Drop`]. It costs one encoding per subscriber: intercept
-//! only the events that need it.
+//! [`HandleOut::Drop`]. `handle_out` is called only for the events listed
+//! there: a broadcast of any other event goes out unchanged, without
+//! calling it. It costs one encoding per subscriber: intercept only the
+//! events that need it.
 //!
 //! ```
 //! # use fawkes::*;
@@ -387,7 +392,20 @@
 //! `assert_broadcast!` and their `refute_*!` wait for what the channel
 //! sends. An expected payload is a pattern, as in ChannelTest: `json!({"a":
 //! 1})` matches any object with `"a": 1`; a closure (`|p| p["n"] == 1`)
-//! needs no annotation. The presence channel above, tested:
+//! needs no annotation.
+//!
+//! A test drives the same service the application serves:
+//! `SocketHandler::new(..).channel::<..>(..).build(&endpoint)` gives the
+//! [`SocketService`]; the application mounts it with
+//! `service.router("/socket")` and the test passes it to `socket` or
+//! `connect`, with no server to start.
+//!
+//! `join` joins without subscribing the test to the topic's broadcasts;
+//! `subscribe_and_join` (Phoenix.ChannelTest's) subscribes first. Use the
+//! latter whenever the test asserts broadcasts: `assert_broadcast!` on a
+//! channel opened with `join` fails at once, saying so. Pushes, replies and
+//! the broadcasts the client receives are seen either way. The presence
+//! channel above, tested:
 //!
 //! ```
 //! # use fawkes::*;
@@ -419,7 +437,10 @@
 //! let presence = Presence::new(&endpoint);
 //! let service = SocketHandler::new(UserSocket { presence: presence.clone() }).channel::<Room>("room:*").build(&endpoint);
 //!
-//! let (_, room) = socket(&service, "ada".to_owned()).join("room:1", json!({})).await.unwrap();
+//! // the application serves the same service: an `axum::Router` with /socket/websocket
+//! let _router = service.router("/socket");
+//!
+//! let (_, room) = socket(&service, "ada".to_owned()).subscribe_and_join("room:1", json!({})).await.unwrap();
 //! assert_push!(room, "presence_state", json!({"ada": {"metas": [{"status": "online"}]}}));
 //! let r = room.push("status", json!({"status": "away"}));
 //! assert_reply!(room, r, "ok", json!({}));
@@ -477,7 +498,8 @@
 //! ```
 //!
 //! [`serve`](crate::serve()) serves such a router with timeouts, a
-//! connection cap and graceful shutdown; `axum::serve` works as well.
+//! connection cap and graceful shutdown: use it for a public server
+//! (`axum::serve` has none of these limits).
 //!
 //! # Several nodes
 //!

@@ -28,7 +28,7 @@ use crate::{telemetry, Channel, ConnectError, ConnectInfo, Endpoint, Params, Soc
 /// # struct Room;
 /// # impl Channel<UserSocket> for Room {
 /// #     type Info = ();
-/// #     async fn join(_: &str, _: Payload, _: &mut ChannelContext<UserSocket, ()>) -> Result<Join<Self>, ChannelError> { Ok(Join::ok(Room)) }
+/// #     async fn join(_: &str, _: Payload, _: &mut Ctx<Self, UserSocket>) -> Result<Join<Self>, ChannelError> { Ok(Join::ok(Room)) }
 /// # }
 /// let endpoint = Endpoint::local();
 /// let handler = SocketHandler::new(UserSocket)

@@ -13,6 +13,27 @@
 //! * broadcasts go through [`PubSub`], encoded once per serializer and shared
 //!   by every subscriber.
 //!
+//! # Getting started
+//!
+//! The dependencies of a new application:
+//!
+//! ```toml
+//! [dependencies]
+//! fawkes = "0.1"
+//! tokio = { version = "1", features = ["rt-multi-thread", "macros", "net"] }
+//! serde = { version = "1", features = ["derive"] }
+//! serde_json = "1"
+//! tracing-subscriber = "0.3"
+//!
+//! [dev-dependencies]
+//! fawkes-test = "0.1"
+//! ```
+//!
+//! Fawkes reports through [`tracing`](https://docs.rs/tracing): a channel
+//! crash, or [`Endpoint::verify`] called before a secret key base was set,
+//! is logged, not returned. Install a subscriber at startup
+//! (`tracing_subscriber::fmt::init()`), or these go unseen.
+//!
 //! # Example
 //!
 //! ```no_run
@@ -43,10 +64,11 @@
 //!
 //! #[tokio::main]
 //! async fn main() -> std::io::Result<()> {
+//!     tracing_subscriber::fmt::init();
 //!     let endpoint = Endpoint::local();
 //!     let app = endpoint.socket("/socket", SocketHandler::new(UserSocket).channel::<Room>("room:*"));
 //!     let listener = tokio::net::TcpListener::bind("127.0.0.1:4000").await?;
-//!     fawkes::axum::serve(listener, app).await
+//!     fawkes::serve(listener, app).await
 //! }
 //! ```
 //!
@@ -106,3 +128,8 @@ pub use fawkes_pubsub as pubsub;
 pub use fawkes_pubsub::{PubSub, SubscriberId, Subscription};
 pub use fawkes_token as token;
 pub use fawkes_tracker as tracker;
+
+/// The README's Rust examples, compiled (and run) as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;

@@ -257,3 +257,35 @@ async fn coalesced_diffs_reach_the_same_state() {
     };
     assert_eq!(refs(&view), refs(&want));
 }
+
+/// `Presence::new` outside a tokio runtime panics with a message that says
+/// so, at the caller's line rather than inside tokio.
+#[test]
+fn presence_new_outside_a_runtime_panics_at_the_caller() {
+    use std::sync::{Arc, Mutex};
+    let endpoint = fawkes::Endpoint::local();
+    let seen: Arc<Mutex<Option<(String, String)>>> = Arc::default();
+    let previous = Arc::new(std::panic::take_hook());
+    let (s, p) = (seen.clone(), previous.clone());
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|m| (*m).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        if message.contains("outside a tokio runtime") {
+            let file = info.location().map(|l| l.file().to_owned()).unwrap_or_default();
+            *s.lock().unwrap() = Some((message, file));
+        } else {
+            p(info);
+        }
+    }));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fawkes::Presence::new(&endpoint)));
+    let _ = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| previous(info)));
+    assert!(result.is_err(), "no panic");
+    let (message, file) = seen.lock().unwrap().clone().expect("the panic was seen");
+    assert!(message.contains("Presence::new"), "{message}");
+    assert!(file.ends_with("tests/presence.rs"), "panicked at {file}");
+}

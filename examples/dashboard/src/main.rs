@@ -9,5 +9,5 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     endpoint.set_secret_key_base(&std::env::var("SECRET_KEY_BASE")?)?;
     let (router, _) = fawkes_example_dashboard::app(&endpoint, Duration::from_secs(5));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:4000").await?;
-    Ok(fawkes::axum::serve(listener, router).await?)
+    Ok(fawkes::serve(listener, router).await?)
 }

@@ -256,8 +256,20 @@ impl PresenceBuilder {
     }
 
     /// Starts the tracker (and, when the endpoint's PubSub spans several
-    /// nodes, its replication). Must be called inside a tokio runtime.
+    /// nodes, its replication).
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime (the tracker runs tasks on it): call it from
+    /// async code, or after `Runtime::enter`. The panic points at the caller.
+    #[track_caller]
     pub fn build(self) -> Presence {
+        if tokio::runtime::Handle::try_current().is_err() {
+            panic!(
+                "Presence::new / PresenceBuilder::build called outside a tokio runtime: \
+                 call it from async code (e.g. in #[tokio::main]) or after Runtime::enter"
+            );
+        }
         let node = self.endpoint.pubsub().node_name().to_owned();
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         let vsn = u64::try_from(now.as_micros()).unwrap_or(u64::MAX);
@@ -350,6 +362,12 @@ fn triple(e: Element<PresencePid, Meta>) -> (String, PresencePid, Meta) {
 
 impl Presence {
     /// A tracker with Phoenix's defaults; see [`Presence::builder`].
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime, as [`PresenceBuilder::build`]; the panic
+    /// points at the caller.
+    #[track_caller]
     pub fn new(endpoint: &Endpoint) -> Presence {
         Presence::builder(endpoint).build()
     }
