@@ -444,19 +444,35 @@ fn live<S: Socket, C: Channel<S>>(mut state: Option<Live<S, C>>) -> impl Future<
     async move {
         let Some(live) = state.as_mut() else { return };
         let reason = loop {
-            let msg = live.task.ctx.inbox.recv().await;
-            if live.task.ctx.inbox.is_killed() {
-                break killed(&live.task, msg);
-            }
-            let Some(msg) = msg else {
-                break StopReason::Closed;
+            // The message goes straight from the mailbox into its boxed
+            // step: held in a local of this block, it would keep a slot of
+            // this future (the size of the largest message) while idle.
+            let step = match begin(live, live.task.ctx.inbox.recv().await) {
+                Ok(step) => step,
+                Err(reason) => break reason,
             };
-            if let Some(reason) = Box::pin(step(live, msg)).await {
+            if let Some(reason) = step.await {
                 break reason;
             }
         };
         let Some(live) = state.take() else { return };
         Box::pin(end(live, reason)).await;
+    }
+}
+
+/// The boxed step that handles `msg`, or why the channel stops (its
+/// mailbox closed, or a duplicate join killed it).
+#[allow(clippy::type_complexity)]
+fn begin<S: Socket, C: Channel<S>>(
+    live: &mut Live<S, C>,
+    msg: Option<ChannelMsg<C::Info>>,
+) -> Result<Pin<Box<impl Future<Output = Option<StopReason>> + Send + '_>>, StopReason> {
+    if live.task.ctx.inbox.is_killed() {
+        return Err(killed(&live.task, msg));
+    }
+    match msg {
+        Some(msg) => Ok(Box::pin(step(live, msg))),
+        None => Err(StopReason::Closed),
     }
 }
 
