@@ -633,3 +633,42 @@ pub(crate) fn end_frame(
     };
     vsn.encode_push(&Message::channel_end(join_ref, topic, ev, Payload::empty())).ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ConnectError, ConnectInfo, Params};
+
+    struct TestSocket;
+
+    impl Socket for TestSocket {
+        type Assigns = ();
+        async fn connect(&self, _: &Params, _: &ConnectInfo) -> Result<(), ConnectError> {
+            Ok(())
+        }
+    }
+
+    struct Quiet;
+
+    impl Channel<TestSocket> for Quiet {
+        type Info = ();
+        async fn join(_: &str, _: Payload, _: &mut ChannelContext<TestSocket, ()>) -> Result<Join<Self>, ChannelError> {
+            Ok(Join::ok(Quiet))
+        }
+    }
+
+    /// The size of the future a function returns, without calling it.
+    fn returned<A, F>(_: fn(A) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    #[test]
+    fn an_idle_channel_task_keeps_no_room_for_a_message() {
+        let task = returned(live::<TestSocket, Quiet>);
+        let state = std::mem::size_of::<Option<Live<TestSocket, Quiet>>>();
+        let msg = std::mem::size_of::<ChannelMsg<()>>();
+        // its state, the mailbox's wait and a few words; a message bound
+        // to a local of the loop would add a slot of its size
+        assert!(task < state + msg, "the channel task's future is {task} bytes for {state} of state ({msg} a message)");
+    }
+}

@@ -443,3 +443,38 @@ async fn finish<S: Socket, IO: WsIo>(mut c: Conn<S, IO>, (exit, flush): (Close, 
         Close::SlowConsumer | Close::Gone => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct TestSocket;
+
+    impl Socket for TestSocket {
+        type Assigns = ();
+        async fn connect(&self, _: &Params, _: &ConnectInfo) -> Result<(), ConnectError> {
+            Ok(())
+        }
+    }
+
+    /// The size of the future a function returns, without calling it.
+    fn returned<A, F>(_: fn(A) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    #[test]
+    fn an_idle_connection_loop_holds_its_state_its_timer_and_a_few_words() {
+        let conn = std::mem::size_of::<Conn<TestSocket, TcpStream>>();
+        let timer = std::mem::size_of::<tokio::time::Sleep>();
+        let task = returned(serve::<TestSocket, TcpStream>);
+        // a local kept across an `await` (a pending close, a write's future)
+        // adds its size to every connection
+        assert!(
+            task <= conn + timer + 40,
+            "the loop's future is {task} bytes for {conn} of state and a {timer}-byte timer"
+        );
+        let capped = returned(serve::<TestSocket, Capped>);
+        let conn = std::mem::size_of::<Conn<TestSocket, Capped>>();
+        assert!(capped <= conn + timer + 40, "through fawkes::serve: {capped} bytes for {conn} of state");
+    }
+}
