@@ -49,6 +49,19 @@ pub(crate) fn take(limit: &Option<RateLimit>, bucket: &mut Option<Bucket>, now: 
 /// A token bucket shared by every connection of one socket id.
 pub(crate) type SharedBucket = Arc<Mutex<Option<Bucket>>>;
 
+/// A connection's fan-out bucket: the socket id's shared one, or the
+/// connection's own, allocated on first use (most connections never
+/// broadcast from `handle_in`).
+#[derive(Debug, Default)]
+pub(crate) struct FanoutBucket(std::sync::OnceLock<SharedBucket>);
+
+impl FanoutBucket {
+    /// Locks the bucket (creating the connection's own on first use).
+    pub(crate) fn lock(&self) -> parking_lot::MutexGuard<'_, Option<Bucket>> {
+        self.0.get_or_init(SharedBucket::default).lock()
+    }
+}
+
 /// Connection counts of one socket handler: in all, and per socket id, with
 /// the fan-out bucket each socket id's connections share.
 #[derive(Debug, Default)]
@@ -64,8 +77,8 @@ pub(crate) struct Slot {
     id: Option<String>,
     /// The bucket of client events that fan out to others: shared by every
     /// connection of the socket id on this node (a connection's own when it
-    /// has no id).
-    pub(crate) fanout: SharedBucket,
+    /// has no id, created on first use).
+    pub(crate) fanout: FanoutBucket,
 }
 
 impl Slots {
@@ -75,7 +88,7 @@ impl Slots {
             self.total.fetch_sub(1, Ordering::AcqRel);
             return None;
         }
-        let mut fanout = SharedBucket::default();
+        let fanout = FanoutBucket::default();
         if let Some(id) = id {
             let mut by_id = self.by_id.lock();
             let (n, bucket) = by_id.entry(id.to_owned()).or_default();
@@ -85,7 +98,7 @@ impl Slots {
                 return None;
             }
             *n += 1;
-            fanout = bucket.clone();
+            let _ = fanout.0.set(bucket.clone());
         }
         Some(Slot { slots: self.clone(), id: id.map(str::to_owned), fanout })
     }

@@ -448,19 +448,35 @@ fn live<S: Socket, C: Channel<S>>(mut state: Option<Live<S, C>>) -> impl Future<
     async move {
         let Some(live) = state.as_mut() else { return };
         let reason = loop {
-            let msg = live.task.ctx.inbox.recv().await;
-            if live.task.ctx.inbox.is_killed() {
-                break killed(&live.task, msg);
-            }
-            let Some(msg) = msg else {
-                break StopReason::Closed;
+            // The message goes straight from the mailbox into its boxed
+            // step: held in a local of this block, it would keep a slot of
+            // this future (the size of the largest message) while idle.
+            let step = match begin(live, live.task.ctx.inbox.recv().await) {
+                Ok(step) => step,
+                Err(reason) => break reason,
             };
-            if let Some(reason) = Box::pin(step(live, msg)).await {
+            if let Some(reason) = step.await {
                 break reason;
             }
         };
         let Some(live) = state.take() else { return };
         Box::pin(end(live, reason)).await;
+    }
+}
+
+/// The boxed step that handles `msg`, or why the channel stops (its
+/// mailbox closed, or a duplicate join killed it).
+#[allow(clippy::type_complexity)]
+fn begin<S: Socket, C: Channel<S>>(
+    live: &mut Live<S, C>,
+    msg: Option<ChannelMsg<C::Info>>,
+) -> Result<Pin<Box<impl Future<Output = Option<StopReason>> + Send + '_>>, StopReason> {
+    if live.task.ctx.inbox.is_killed() {
+        return Err(killed(&live.task, msg));
+    }
+    match msg {
+        Some(msg) => Ok(Box::pin(step(live, msg))),
+        None => Err(StopReason::Closed),
     }
 }
 
@@ -623,4 +639,43 @@ pub(crate) fn end_frame(
         End::Refused => return None,
     };
     vsn.encode_push(&Message::channel_end(join_ref, topic, ev, Payload::empty())).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ConnectError, ConnectInfo, Params};
+
+    struct TestSocket;
+
+    impl Socket for TestSocket {
+        type Assigns = ();
+        async fn connect(&self, _: &Params, _: &ConnectInfo) -> Result<(), ConnectError> {
+            Ok(())
+        }
+    }
+
+    struct Quiet;
+
+    impl Channel<TestSocket> for Quiet {
+        type Info = ();
+        async fn join(_: &str, _: Payload, _: &mut ChannelContext<TestSocket, ()>) -> Result<Join<Self>, ChannelError> {
+            Ok(Join::ok(Quiet))
+        }
+    }
+
+    /// The size of the future a function returns, without calling it.
+    fn returned<A, F>(_: fn(A) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    #[test]
+    fn an_idle_channel_task_keeps_no_room_for_a_message() {
+        let task = returned(live::<TestSocket, Quiet>);
+        let state = std::mem::size_of::<Option<Live<TestSocket, Quiet>>>();
+        let msg = std::mem::size_of::<ChannelMsg<()>>();
+        // its state, the mailbox's wait and a few words; a message bound
+        // to a local of the loop would add a slot of its size
+        assert!(task < state + msg, "the channel task's future is {task} bytes for {state} of state ({msg} a message)");
+    }
 }

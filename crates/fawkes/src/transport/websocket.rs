@@ -255,8 +255,20 @@ impl<S: Socket, IO: WsIo> Conn<S, IO> {
     /// Writes what is pending: at once when the socket takes it all (the
     /// buffer then goes back to the thread), else in a boxed slow path.
     async fn flush(&mut self) -> Result<(), Close> {
-        if self.out.is_empty() {
+        if self.try_flush()? {
             return Ok(());
+        }
+        Box::pin(self.flush_slow()).await
+    }
+
+    /// Writes what is pending if the socket takes it all now: `Ok(true)`
+    /// when nothing is left (the buffer goes back to the thread), `Ok(false)`
+    /// when the rest must be waited for with [`Conn::flush_slow`]. Not an
+    /// `async fn`, so that the connection's loop holds no future for the
+    /// common case.
+    fn try_flush(&mut self) -> Result<bool, Close> {
+        if self.out.is_empty() {
+            return Ok(true);
         }
         match self.io.try_write_now(&self.out) {
             Ok(None) => {
@@ -265,11 +277,11 @@ impl<S: Socket, IO: WsIo> Conn<S, IO> {
                     out.clear();
                     SCRATCH.with(|s| s.set(out));
                 }
-                Ok(())
+                Ok(true)
             }
             Ok(Some(n)) => {
                 self.out.drain(..n);
-                Box::pin(self.flush_slow()).await
+                Ok(false)
             }
             Err(_) => {
                 // the connection is dead: nothing of this is sent again
@@ -328,7 +340,10 @@ impl<S: Socket, IO: WsIo> Conn<S, IO> {
 /// A connection's loop. Not an `async fn`: its parameter would be moved
 /// into a second slot of the future; the block's capture is used in place.
 /// What it waits for is polled in place too (see [`Conn::poll_woken`]), so
-/// that an idle connection holds its state, its timer and little else.
+/// that an idle connection holds its state, its timer and little else: no
+/// local lives across an `await` but the timer (a write that has to wait
+/// runs in a boxed future, and the writes before a close are left to the
+/// boxed [`finish`]).
 #[allow(clippy::manual_async_fn)]
 fn serve<S: Socket, IO: WsIo>(mut c: Conn<S, IO>) -> impl Future<Output = ()> + Send {
     async move {
@@ -343,16 +358,22 @@ fn serve<S: Socket, IO: WsIo>(mut c: Conn<S, IO>) -> impl Future<Output = ()> + 
             tokio::task::coop::consume_budget().await;
             let more = match c.process() {
                 Ok(more) => more,
-                Err(exit) => break exit,
+                Err(exit) => break (exit, false),
             };
             if more {
                 if let Err(exit) = c.drain_outbox() {
-                    let _ = c.flush().await;
-                    break exit;
+                    // write what was queued before the close
+                    break (exit, true);
                 }
             }
-            if let Err(exit) = c.flush().await {
-                break exit;
+            match c.try_flush() {
+                Ok(true) => {}
+                Ok(false) => {
+                    if let Err(exit) = Box::pin(c.flush_slow()).await {
+                        break (exit, false);
+                    }
+                }
+                Err(exit) => break (exit, false),
             }
             if more {
                 continue;
@@ -360,20 +381,18 @@ fn serve<S: Socket, IO: WsIo>(mut c: Conn<S, IO>) -> impl Future<Output = ()> + 
             let woken = std::future::poll_fn(|cx| c.poll_woken(cx, idle.as_mut())).await;
             if woken.outbox {
                 if let Err(exit) = c.drain_outbox() {
-                    // write what was queued before the close
-                    let _ = c.flush().await;
-                    break exit;
+                    break (exit, true);
                 }
             }
             match woken.read {
-                Some(Ok(0) | Err(_)) => break Close::Gone,
+                Some(Ok(0) | Err(_)) => break (Close::Gone, false),
                 Some(Ok(_)) => c.driver.activity(),
                 None => {}
             }
             if woken.idle {
                 match c.driver.check_idle(Instant::now()) {
                     Ok(deadline) => idle.as_mut().reset(deadline),
-                    Err(exit) => break exit,
+                    Err(exit) => break (exit, false),
                 }
             }
         };
@@ -381,9 +400,13 @@ fn serve<S: Socket, IO: WsIo>(mut c: Conn<S, IO>) -> impl Future<Output = ()> + 
     }
 }
 
-/// Closes the connection as `exit` says (kept out of the connection's loop
-/// future, which stays small while the connection lives).
-async fn finish<S: Socket, IO: WsIo>(mut c: Conn<S, IO>, exit: Close) {
+/// Closes the connection as `exit` says, after writing what is pending when
+/// `exit.1` says so (kept out of the connection's loop future, which stays
+/// small while the connection lives).
+async fn finish<S: Socket, IO: WsIo>(mut c: Conn<S, IO>, (exit, flush): (Close, bool)) {
+    if flush {
+        let _ = c.flush().await;
+    }
     // The client learns that the connection closed only once its channels
     // are over, so that a reconnect finds them gone.
     c.driver.close_channels(&exit).await;
@@ -419,5 +442,40 @@ async fn finish<S: Socket, IO: WsIo>(mut c: Conn<S, IO>, exit: Close) {
             let _ = c.io.try_write_now(&frame);
         }
         Close::SlowConsumer | Close::Gone => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct TestSocket;
+
+    impl Socket for TestSocket {
+        type Assigns = ();
+        async fn connect(&self, _: &Params, _: &ConnectInfo) -> Result<(), ConnectError> {
+            Ok(())
+        }
+    }
+
+    /// The size of the future a function returns, without calling it.
+    fn returned<A, F>(_: fn(A) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    #[test]
+    fn an_idle_connection_loop_holds_its_state_its_timer_and_a_few_words() {
+        let conn = std::mem::size_of::<Conn<TestSocket, TcpStream>>();
+        let timer = std::mem::size_of::<tokio::time::Sleep>();
+        let task = returned(serve::<TestSocket, TcpStream>);
+        // a local kept across an `await` (a pending close, a write's future)
+        // adds its size to every connection
+        assert!(
+            task <= conn + timer + 40,
+            "the loop's future is {task} bytes for {conn} of state and a {timer}-byte timer"
+        );
+        let capped = returned(serve::<TestSocket, Capped>);
+        let conn = std::mem::size_of::<Conn<TestSocket, Capped>>();
+        assert!(capped <= conn + timer + 40, "through fawkes::serve: {capped} bytes for {conn} of state");
     }
 }
