@@ -600,8 +600,8 @@ impl TestChannel {
     /// True when the test sees the topic's broadcasts: the channel was
     /// opened with [`TestSocket::subscribe_and_join`]. A channel opened with
     /// [`TestSocket::join`] or [`TestSocket::channel`] is not subscribed, so
-    /// [`assert_broadcast!`] on it fails at once and [`refute_broadcast!`]
-    /// sees nothing.
+    /// [`assert_broadcast!`] and [`refute_broadcast!`] on it fail at once,
+    /// saying so.
     pub fn is_subscribed(&self) -> bool {
         self.sub.is_some()
     }
@@ -805,6 +805,14 @@ macro_rules! refute_broadcast {
     };
     ($chan:expr, $event:expr, $expected:expr, $timeout:expr) => {{
         let expected = $expected;
+        // a test that cannot see broadcasts would pass without checking anything
+        if !$chan.is_subscribed() {
+            panic!(
+                "refute_broadcast! on {}: the channel was joined with `join`, which does not subscribe the test \
+                 to the topic's broadcasts, so nothing could be refuted: use `subscribe_and_join`",
+                $chan.topic()
+            );
+        }
         if let Some(p) = $chan.wait_broadcast($event, &expected, $timeout).await {
             panic!("unexpected broadcast {:?} on {}: {:?}", $event, $chan.topic(), p);
         }

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use fawkes::*;
-use fawkes_test::{assert_broadcast, assert_push, assert_reply, connect, refute_push, socket, Exact};
+use fawkes_test::{assert_broadcast, assert_push, assert_reply, connect, refute_broadcast, refute_push, socket, Exact};
 use serde_json::json;
 
 struct UserSocket;
@@ -123,6 +123,21 @@ async fn assert_broadcast_after_join_says_to_subscribe() {
     assert!(message.contains("joined with `join`, which does not subscribe"), "{message}");
     assert!(message.contains("use `subscribe_and_join`"), "{message}");
     assert!(message.contains("pending: "), "{message}");
+}
+
+/// `refute_broadcast!` on a channel opened with `join` cannot see a
+/// broadcast: it fails at once rather than pass without checking.
+#[tokio::test]
+async fn refute_broadcast_after_join_fails_rather_than_pass_unchecked() {
+    let svc = service();
+    let (_, room) = socket(&svc, "ada".to_owned()).join("room:1", json!({})).await.unwrap();
+    let failed = tokio::spawn(async move {
+        refute_broadcast!(room, "said", json!({}), Duration::from_secs(30));
+    });
+    let failed = tokio::time::timeout(Duration::from_secs(5), failed).await.expect("fails at once").unwrap_err();
+    let message = failed.into_panic();
+    let message = message.downcast_ref::<String>().unwrap();
+    assert!(message.contains("use `subscribe_and_join`"), "{message}");
 }
 
 /// A subscribed channel's failure lists what is pending, as `assert_push!`.
