@@ -20,7 +20,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -129,6 +128,10 @@ pub struct Config {
     /// when the name is new). For development only: anyone can then sign in
     /// as anyone. `CHAT_DEV_SIGN_IN=1` in `main`.
     pub dev_sign_in: bool,
+    /// When set, `GET /metrics` answers only a scrape that sends
+    /// `Authorization: Bearer <token>` (401 with a JSON body otherwise).
+    /// `METRICS_TOKEN` in `main`.
+    pub metrics_token: Option<String>,
 }
 
 /// How long a session lasts unless configured: two weeks.
@@ -262,14 +265,9 @@ pub async fn build(config: &Config) -> Result<(axum::Router, SocketService<socke
         .route("/assets/app.js", get(|| async { ([(header::CONTENT_TYPE, "text/javascript")], APP_JS) }))
         .route("/assets/phoenix.mjs", get(|| async { ([(header::CONTENT_TYPE, "text/javascript")], PHOENIX_JS) }))
         .route("/health", get(|| async { axum::Json(json!({"status": "ok"})).into_response() }))
-        .route(
-            "/metrics",
-            get(|State(app): State<App>| async move {
-                ([(header::CONTENT_TYPE, fawkes::telemetry::CONTENT_TYPE)], app.endpoint.prometheus())
-            }),
-        )
         .merge(api::routes())
         .with_state(app.clone())
+        .merge(fawkes::telemetry::metrics_router(&endpoint, config.metrics_token.clone()))
         .merge(service.router("/socket"));
     Ok((router, service, app))
 }

@@ -11,6 +11,7 @@
 //! `MyApp.PubSub` say, and presence as its Phoenix.Presence,
 //! `PHOENIX_PRESENCE_NAME`, by default `<App>Web.Presence` for
 //! `<App>.PubSub`, with `PHOENIX_PRESENCE_POOL_SIZE` shards, 1 by default),
+//! `METRICS_TOKEN` (`/metrics` then needs `Authorization: Bearer <token>`),
 //! `ADMIN_KEY` (serve the live admin page, [`fawkes::admin`], at `/admin`
 //! for that key: `/admin#key=<key>`),
 //! `SESSION_MAX_AGE` (seconds a session lasts after sign-in; two weeks by
@@ -155,6 +156,7 @@ async fn run() -> Result<(), String> {
         }
     }
     let admin_key = var("ADMIN_KEY")?.filter(|k| !k.is_empty());
+    let metrics_token = var("METRICS_TOKEN")?.filter(|k| !k.is_empty());
     let dev_sign_in = match var("CHAT_DEV_SIGN_IN")?.as_deref() {
         None | Some("" | "0" | "false") => false,
         Some("1" | "true") => true,
@@ -213,6 +215,7 @@ async fn run() -> Result<(), String> {
         phoenix_presence: phoenix.map(|app| (app.presence, app.pool_size)),
         session_max_age,
         dev_sign_in,
+        metrics_token,
     };
     let (mut router, service, app) = fawkes_chat::build(&config).await.map_err(|e| database_error(&shown_url, e))?;
     if let Some(key) = admin_key {

@@ -50,6 +50,7 @@ async fn start_with(session_max_age: Duration, dev_sign_in: bool) -> Server {
         phoenix_presence: None,
         session_max_age,
         dev_sign_in,
+        metrics_token: None,
     };
     let (router, service, _) = fawkes_chat::build(&config).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

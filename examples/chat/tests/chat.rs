@@ -45,6 +45,46 @@ async fn start() -> Server {
     start_node(None, None).await
 }
 
+/// A node whose `/metrics` needs a bearer token.
+async fn start_with_metrics_token(token: &str) -> SocketAddr {
+    let dir = std::env::temp_dir().join(unique("fawkes-chat-test-"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = fawkes_chat::Config {
+        database_url: format!("sqlite://{}?mode=rwc", dir.join("chat.db").display()),
+        secret_key_base: Some("chat-test-secret-key-base-0123456789abcdef".into()),
+        pubsub: None,
+        shared_history: None,
+        phoenix_presence: None,
+        session_max_age: fawkes_chat::DEFAULT_SESSION_MAX_AGE,
+        dev_sign_in: false,
+        metrics_token: Some(token.to_owned()),
+    };
+    let (router, _, _) = fawkes_chat::build(&config).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    addr
+}
+
+#[tokio::test]
+async fn metrics_can_require_a_bearer_token() {
+    let addr = start_with_metrics_token("scrape-secret").await;
+    let (status, v) = http(addr, "GET", "/metrics", None, None).await;
+    assert_eq!((status, v), (401, json!({"error": "unauthorized"})));
+    let (status, _) = http(addr, "GET", "/metrics", Some("wrong"), None).await;
+    assert_eq!(status, 401);
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        b"GET /metrics HTTP/1.1\r\nhost: x\r\nauthorization: Bearer scrape-secret\r\nconnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("fawkes_connections"), "{answer}");
+}
+
 /// A chat node: on `database` (a fresh one when `None`) and, with `pubsub`,
 /// in a cluster.
 async fn start_node(database: Option<(String, Option<std::path::PathBuf>)>, pubsub: Option<fawkes::PubSub>) -> Server {
@@ -64,6 +104,7 @@ async fn start_node(database: Option<(String, Option<std::path::PathBuf>)>, pubs
         phoenix_presence: None,
         session_max_age: fawkes_chat::DEFAULT_SESSION_MAX_AGE,
         dev_sign_in: false,
+        metrics_token: None,
     };
     let (router, service, _) = fawkes_chat::build(&config).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

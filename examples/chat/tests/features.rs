@@ -46,6 +46,7 @@ async fn start() -> Server {
         phoenix_presence: None,
         session_max_age: fawkes_chat::DEFAULT_SESSION_MAX_AGE,
         dev_sign_in: false,
+        metrics_token: None,
     };
     let (router, service, _) = fawkes_chat::build(&config).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -41,6 +41,7 @@ async fn an_older_database_is_migrated_without_loss() {
         phoenix_presence: None,
         session_max_age: fawkes_chat::DEFAULT_SESSION_MAX_AGE,
         dev_sign_in: true,
+        metrics_token: None,
     };
     let (_, _, app) = fawkes_chat::build(&config).await.unwrap();
     // everyone and everything is still there
