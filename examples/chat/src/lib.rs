@@ -134,6 +134,26 @@ pub struct Config {
     pub metrics_token: Option<String>,
 }
 
+impl Config {
+    /// One node on `database_url` with the defaults: a generated secret key
+    /// base, the history in memory, no Phoenix cluster, sessions of
+    /// [`DEFAULT_SESSION_MAX_AGE`], no name-only sign-in, `/metrics` open.
+    /// Set the other fields with struct update syntax:
+    /// `Config { dev_sign_in: true, ..Config::new(url) }`.
+    pub fn new(database_url: impl Into<String>) -> Config {
+        Config {
+            database_url: database_url.into(),
+            secret_key_base: None,
+            pubsub: None,
+            shared_history: None,
+            phoenix_presence: None,
+            session_max_age: DEFAULT_SESSION_MAX_AGE,
+            dev_sign_in: false,
+            metrics_token: None,
+        }
+    }
+}
+
 /// How long a session lasts unless configured: two weeks.
 pub const DEFAULT_SESSION_MAX_AGE: Duration = Duration::from_secs(14 * 86_400);
 

@@ -43,14 +43,10 @@ async fn start_with(session_max_age: Duration, dev_sign_in: bool) -> Server {
         }
     };
     let config = fawkes_chat::Config {
-        database_url: url,
         secret_key_base: Some("chat-test-secret-key-base-0123456789abcdef".into()),
-        pubsub: None,
-        shared_history: None,
-        phoenix_presence: None,
         session_max_age,
         dev_sign_in,
-        metrics_token: None,
+        ..fawkes_chat::Config::new(url)
     };
     let (router, service, _) = fawkes_chat::build(&config).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -50,14 +50,9 @@ async fn start_with_metrics_token(token: &str) -> SocketAddr {
     let dir = std::env::temp_dir().join(unique("fawkes-chat-test-"));
     std::fs::create_dir_all(&dir).unwrap();
     let config = fawkes_chat::Config {
-        database_url: format!("sqlite://{}?mode=rwc", dir.join("chat.db").display()),
         secret_key_base: Some("chat-test-secret-key-base-0123456789abcdef".into()),
-        pubsub: None,
-        shared_history: None,
-        phoenix_presence: None,
-        session_max_age: fawkes_chat::DEFAULT_SESSION_MAX_AGE,
-        dev_sign_in: false,
         metrics_token: Some(token.to_owned()),
+        ..fawkes_chat::Config::new(format!("sqlite://{}?mode=rwc", dir.join("chat.db").display()))
     };
     let (router, _, _) = fawkes_chat::build(&config).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -97,14 +92,9 @@ async fn start_node(database: Option<(String, Option<std::path::PathBuf>)>, pubs
         }
     });
     let config = fawkes_chat::Config {
-        database_url: url.clone(),
         secret_key_base: Some("chat-test-secret-key-base-0123456789abcdef".into()),
         pubsub,
-        shared_history: None,
-        phoenix_presence: None,
-        session_max_age: fawkes_chat::DEFAULT_SESSION_MAX_AGE,
-        dev_sign_in: false,
-        metrics_token: None,
+        ..fawkes_chat::Config::new(url.clone())
     };
     let (router, service, _) = fawkes_chat::build(&config).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -39,14 +39,8 @@ async fn start() -> Server {
         }
     };
     let config = fawkes_chat::Config {
-        database_url: url,
         secret_key_base: Some("chat-test-secret-key-base-0123456789abcdef".into()),
-        pubsub: None,
-        shared_history: None,
-        phoenix_presence: None,
-        session_max_age: fawkes_chat::DEFAULT_SESSION_MAX_AGE,
-        dev_sign_in: false,
-        metrics_token: None,
+        ..fawkes_chat::Config::new(url)
     };
     let (router, service, _) = fawkes_chat::build(&config).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -34,14 +34,9 @@ async fn an_older_database_is_migrated_without_loss() {
         conn.close().await.unwrap();
     }
     let config = fawkes_chat::Config {
-        database_url: url,
         secret_key_base: Some("chat-test-secret-key-base-0123456789abcdef".into()),
-        pubsub: None,
-        shared_history: None,
-        phoenix_presence: None,
-        session_max_age: fawkes_chat::DEFAULT_SESSION_MAX_AGE,
         dev_sign_in: true,
-        metrics_token: None,
+        ..fawkes_chat::Config::new(url)
     };
     let (_, _, app) = fawkes_chat::build(&config).await.unwrap();
     // everyone and everything is still there
